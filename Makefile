@@ -1,0 +1,49 @@
+# tiktok_capi: PGXS build.  `make test` installs what is missing, builds,
+# installs and runs every suite in a throw-away cluster.
+
+EXTENSION = tiktok_capi
+MODULE_big = tiktok_capi
+OBJS = \
+	src/tiktok_capi.o \
+	src/normalize.o \
+	src/countries.o \
+	src/hashing.o \
+	src/event.o
+
+DATA = sql/tiktok_capi--0.1.0.sql
+REGRESS = hashing phone event
+REGRESS_OPTS = --load-extension=tiktok_capi
+
+# Warnings flags go in PG_CPPFLAGS so they reach gcc and the clang bitcode step
+PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
+	-Wno-sign-compare -Wno-missing-field-initializers
+SHLIB_LINK = -lcurl -lcrypto
+
+EXTRA_CLEAN = test/unit/normalize_test
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(wildcard $(PGXS)),)
+include $(PGXS)
+endif
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test deps unit
+
+# Install the build and test dependencies that are missing (apt)
+deps:
+	bash test/install-deps.sh
+
+# The standalone unit test of the pure-C normalization code
+unit: test/unit/normalize_test
+
+test/unit/normalize_test: test/unit/normalize_test.c src/normalize.c src/countries.c src/normalize.h
+	$(CC) -std=c99 -D_DEFAULT_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc -o $@ \
+		test/unit/normalize_test.c src/normalize.c src/countries.c -lcrypto
+
+# Everything, from a fresh machine: deps, build, install, all suites
+test: deps
+	$(MAKE) all unit
+	$(SUDO) $(MAKE) install
+	bash test/run-tests.sh

@@ -1,0 +1,157 @@
+/*-------------------------------------------------------------------------
+ *
+ * hashing.c
+ *	  SQL functions that normalize and hash customer identifiers
+ *	  (tt_hash_email, tt_hash_phone, tt_hash_external_id and the
+ *	  tt_normalize_* functions that show what gets hashed), and the
+ *	  tiktok_capi.default_country setting for national phone numbers.
+ *
+ * Unusable input gives NULL, never an error: a bad email must not abort an
+ * order.  Only a caller's own mistake (a country code that does not exist)
+ * is an error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
+#include "tiktok_capi.h"
+
+PG_FUNCTION_INFO_V1(tt_hash_email_sql);
+PG_FUNCTION_INFO_V1(tt_normalize_email_sql);
+PG_FUNCTION_INFO_V1(tt_hash_phone_sql);
+PG_FUNCTION_INFO_V1(tt_normalize_phone_sql);
+PG_FUNCTION_INFO_V1(tt_hash_external_id_sql);
+
+static bool check_default_country(char **newval, void **extra, GucSource source);
+static const TTCountry *country_arg(FunctionCallInfo fcinfo, int argno);
+
+/* tiktok_capi.default_country: ISO 3166 alpha-2, or '' for none */
+static char *default_country = NULL;
+
+/* Register this stage's settings */
+void
+tt_hashing_init(void)
+{
+	DefineCustomStringVariable("tiktok_capi.default_country",
+							   "Country of phone numbers stored without a country code.",
+							   "ISO 3166 alpha-2 code such as US or GB; empty for none. "
+							   "National numbers need it to become E.164.",
+							   &default_country,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   check_default_country, NULL, NULL);
+}
+
+/* Refuse a country the table does not know, when it is set, not when used */
+static bool
+check_default_country(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (tt_country_lookup(*newval, strlen(*newval)) == NULL)
+	{
+		GUC_check_errdetail("\"%s\" is not an ISO 3166 alpha-2 country code.",
+							*newval);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * The country for a national phone number: the one named (an error when it
+ * does not exist), else the default_country setting, else none.
+ */
+const TTCountry *
+tt_country_or_default(const char *iso)
+{
+	const TTCountry *c;
+
+	if (iso == NULL)
+		iso = default_country;
+	if (iso == NULL || iso[0] == '\0')
+		return NULL;
+	c = tt_country_lookup(iso, strlen(iso));
+	if (c == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown country code \"%s\"", iso),
+				 errhint("Use an ISO 3166 alpha-2 code such as US, GB or DE.")));
+	return c;
+}
+
+/* The country named by an optional text argument, else the default */
+static const TTCountry *
+country_arg(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_NARGS() > argno)
+		return tt_country_or_default(text_to_cstring(PG_GETARG_TEXT_PP(argno)));
+	return tt_country_or_default(NULL);
+}
+
+/* tt_hash_email(text): hex SHA-256 of the trimmed, lowercased email */
+Datum
+tt_hash_email_sql(PG_FUNCTION_ARGS)
+{
+	text	   *in = PG_GETARG_TEXT_PP(0);
+	char		out[TT_HASH_BUFSIZE];
+
+	if (!tt_hash_email(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), out))
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(out, 64));
+}
+
+/* tt_normalize_email(text): what tt_hash_email hashes */
+Datum
+tt_normalize_email_sql(PG_FUNCTION_ARGS)
+{
+	text	   *in = PG_GETARG_TEXT_PP(0);
+	char		out[TT_EMAIL_MAXLEN + 1];
+	size_t		len;
+
+	if (!tt_normalize_email(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), out, &len))
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(out, len));
+}
+
+/* tt_hash_phone(text [, country text]): hex SHA-256 of the E.164 number */
+Datum
+tt_hash_phone_sql(PG_FUNCTION_ARGS)
+{
+	text	   *in = PG_GETARG_TEXT_PP(0);
+	const TTCountry *country = country_arg(fcinfo, 1);
+	char		out[TT_HASH_BUFSIZE];
+
+	if (!tt_hash_phone(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), country, out))
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(out, 64));
+}
+
+/* tt_normalize_phone(text [, country text]): the E.164 form, with '+' */
+Datum
+tt_normalize_phone_sql(PG_FUNCTION_ARGS)
+{
+	text	   *in = PG_GETARG_TEXT_PP(0);
+	const TTCountry *country = country_arg(fcinfo, 1);
+	char		out[TT_PHONE_BUFSIZE];
+
+	if (!tt_normalize_phone(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), country, out))
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
+/* tt_hash_external_id(text): hex SHA-256 of the trimmed id */
+Datum
+tt_hash_external_id_sql(PG_FUNCTION_ARGS)
+{
+	text	   *in = PG_GETARG_TEXT_PP(0);
+	char		out[TT_HASH_BUFSIZE];
+
+	if (!tt_hash_external_id(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), out))
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(out, 64));
+}

@@ -1,0 +1,447 @@
+/*-------------------------------------------------------------------------
+ *
+ * normalize.c
+ *	  Email, phone, external_id and IP normalization, and SHA-256 hex.
+ *
+ * The rules follow TikTok's advanced matching: email is trimmed and
+ * lowercased; phone is E.164 with its '+'; external_id is trimmed; ip is
+ * sent plain.  An input that already is 64 hex characters is taken as a
+ * hash and passes through lowercased, so nothing is hashed twice.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "normalize.h"
+
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <openssl/sha.h>
+
+static bool is_ascii_space(unsigned char c);
+static int	utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
+static size_t utf8_encode(uint32_t cp, char *out);
+static uint32_t lower_codepoint(uint32_t cp);
+static bool email_shape_ok(const char *s, size_t len);
+static void lower_hex_copy(const char *in, char *out);
+
+static const char hexdigits[] = "0123456789abcdef";
+
+/* White space we trim: ASCII, as in C's isspace, without locale */
+static bool
+is_ascii_space(unsigned char c)
+{
+	return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/*
+ * Trim ASCII white space and no-break spaces (U+00A0, common in values
+ * pasted from web pages) from both ends, in place.
+ */
+void
+tt_trim(const char **s, size_t *len)
+{
+	const unsigned char *p = (const unsigned char *) *s;
+	size_t		n = *len;
+
+	for (;;)
+	{
+		if (n >= 1 && is_ascii_space(p[0]))
+			p++, n--;
+		else if (n >= 2 && p[0] == 0xC2 && p[1] == 0xA0)
+			p += 2, n -= 2;
+		else
+			break;
+	}
+	for (;;)
+	{
+		if (n >= 1 && is_ascii_space(p[n - 1]))
+			n--;
+		else if (n >= 2 && p[n - 2] == 0xC2 && p[n - 1] == 0xA0)
+			n -= 2;
+		else
+			break;
+	}
+	*s = (const char *) p;
+	*len = n;
+}
+
+/* Already a SHA-256 hex digest? Then it must not be hashed again. */
+bool
+tt_is_hashed(const char *s, size_t len)
+{
+	if (len != 64)
+		return false;
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = s[i];
+
+		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+			  (c >= 'A' && c <= 'F')))
+			return false;
+	}
+	return true;
+}
+
+/* Copy a 64-hex digest lowercased, with its NUL */
+static void
+lower_hex_copy(const char *in, char *out)
+{
+	for (int i = 0; i < 64; i++)
+	{
+		char		c = in[i];
+
+		out[i] = (c >= 'A' && c <= 'F') ? (char) (c - 'A' + 'a') : c;
+	}
+	out[64] = '\0';
+}
+
+/* SHA-256 of the bytes, as TikTok wants it: 64 lowercase hex digits */
+void
+tt_sha256_hex(const char *data, size_t len, char *out)
+{
+	unsigned char digest[SHA256_DIGEST_LENGTH];
+
+	SHA256((const unsigned char *) data, len, digest);
+	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+	{
+		out[2 * i] = hexdigits[digest[i] >> 4];
+		out[2 * i + 1] = hexdigits[digest[i] & 0x0F];
+	}
+	out[64] = '\0';
+}
+
+/*
+ * Decode one strict UTF-8 sequence (no overlongs, no surrogates, nothing
+ * past U+10FFFF).  Returns its length in bytes, or 0 when invalid.
+ */
+static int
+utf8_decode(const unsigned char *s, size_t len, uint32_t *cp)
+{
+	uint32_t	c = s[0];
+	int			n;
+	uint32_t	min;
+
+	if (c < 0x80)
+	{
+		*cp = c;
+		return 1;
+	}
+	if (c >= 0xC2 && c <= 0xDF)
+		n = 2, c &= 0x1F, min = 0x80;
+	else if (c >= 0xE0 && c <= 0xEF)
+		n = 3, c &= 0x0F, min = 0x800;
+	else if (c >= 0xF0 && c <= 0xF4)
+		n = 4, c &= 0x07, min = 0x10000;
+	else
+		return 0;
+	if (len < (size_t) n)
+		return 0;
+	for (int i = 1; i < n; i++)
+	{
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		c = (c << 6) | (s[i] & 0x3F);
+	}
+	if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+		return 0;
+	*cp = c;
+	return n;
+}
+
+/* Encode a code point as UTF-8; returns the bytes written */
+static size_t
+utf8_encode(uint32_t cp, char *out)
+{
+	unsigned char *o = (unsigned char *) out;
+
+	if (cp < 0x80)
+	{
+		o[0] = (unsigned char) cp;
+		return 1;
+	}
+	if (cp < 0x800)
+	{
+		o[0] = (unsigned char) (0xC0 | (cp >> 6));
+		o[1] = (unsigned char) (0x80 | (cp & 0x3F));
+		return 2;
+	}
+	if (cp < 0x10000)
+	{
+		o[0] = (unsigned char) (0xE0 | (cp >> 12));
+		o[1] = (unsigned char) (0x80 | ((cp >> 6) & 0x3F));
+		o[2] = (unsigned char) (0x80 | (cp & 0x3F));
+		return 3;
+	}
+	o[0] = (unsigned char) (0xF0 | (cp >> 18));
+	o[1] = (unsigned char) (0x80 | ((cp >> 12) & 0x3F));
+	o[2] = (unsigned char) (0x80 | ((cp >> 6) & 0x3F));
+	o[3] = (unsigned char) (0x80 | (cp & 0x3F));
+	return 4;
+}
+
+/*
+ * Simple lowercase mapping of the scripts that show up in email addresses
+ * (Latin, Greek, Cyrillic).  Fixed here rather than taken from the server's
+ * locale, so the same address hashes the same in every database: the
+ * hashing functions are IMMUTABLE.  No mapping makes the UTF-8 longer.
+ */
+static uint32_t
+lower_codepoint(uint32_t c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c + 32;
+	if (c < 0xC0)
+		return c;
+	if (c <= 0xDE)
+		return c == 0xD7 ? c : c + 32;	/* Latin-1, but the multiplication
+										 * sign */
+	if (c == 0x130)
+		return 'i';				/* dotted capital I */
+	if (c >= 0x100 && c <= 0x137)
+		return (c % 2 == 0) ? c + 1 : c;
+	if (c >= 0x139 && c <= 0x148)
+		return (c % 2 == 1) ? c + 1 : c;
+	if (c >= 0x14A && c <= 0x177)
+		return (c % 2 == 0) ? c + 1 : c;
+	if (c == 0x178)
+		return 0xFF;
+	if (c >= 0x179 && c <= 0x17E)
+		return (c % 2 == 1) ? c + 1 : c;
+	if (c == 0x386)
+		return 0x3AC;
+	if (c >= 0x388 && c <= 0x38A)
+		return c + 37;
+	if (c == 0x38C)
+		return 0x3CC;
+	if (c == 0x38E || c == 0x38F)
+		return c + 63;
+	if (c >= 0x391 && c <= 0x3AB && c != 0x3A2)
+		return c + 32;
+	if (c >= 0x400 && c <= 0x40F)
+		return c + 80;
+	if (c >= 0x410 && c <= 0x42F)
+		return c + 32;
+	if (c == 0x1E9E)
+		return 0xDF;			/* capital sharp s */
+	return c;
+}
+
+/*
+ * Does a trimmed, lowercased string look like local@domain?  One '@', a
+ * local part, a dotted domain with a top-level label of two or more, and
+ * none of the characters that only appear in pasted junk.
+ */
+static bool
+email_shape_ok(const char *s, size_t len)
+{
+	const char *at = NULL;
+	const char *last_dot = NULL;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c <= ' ' || c == 0x7F || strchr("\"(),:;<>[\\]", c) != NULL)
+			return false;
+		if (c == '@')
+		{
+			if (at != NULL)
+				return false;
+			at = s + i;
+		}
+		else if (c == '.' && at != NULL)
+		{
+			if (s + i == at + 1 || s[i - 1] == '.')
+				return false;	/* domain starts with a dot, or ".." */
+			last_dot = s + i;
+		}
+	}
+	if (at == NULL || at == s || last_dot == NULL)
+		return false;
+	/* top-level label: two or more characters */
+	return (s + len) - (last_dot + 1) >= 2;
+}
+
+/*
+ * Normalize an email: trim, lowercase (UTF-8 aware), check its shape.
+ * out must hold TT_EMAIL_MAXLEN + 1 bytes; it is NUL-terminated.
+ */
+bool
+tt_normalize_email(const char *in, size_t len, char *out, size_t *outlen)
+{
+	const unsigned char *p;
+	size_t		i = 0;
+	size_t		o = 0;
+
+	tt_trim(&in, &len);
+	if (len == 0 || len > TT_EMAIL_MAXLEN)
+		return false;
+	p = (const unsigned char *) in;
+	while (i < len)
+	{
+		uint32_t	cp;
+		int			n = utf8_decode(p + i, len - i, &cp);
+
+		if (n == 0)
+			return false;
+		i += n;
+		o += utf8_encode(lower_codepoint(cp), out + o);
+	}
+	out[o] = '\0';
+	if (!email_shape_ok(out, o))
+		return false;
+	*outlen = o;
+	return true;
+}
+
+/*
+ * Normalize a phone number to E.164 with its '+'.  Separators (spaces,
+ * dashes, dots, brackets, slashes) are dropped; a '+' or a "00" prefix
+ * means the number carries its country code; otherwise it is a national
+ * number and needs the country, whose trunk prefix is removed.  8 to 15
+ * digits in the end, or unusable.  out must hold TT_PHONE_BUFSIZE bytes.
+ */
+bool
+tt_normalize_phone(const char *in, size_t len, const TTCountry *country,
+				   char *out)
+{
+	char		digits[20];
+	size_t		nd = 0;
+	bool		plus = false;
+	const char *num;
+	size_t		numlen;
+	const char *cc = "";
+	size_t		cclen;
+	size_t		total;
+
+	tt_trim(&in, &len);
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) in[i];
+
+		if (c >= '0' && c <= '9')
+		{
+			if (nd == sizeof(digits))
+				return false;
+			digits[nd++] = (char) c;
+		}
+		else if (c == '+')
+		{
+			if (plus || nd > 0)
+				return false;
+			plus = true;
+		}
+		else if (c == 0xC2 && i + 1 < len && (unsigned char) in[i + 1] == 0xA0)
+			i++;				/* no-break space */
+		else if (strchr(" \t-.()/", c) == NULL || c == '\0')
+			return false;
+	}
+
+	num = digits;
+	numlen = nd;
+	if (!plus && nd >= 2 && digits[0] == '0' && digits[1] == '0')
+	{
+		num += 2;
+		numlen -= 2;
+	}
+	else if (!plus)
+	{
+		size_t		trunklen;
+
+		if (country == NULL)
+			return false;
+		trunklen = strlen(country->trunk);
+		if (trunklen > 0 && numlen > trunklen &&
+			memcmp(num, country->trunk, trunklen) == 0)
+		{
+			num += trunklen;
+			numlen -= trunklen;
+		}
+		cc = country->calling_code;
+	}
+
+	cclen = strlen(cc);
+	total = cclen + numlen;
+	if (total < 8 || total > 15)
+		return false;
+	out[0] = '+';
+	memcpy(out + 1, cc, cclen);
+	memcpy(out + 1 + cclen, num, numlen);
+	out[1 + total] = '\0';
+	/* no country code starts with 0 */
+	return out[1] != '0';
+}
+
+/*
+ * Check an IP address (v4 or v6) and write it in its canonical text form.
+ * out must hold TT_IP_BUFSIZE bytes.
+ */
+bool
+tt_normalize_ip(const char *in, size_t len, char *out)
+{
+	char		buf[TT_IP_BUFSIZE];
+	unsigned char addr[16];
+
+	tt_trim(&in, &len);
+	if (len == 0 || len >= sizeof(buf) || memchr(in, '\0', len) != NULL)
+		return false;
+	memcpy(buf, in, len);
+	buf[len] = '\0';
+	if (inet_pton(AF_INET, buf, addr) == 1)
+		return inet_ntop(AF_INET, addr, out, TT_IP_BUFSIZE) != NULL;
+	if (inet_pton(AF_INET6, buf, addr) == 1)
+		return inet_ntop(AF_INET6, addr, out, TT_IP_BUFSIZE) != NULL;
+	return false;
+}
+
+/* Hashed email: a digest passes through, anything else is normalized */
+bool
+tt_hash_email(const char *in, size_t len, char *out)
+{
+	char		norm[TT_EMAIL_MAXLEN + 1];
+	size_t		normlen;
+
+	tt_trim(&in, &len);
+	if (tt_is_hashed(in, len))
+	{
+		lower_hex_copy(in, out);
+		return true;
+	}
+	if (!tt_normalize_email(in, len, norm, &normlen))
+		return false;
+	tt_sha256_hex(norm, normlen, out);
+	return true;
+}
+
+/* Hashed phone, of the E.164 form with its '+' */
+bool
+tt_hash_phone(const char *in, size_t len, const TTCountry *country, char *out)
+{
+	char		norm[TT_PHONE_BUFSIZE];
+
+	tt_trim(&in, &len);
+	if (tt_is_hashed(in, len))
+	{
+		lower_hex_copy(in, out);
+		return true;
+	}
+	if (!tt_normalize_phone(in, len, country, norm))
+		return false;
+	tt_sha256_hex(norm, strlen(norm), out);
+	return true;
+}
+
+/* Hashed external id: trimmed, case kept (ids are the shop's own) */
+bool
+tt_hash_external_id(const char *in, size_t len, char *out)
+{
+	tt_trim(&in, &len);
+	if (len == 0)
+		return false;
+	if (tt_is_hashed(in, len))
+		lower_hex_copy(in, out);
+	else
+		tt_sha256_hex(in, len, out);
+	return true;
+}

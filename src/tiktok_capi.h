@@ -1,0 +1,67 @@
+/*-------------------------------------------------------------------------
+ *
+ * tiktok_capi.h
+ *	  What the PostgreSQL-side stages of tiktok_capi share.
+ *
+ * Vocabulary, used the same way in code, SQL, logs and docs:
+ *	- event: one element of the Events API request's data[] array, a jsonb
+ *	  object built by tt_build_event (and so by tt_event()).
+ *	- identifier: a customer's email, phone or external id; it leaves the
+ *	  builder hashed, never raw.
+ *	- lenient build: the one the order trigger uses; bad customer data is
+ *	  dropped with a WARNING instead of aborting the order.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TIKTOK_CAPI_H
+#define TIKTOK_CAPI_H
+
+#include "datatype/timestamp.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+
+#include "normalize.h"
+
+/* The raw inputs of one event; NULL (or has_* false) means absent */
+typedef struct TTEventInput
+{
+	const char *event;
+	const char *event_id;
+	bool		has_event_time;
+	TimestampTz event_time;
+	/* user */
+	const char *email;
+	const char *phone;
+	const char *external_id;
+	const char *ttclid;
+	const char *ttp;
+	const char *ip;
+	const char *user_agent;
+	const char *locale;
+	/* properties */
+	Numeric		value;
+	const char *currency;
+	Jsonb	   *contents;
+	const char *content_type;
+	const char *order_id;
+	const char *description;
+	const char *search_string;
+	Jsonb	   *properties;
+	/* page */
+	const char *page_url;
+	const char *referrer;
+	/* top level */
+	bool		has_limited_data_use;
+	bool		limited_data_use;
+	/* for national phone numbers; NULL: none */
+	const TTCountry *country;
+} TTEventInput;
+
+/* hashing.c */
+extern void tt_hashing_init(void);
+extern const TTCountry *tt_country_or_default(const char *iso);
+
+/* event.c */
+extern Jsonb *tt_build_event(const TTEventInput *in, bool lenient);
+
+#endif							/* TIKTOK_CAPI_H */
