@@ -2,6 +2,9 @@
 
 \echo Use "CREATE EXTENSION tiktok_capi" to load this file. \quit
 
+-- Every role may call the pure functions; tables added later carry their own grants.
+GRANT USAGE ON SCHEMA tiktok_capi TO PUBLIC;
+
 /*
  * Hashing: normalized SHA-256 hex of customer identifiers, as TikTok's
  * advanced matching wants them.  NULL when the input holds nothing usable;

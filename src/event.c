@@ -147,7 +147,8 @@ check_event_name(const char *name)
 	if (name[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("event name must not be empty")));
+				 errmsg("event name must not be empty"),
+				 errhint("Use a standard name such as \"Purchase\"; tiktok_capi.tt_event_names() lists them.")));
 	for (size_t i = 0; i < N_EVENT_NAMES; i++)
 		if (strcmp(name, event_names[i].name) == 0)
 			return;
@@ -227,6 +228,7 @@ checked_value(Numeric value, const char *what, bool lenient)
 	ereport(lenient ? WARNING : ERROR,
 			(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 			 errmsg("%s %s", what, problem),
+			 errhint("Amounts are sent as JSON numbers of zero or more, in the event's currency."),
 			 lenient ? errdetail("The event is queued without it.") : 0));
 	return false;
 }
@@ -347,7 +349,8 @@ push_content_item(JsonbParseState **st, JsonbContainer *item, bool lenient)
 				bad = KEY_IS("price") ? "price must be a number" :
 					"quantity must be a number";
 			else if (!checked_value(v.val.numeric,
-									KEY_IS("price") ? "price" : "quantity",
+									KEY_IS("price") ? "contents: price" :
+									"contents: quantity",
 									lenient))
 				return false;
 		}
@@ -357,6 +360,7 @@ push_content_item(JsonbParseState **st, JsonbContainer *item, bool lenient)
 			ereport(lenient ? WARNING : ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("contents: %s", bad),
+					 errhint("For example '[{\"content_id\": \"1077218\", \"quantity\": 2, \"price\": 8.0}]'."),
 					 lenient ? errdetail("The event is queued without contents.") : 0));
 			return false;
 		}
@@ -521,7 +525,8 @@ tt_build_event(const TTEventInput *in, bool lenient)
 	if (in->event == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("event name must not be NULL")));
+				 errmsg("event name must not be NULL"),
+				 errhint("Use a standard name such as \"Purchase\"; tiktok_capi.tt_event_names() lists them.")));
 	check_event_name(in->event);
 	if (in->event_id == NULL || in->event_id[strspn(in->event_id, " \t\r\n")] == '\0')
 		ereport(ERROR,
@@ -532,7 +537,8 @@ tt_build_event(const TTEventInput *in, bool lenient)
 		(!JB_ROOT_IS_OBJECT(in->properties) || JB_ROOT_IS_SCALAR(in->properties)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("properties must be a JSON object")));
+				 errmsg("properties must be a JSON object"),
+				 errhint("For example '{\"shop_id\": \"s-1\"}'; its keys are added to the event's properties.")));
 	event_time = in->has_event_time ? in->event_time : GetCurrentTransactionStartTimestamp();
 
 	/* user: identifiers hashed, the rest plain */
@@ -563,6 +569,7 @@ tt_build_event(const TTEventInput *in, bool lenient)
 			ereport(lenient ? WARNING : ERROR,
 					(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
 					 errmsg("ip is not an IPv4 or IPv6 address"),
+					 errhint("Pass the customer's address as text, such as '203.0.113.7', or NULL."),
 					 lenient ? errdetail("The event is queued without it.") : 0));
 	}
 	add_plain(&user, "user_agent", in->user_agent);
@@ -596,6 +603,7 @@ tt_build_event(const TTEventInput *in, bool lenient)
 			ereport(lenient ? WARNING : ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("content_type must be \"product\" or \"product_group\""),
+					 errhint("Use \"product\" when content_id names products, \"product_group\" when it names groups of variants."),
 					 lenient ? errdetail("The event is queued without it.") : 0));
 	}
 	add_plain(&props, "order_id", in->order_id);
@@ -711,7 +719,7 @@ tt_currencies_sql(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
-	InitMaterializedSRF(fcinfo, 0);
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	for (size_t i = 0; i < N_CURRENCIES; i++)
 	{
 		Datum		value = CStringGetTextDatum(currencies[i]);
