@@ -50,3 +50,11 @@ SELECT tt_hash_email(NULL) IS NULL AS email, tt_hash_external_id(NULL) IS NULL A
 SELECT count(*) AS currencies, bool_and(currency ~ '^[A-Z]{3}$') AS all_iso FROM tt_currencies();
 SELECT kind, count(*) FROM tt_event_names() GROUP BY kind ORDER BY kind;
 SELECT name, current_name FROM tt_event_names() WHERE current_name IS NOT NULL ORDER BY name;
+-- every listed currency is accepted by the builder (the table is searched by bisection)
+SELECT count(*) AS accepted
+FROM tt_currencies() AS c
+WHERE tt_event('Purchase', '1', currency => lower(c)) #>> '{properties,currency}' = c;
+-- and every listed event name passes as given
+SELECT count(*) AS passed_as_given
+FROM tt_event_names() AS n
+WHERE tt_event(n.name, '1') ->> 'event' = n.name;

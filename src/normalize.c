@@ -19,9 +19,11 @@
 #include <openssl/sha.h>
 
 static bool is_ascii_space(unsigned char c);
+static size_t invisible_space_len(const unsigned char *p, size_t n);
 static int	utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
 static size_t utf8_encode(uint32_t cp, char *out);
 static uint32_t lower_codepoint(uint32_t cp);
+static bool is_invisible(uint32_t cp);
 static bool email_shape_ok(const char *s, size_t len);
 static void lower_hex_copy(const char *in, char *out);
 
@@ -34,9 +36,22 @@ is_ascii_space(unsigned char c)
 	return c == ' ' || (c >= '\t' && c <= '\r');
 }
 
+/* Length of a no-break space, zero-width space or BOM at p, else 0 */
+static size_t
+invisible_space_len(const unsigned char *p, size_t n)
+{
+	if (n >= 2 && p[0] == 0xC2 && p[1] == 0xA0)
+		return 2;				/* U+00A0 */
+	if (n >= 3 && ((p[0] == 0xEF && p[1] == 0xBB && p[2] == 0xBF) ||
+				   (p[0] == 0xE2 && p[1] == 0x80 && p[2] == 0x8B)))
+		return 3;				/* U+FEFF, U+200B */
+	return 0;
+}
+
 /*
- * Trim ASCII white space and no-break spaces (U+00A0, common in values
- * pasted from web pages) from both ends, in place.
+ * Trim ASCII white space, no-break spaces (common in values pasted from
+ * web pages), zero-width spaces and byte-order marks (CSV exports) from
+ * both ends, in place.
  */
 void
 tt_trim(const char **s, size_t *len)
@@ -44,12 +59,14 @@ tt_trim(const char **s, size_t *len)
 	const unsigned char *p = (const unsigned char *) *s;
 	size_t		n = *len;
 
+	size_t		k;
+
 	for (;;)
 	{
 		if (n >= 1 && is_ascii_space(p[0]))
 			p++, n--;
-		else if (n >= 2 && p[0] == 0xC2 && p[1] == 0xA0)
-			p += 2, n -= 2;
+		else if ((k = invisible_space_len(p, n)) > 0)
+			p += k, n -= k;
 		else
 			break;
 	}
@@ -57,8 +74,10 @@ tt_trim(const char **s, size_t *len)
 	{
 		if (n >= 1 && is_ascii_space(p[n - 1]))
 			n--;
-		else if (n >= 2 && p[n - 2] == 0xC2 && p[n - 1] == 0xA0)
+		else if (n >= 2 && invisible_space_len(p + n - 2, 2) == 2)
 			n -= 2;
+		else if (n >= 3 && invisible_space_len(p + n - 3, 3) == 3)
+			n -= 3;
 		else
 			break;
 	}
@@ -222,9 +241,35 @@ lower_codepoint(uint32_t c)
 		return c + 80;
 	if (c >= 0x410 && c <= 0x42F)
 		return c + 32;
+	if (c >= 0x460 && c <= 0x4FF)
+	{
+		/* Cyrillic extensions (Ukrainian, Kazakh...): mostly pairs */
+		if (c == 0x4C0)
+			return 0x4CF;
+		if (c >= 0x4C1 && c <= 0x4CE)
+			return (c % 2 == 1) ? c + 1 : c;
+		if (c <= 0x481 || c >= 0x48A)
+			return (c % 2 == 0) ? c + 1 : c;
+		return c;
+	}
+	if ((c >= 0x200 && c <= 0x21F) || (c >= 0x222 && c <= 0x233) ||
+		(c >= 0x1E00 && c <= 0x1E95) || (c >= 0x1EA0 && c <= 0x1EFF))
+		return (c % 2 == 0) ? c + 1 : c;	/* Romanian, Vietnamese... */
 	if (c == 0x1E9E)
 		return 0xDF;			/* capital sharp s */
 	return c;
+}
+
+/*
+ * Characters that cannot be part of a real address but slip into pasted
+ * values: C1 controls, Unicode spaces, zero-width characters, the BOM.
+ */
+static bool
+is_invisible(uint32_t c)
+{
+	return (c >= 0x80 && c <= 0xA0) || c == 0x1680 ||
+		(c >= 0x2000 && c <= 0x200F) || (c >= 0x2028 && c <= 0x202F) ||
+		c == 0x205F || c == 0x3000 || c == 0xFEFF;
 }
 
 /*
@@ -283,7 +328,7 @@ tt_normalize_email(const char *in, size_t len, char *out, size_t *outlen)
 		uint32_t	cp;
 		int			n = utf8_decode(p + i, len - i, &cp);
 
-		if (n == 0)
+		if (n == 0 || is_invisible(cp))
 			return false;
 		i += n;
 		o += utf8_encode(lower_codepoint(cp), out + o);
@@ -332,6 +377,8 @@ tt_normalize_phone(const char *in, size_t len, const TTCountry *country,
 				return false;
 			plus = true;
 		}
+		else if (c == '(' && i + 2 < len && in[i + 1] == '0' && in[i + 2] == ')')
+			i += 2;				/* "+44 (0)20...": the optional trunk 0 */
 		else if (c == 0xC2 && i + 1 < len && (unsigned char) in[i + 1] == 0xA0)
 			i++;				/* no-break space */
 		else if (strchr(" \t-.()/", c) == NULL || c == '\0')
