@@ -9,7 +9,7 @@
  * makes event_id and content_id JSON strings and value and price JSON
  * numbers, and leaves out what is NULL or empty.  Misuse is an ERROR with
  * a hint; in a lenient build (the order trigger's) a bad optional field is
- * dropped with a WARNING instead, so tracking never breaks the shop.
+ * dropped and noted instead, so tracking never breaks the shop.
  * Identifier values never appear in messages: they end up in logs.
  *
  *-------------------------------------------------------------------------
@@ -22,6 +22,7 @@
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
@@ -83,6 +84,9 @@ static const char *const currencies[] = {
 };
 #define N_CURRENCIES (sizeof(currencies) / sizeof(currencies[0]))
 
+#define CONTENTS_HINT \
+	"For example '[{\"content_id\": \"1077218\", \"quantity\": 2, \"price\": 8.0}]'."
+
 /* Up to this many named fields in one object of the event */
 #define MAX_FIELDS 12
 
@@ -94,15 +98,17 @@ typedef struct FieldList
 	JsonbValue	vals[MAX_FIELDS];
 } FieldList;
 
+static void field_problem(List **notes, int sqlstate, const char *hint,
+						  const char *fmt,...) pg_attribute_printf(4, 5);
 static void check_event_name(const char *name);
 static void squash_name(const char *in, char *out, size_t outsize);
 static int	currency_cmp(const void *key, const void *elem);
-static const char *checked_currency(const char *in, bool lenient);
-static bool checked_value(Numeric value, const char *what, bool lenient);
-static int64 unix_seconds(TimestampTz t, bool lenient);
-static Jsonb *checked_contents(Jsonb *contents, bool lenient);
+static const char *checked_currency(const char *in, List **notes);
+static bool checked_value(Numeric value, const char *what, List **notes);
+static int64 unix_seconds(TimestampTz t, List **notes);
+static Jsonb *checked_contents(Jsonb *contents, List **notes);
 static bool push_content_item(JsonbParseState **st, JsonbContainer *item,
-							  bool lenient);
+							  List **notes);
 static Numeric numeric_from_string(const char *s, int len);
 static void add_value(FieldList *l, const char *key, JsonbValue v);
 static void add_string(FieldList *l, const char *key, const char *s, size_t len);
@@ -112,6 +118,36 @@ static void push_key(JsonbParseState **st, const char *key);
 static void push_object(JsonbParseState **st, const char *key,
 						FieldList *l, Jsonb *extra);
 static char *arg_cstring(FunctionCallInfo fcinfo, int argno);
+
+/*
+ * A bad field: an ERROR for a direct call; in a lenient build (notes not
+ * NULL) a note for the outbox row, and the caller drops the field.
+ */
+static void
+field_problem(List **notes, int sqlstate, const char *hint, const char *fmt,...)
+{
+	StringInfoData msg;
+
+	initStringInfo(&msg);
+	for (;;)
+	{
+		va_list		args;
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&msg, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&msg, needed);
+	}
+	if (notes == NULL)
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg_internal("%s", msg.data),
+				 errhint("%s", hint)));
+	*notes = lappend(*notes, msg.data);
+}
 
 /*
  * Lowercase ASCII with spaces, underscores and dashes removed: the form in
@@ -183,11 +219,11 @@ currency_cmp(const void *key, const void *elem)
 }
 
 /*
- * The ISO 4217 code, trimmed and uppercased, if TikTok accepts it.  NULL
- * (after a WARNING) in a lenient build when it does not.
+ * The ISO 4217 code, trimmed and uppercased, if TikTok accepts it; NULL in
+ * a lenient build when it does not.
  */
 static const char *
-checked_currency(const char *in, bool lenient)
+checked_currency(const char *in, List **notes)
 {
 	size_t		len = strlen(in);
 	char		code[4];
@@ -202,18 +238,16 @@ checked_currency(const char *in, bool lenient)
 					currency_cmp) != NULL)
 			return pstrdup(code);
 	}
-	ereport(lenient ? WARNING : ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("currency \"%.*s\" is not one TikTok accepts",
-					(int) Min(len, 16), in),
-			 errhint("Use an ISO 4217 code from tiktok_capi.tt_currencies()."),
-			 lenient ? errdetail("The event is queued without currency.") : 0));
+	field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
+				  "Use an ISO 4217 code from tiktok_capi.tt_currencies().",
+				  "currency \"%.*s\" is not one TikTok accepts",
+					(int) Min(len, 16), in);
 	return NULL;
 }
 
 /* A money amount must be a finite number, zero or more */
 static bool
-checked_value(Numeric value, const char *what, bool lenient)
+checked_value(Numeric value, const char *what, List **notes)
 {
 	const char *problem = NULL;
 
@@ -225,21 +259,19 @@ checked_value(Numeric value, const char *what, bool lenient)
 		problem = "must not be negative";
 	if (problem == NULL)
 		return true;
-	ereport(lenient ? WARNING : ERROR,
-			(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-			 errmsg("%s %s", what, problem),
-			 errhint("Amounts are sent as JSON numbers of zero or more, in the event's currency."),
-			 lenient ? errdetail("The event is queued without it.") : 0));
+	field_problem(notes, ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+				  "Amounts are sent as JSON numbers of zero or more, in the event's currency.",
+				  "%s %s", what, problem);
 	return false;
 }
 
 /*
  * The event time as unix seconds.  Infinite times and times more than five
  * minutes ahead of the clock are errors; in a lenient build they become
- * the current time, with a WARNING.
+ * the current time.
  */
 static int64
-unix_seconds(TimestampTz t, bool lenient)
+unix_seconds(TimestampTz t, List **notes)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	const char *problem = NULL;
@@ -250,11 +282,9 @@ unix_seconds(TimestampTz t, bool lenient)
 		problem = "is in the future";
 	if (problem != NULL)
 	{
-		ereport(lenient ? WARNING : ERROR,
-				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("event_time %s", problem),
-				 errhint("TikTok takes events that have happened, up to now."),
-				 lenient ? errdetail("The event is queued with the current time.") : 0));
+		field_problem(notes, ERRCODE_DATETIME_VALUE_OUT_OF_RANGE,
+				  "TikTok takes events that have happened, up to now.",
+				  "event_time %s", problem);
 		t = now;
 	}
 	/* floor division: times before 1970 stay correct */
@@ -296,10 +326,10 @@ numeric_from_string(const char *s, int len)
 /*
  * Copy one contents[] item, making content_id a string and price and
  * quantity numbers, and dropping JSON nulls.  false if it cannot be made
- * right (after an ERROR, or a WARNING in a lenient build).
+ * right (in a lenient build; a direct call gets an ERROR).
  */
 static bool
-push_content_item(JsonbParseState **st, JsonbContainer *item, bool lenient)
+push_content_item(JsonbParseState **st, JsonbContainer *item, List **notes)
 {
 	JsonbIterator *it = JsonbIteratorInit(item);
 	JsonbValue	k;
@@ -351,17 +381,14 @@ push_content_item(JsonbParseState **st, JsonbContainer *item, bool lenient)
 			else if (!checked_value(v.val.numeric,
 									KEY_IS("price") ? "contents: price" :
 									"contents: quantity",
-									lenient))
+									notes))
 				return false;
 		}
 #undef KEY_IS
 		if (bad != NULL)
 		{
-			ereport(lenient ? WARNING : ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("contents: %s", bad),
-					 errhint("For example '[{\"content_id\": \"1077218\", \"quantity\": 2, \"price\": 8.0}]'."),
-					 lenient ? errdetail("The event is queued without contents.") : 0));
+			field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
+				  "contents: %s", bad);
 			return false;
 		}
 		pushJsonbValue(st, WJB_KEY, &k);
@@ -376,7 +403,7 @@ push_content_item(JsonbParseState **st, JsonbContainer *item, bool lenient)
  * when it is empty or (in a lenient build) unusable.
  */
 static Jsonb *
-checked_contents(Jsonb *contents, bool lenient)
+checked_contents(Jsonb *contents, List **notes)
 {
 	JsonbParseState *st = NULL;
 	JsonbIterator *it;
@@ -387,11 +414,8 @@ checked_contents(Jsonb *contents, bool lenient)
 
 	if (!JB_ROOT_IS_ARRAY(contents) || JB_ROOT_IS_SCALAR(contents))
 	{
-		ereport(lenient ? WARNING : ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("contents must be a JSON array of objects"),
-				 errhint("For example '[{\"content_id\": \"1077218\", \"quantity\": 2, \"price\": 8.0}]'."),
-				 lenient ? errdetail("The event is queued without contents.") : 0));
+		field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
+				  "contents must be a JSON array of objects");
 		return NULL;
 	}
 	it = JsonbIteratorInit(&contents->root);
@@ -401,14 +425,12 @@ checked_contents(Jsonb *contents, bool lenient)
 	{
 		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
 		{
-			ereport(lenient ? WARNING : ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("contents must be a JSON array of objects"),
-					 errdetail("Item %d is not an object.", n + 1),
-					 errhint("For example '[{\"content_id\": \"1077218\", \"quantity\": 2, \"price\": 8.0}]'.")));
+			field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
+						  "contents must be a JSON array of objects (item %d is not an object)",
+						  n + 1);
 			return NULL;
 		}
-		if (!push_content_item(&st, v.val.binary.data, lenient))
+		if (!push_content_item(&st, v.val.binary.data, notes))
 			return NULL;
 		n++;
 	}
@@ -511,7 +533,7 @@ push_object(JsonbParseState **st, const char *key, FieldList *l, Jsonb *extra)
  * strictly: without them there is nothing to deduplicate on.
  */
 Jsonb *
-tt_build_event(const TTEventInput *in, bool lenient)
+tt_build_event(const TTEventInput *in, List **notes)
 {
 	JsonbParseState *st = NULL;
 	FieldList	user = {0};
@@ -566,27 +588,25 @@ tt_build_event(const TTEventInput *in, bool lenient)
 		if (tt_normalize_ip(in->ip, strlen(in->ip), ip))
 			add_string(&user, "ip", ip, strlen(ip));
 		else
-			ereport(lenient ? WARNING : ERROR,
-					(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-					 errmsg("ip is not an IPv4 or IPv6 address"),
-					 errhint("Pass the customer's address as text, such as '203.0.113.7', or NULL."),
-					 lenient ? errdetail("The event is queued without it.") : 0));
+			field_problem(notes, ERRCODE_INVALID_TEXT_REPRESENTATION,
+						  "Pass the customer's address as text, such as '203.0.113.7', or NULL.",
+						  "ip is not an IPv4 or IPv6 address");
 	}
 	add_plain(&user, "user_agent", in->user_agent);
 	add_plain(&user, "locale", in->locale);
 
 	/* properties */
-	if (in->value != NULL && checked_value(in->value, "value", lenient))
+	if (in->value != NULL && checked_value(in->value, "value", notes))
 		add_numeric(&props, "value", in->value);
 	if (in->currency != NULL)
 	{
-		const char *currency = checked_currency(in->currency, lenient);
+		const char *currency = checked_currency(in->currency, notes);
 
 		if (currency != NULL)
 			add_string(&props, "currency", currency, 3);
 	}
 	if (in->contents != NULL)
-		contents = checked_contents(in->contents, lenient);
+		contents = checked_contents(in->contents, notes);
 	if (contents != NULL)
 	{
 		v.type = jbvBinary;
@@ -600,11 +620,9 @@ tt_build_event(const TTEventInput *in, bool lenient)
 			strcmp(in->content_type, "product_group") == 0)
 			add_plain(&props, "content_type", in->content_type);
 		else
-			ereport(lenient ? WARNING : ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("content_type must be \"product\" or \"product_group\""),
-					 errhint("Use \"product\" when content_id names products, \"product_group\" when it names groups of variants."),
-					 lenient ? errdetail("The event is queued without it.") : 0));
+			field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
+				  "Use \"product\" when content_id names products, \"product_group\" when it names groups of variants.",
+				  "content_type must be \"product\" or \"product_group\"");
 	}
 	add_plain(&props, "order_id", in->order_id);
 	add_plain(&props, "description", in->description);
@@ -626,7 +644,7 @@ tt_build_event(const TTEventInput *in, bool lenient)
 	pushJsonbValue(&st, WJB_VALUE, &v);
 	push_key(&st, "event_time");
 	v.type = jbvNumeric;
-	v.val.numeric = int64_to_numeric(unix_seconds(event_time, lenient));
+	v.val.numeric = int64_to_numeric(unix_seconds(event_time, notes));
 	pushJsonbValue(&st, WJB_VALUE, &v);
 	push_object(&st, "user", &user, NULL);
 	push_object(&st, "properties", &props, in->properties);
@@ -687,7 +705,7 @@ tt_event_sql(PG_FUNCTION_ARGS)
 	in.properties = PG_ARGISNULL(21) ? NULL : PG_GETARG_JSONB_P(21);
 	in.country = tt_country_or_default(arg_cstring(fcinfo, 22));
 
-	PG_RETURN_JSONB_P(tt_build_event(&in, false));
+	PG_RETURN_JSONB_P(tt_build_event(&in, NULL));
 }
 
 /* tt_event_names(): the names TikTok knows, so a user can check spelling */

@@ -62,6 +62,6 @@ extern void tt_hashing_init(void);
 extern const TTCountry *tt_country_or_default(const char *iso);
 
 /* event.c */
-extern Jsonb *tt_build_event(const TTEventInput *in, bool lenient);
+extern Jsonb *tt_build_event(const TTEventInput *in, List **notes);
 
 #endif							/* TIKTOK_CAPI_H */
