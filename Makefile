@@ -8,7 +8,9 @@ OBJS = \
 	src/normalize.o \
 	src/countries.o \
 	src/hashing.o \
-	src/event.o
+	src/event.o \
+	src/outbox.o \
+	src/capture.o
 
 DATA = sql/tiktok_capi--0.1.0.sql
 REGRESS = hashing phone event

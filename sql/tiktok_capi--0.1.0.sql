@@ -100,3 +100,191 @@ AS 'MODULE_PATHNAME', 'tt_currencies_sql'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE ROWS 62;
 COMMENT ON FUNCTION tiktok_capi.tt_currencies() IS
 'ISO 4217 currency codes TikTok accepts';
+
+/*
+ * Configuration: one row per TikTok pixel.  The access token is readable by
+ * no ordinary role: PUBLIC has no privileges on the table or its functions.
+ */
+CREATE TABLE tiktok_capi.pixels (
+    pixel_code text PRIMARY KEY CHECK (pixel_code ~ '^[A-Za-z0-9_-]{1,64}$'),
+    access_token text NOT NULL CHECK (access_token <> ''),
+    test_event_code text,
+    enabled boolean NOT NULL DEFAULT true,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON tiktok_capi.pixels FROM PUBLIC;
+COMMENT ON TABLE tiktok_capi.pixels IS
+'TikTok pixels events are sent to, with their access tokens; readable by the owner only';
+
+CREATE FUNCTION tiktok_capi.tt_add_pixel(
+    pixel_code text, access_token text, test_event_code text DEFAULT NULL)
+RETURNS void LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    INSERT INTO tiktok_capi.pixels (pixel_code, access_token, test_event_code)
+    VALUES (tt_add_pixel.pixel_code, tt_add_pixel.access_token, tt_add_pixel.test_event_code);
+END;
+COMMENT ON FUNCTION tiktok_capi.tt_add_pixel IS
+'Add a pixel and its Events API access token';
+
+-- NULL arguments keep the current value; test_event_code => '' removes it.
+CREATE FUNCTION tiktok_capi.tt_update_pixel(
+    pixel_code text, access_token text DEFAULT NULL,
+    test_event_code text DEFAULT NULL, enabled boolean DEFAULT NULL)
+RETURNS boolean LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH updated AS (
+        UPDATE tiktok_capi.pixels p
+           SET access_token = coalesce(tt_update_pixel.access_token, p.access_token),
+               test_event_code = CASE WHEN tt_update_pixel.test_event_code IS NULL THEN p.test_event_code
+                                      ELSE nullif(tt_update_pixel.test_event_code, '') END,
+               enabled = coalesce(tt_update_pixel.enabled, p.enabled),
+               updated_at = now()
+         WHERE p.pixel_code = tt_update_pixel.pixel_code
+        RETURNING 1)
+    SELECT count(*) > 0 FROM updated;
+END;
+COMMENT ON FUNCTION tiktok_capi.tt_update_pixel IS
+'Change a pixel''s token, test_event_code or enabled flag; NULL keeps the value; false when no such pixel';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_add_pixel, tiktok_capi.tt_update_pixel FROM PUBLIC;
+
+/*
+ * The outbox: one row per event, written in the order's transaction (so it
+ * exists if and only if the order committed), WAL-logged so a crash cannot
+ * lose it.  (pixel_code, event, event_id) is TikTok's deduplication key.
+ *
+ * status: pending (waiting to be sent, due at next_attempt_at), sending
+ * (claimed by the worker; next_attempt_at is then the lease's end), sent,
+ * failed (last_error says why).
+ */
+CREATE TABLE tiktok_capi.outbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pixel_code text NOT NULL,
+    event text NOT NULL,
+    event_id text NOT NULL,
+    event_time timestamptz NOT NULL,
+    payload jsonb NOT NULL,
+    status text NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error text,
+    warnings text[],
+    request_id text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    sent_at timestamptz,
+    CONSTRAINT outbox_dedup_key UNIQUE (pixel_code, event, event_id)
+) WITH (fillfactor = 90);
+REVOKE ALL ON tiktok_capi.outbox FROM PUBLIC;
+COMMENT ON TABLE tiktok_capi.outbox IS
+'Events waiting for, or done with, delivery to TikTok; one row per (pixel_code, event, event_id)';
+COMMENT ON COLUMN tiktok_capi.outbox.warnings IS
+'What the trigger dropped from the event (an unusable email, currency, ...); the order committed regardless';
+
+-- The worker's claim: due pending rows and expired leases, oldest first.
+CREATE INDEX outbox_due_idx ON tiktok_capi.outbox (next_attempt_at)
+    WHERE status IN ('pending', 'sending');
+-- Retention and purge of delivered rows.
+CREATE INDEX outbox_sent_idx ON tiktok_capi.outbox (sent_at) WHERE status = 'sent';
+-- Requeue of failed rows.
+CREATE INDEX outbox_failed_idx ON tiktok_capi.outbox (pixel_code) WHERE status = 'failed';
+
+CREATE FUNCTION tiktok_capi.tt_enqueue(pixel_code text, event jsonb) RETURNS bigint
+AS 'MODULE_PATHNAME', 'tt_enqueue_sql'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT;
+COMMENT ON FUNCTION tiktok_capi.tt_enqueue IS
+'Queue an event built by tt_event for a pixel (NULL: the only pixel); returns its outbox id, the existing one for a repeat';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_enqueue FROM PUBLIC;
+
+CREATE FUNCTION tiktok_capi.tt_requeue_failed(
+    pixel_code text DEFAULT NULL, event text DEFAULT NULL, event_id text DEFAULT NULL)
+RETURNS bigint LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH requeued AS (
+        UPDATE tiktok_capi.outbox o
+           SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
+         WHERE o.status = 'failed'
+           AND (tt_requeue_failed.pixel_code IS NULL OR o.pixel_code = tt_requeue_failed.pixel_code)
+           AND (tt_requeue_failed.event IS NULL OR o.event = tt_requeue_failed.event)
+           AND (tt_requeue_failed.event_id IS NULL OR o.event_id = tt_requeue_failed.event_id)
+        RETURNING 1)
+    SELECT count(*) FROM requeued;
+END;
+COMMENT ON FUNCTION tiktok_capi.tt_requeue_failed IS
+'Send failed events again (all, or those of a pixel, event or event_id); returns how many';
+
+CREATE FUNCTION tiktok_capi.tt_purge_sent(older_than interval DEFAULT '7 days')
+RETURNS bigint LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH purged AS (
+        DELETE FROM tiktok_capi.outbox o
+         WHERE o.status = 'sent' AND o.sent_at < now() - tt_purge_sent.older_than
+        RETURNING 1)
+    SELECT count(*) FROM purged;
+END;
+COMMENT ON FUNCTION tiktok_capi.tt_purge_sent IS
+'Delete delivered events older than the interval; returns how many';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_requeue_failed, tiktok_capi.tt_purge_sent FROM PUBLIC;
+
+/*
+ * Monitoring views: no tokens, no payloads.  GRANT SELECT to a monitoring role.
+ */
+CREATE VIEW tiktok_capi.outbox_status AS
+SELECT s.status,
+       count(o.id) AS events,
+       min(o.created_at) AS oldest,
+       max(o.created_at) AS newest,
+       CASE WHEN s.status = 'pending' THEN now() - min(o.created_at) END AS lag
+  FROM (VALUES (1, 'pending'), (2, 'sending'), (3, 'sent'), (4, 'failed')) AS s(ord, status)
+  LEFT JOIN tiktok_capi.outbox o ON o.status = s.status
+ GROUP BY s.ord, s.status
+ ORDER BY s.ord;
+COMMENT ON VIEW tiktok_capi.outbox_status IS
+'Events per status, oldest and newest, and the lag: the age of the oldest pending event';
+
+CREATE VIEW tiktok_capi.outbox_pixel_status AS
+SELECT o.pixel_code,
+       count(*) FILTER (WHERE o.status = 'pending') AS pending,
+       count(*) FILTER (WHERE o.status = 'sending') AS sending,
+       count(*) FILTER (WHERE o.status = 'sent') AS sent,
+       count(*) FILTER (WHERE o.status = 'failed') AS failed,
+       now() - min(o.created_at) FILTER (WHERE o.status = 'pending') AS lag,
+       max(o.sent_at) AS last_sent_at
+  FROM tiktok_capi.outbox o
+ GROUP BY o.pixel_code;
+COMMENT ON VIEW tiktok_capi.outbox_pixel_status IS
+'Events per pixel and status, the lag of the oldest pending one, and the last delivery';
+REVOKE ALL ON tiktok_capi.outbox_status, tiktok_capi.outbox_pixel_status FROM PUBLIC;
+
+/*
+ * Capture: the order trigger.  SECURITY DEFINER with a pinned search_path,
+ * the one such entry point, so the application role needs no rights on
+ * the outbox.  Only the owner may attach it (EXECUTE is checked at CREATE
+ * TRIGGER, not when it fires).
+ */
+CREATE FUNCTION tiktok_capi.tt_capture() RETURNS trigger
+AS 'MODULE_PATHNAME', 'tt_capture'
+LANGUAGE C SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION tiktok_capi.tt_capture() IS
+'Trigger: queue a TikTok event for each row. Arguments: event name, then field=column mappings and pixel=CODE';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_capture() FROM PUBLIC;
+
+CREATE FUNCTION tiktok_capi.tt_attach(
+    orders regclass, event text, mapping text[] DEFAULT '{}',
+    pixel text DEFAULT NULL, condition text DEFAULT NULL, trigger_name name DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'tt_attach'
+LANGUAGE C VOLATILE CALLED ON NULL INPUT;
+COMMENT ON FUNCTION tiktok_capi.tt_attach IS
+'Check a field=column mapping against the table and create the tt_capture trigger; returns the statement it ran';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_attach FROM PUBLIC;
+
+-- pg_dump keeps the configuration and the queue
+SELECT pg_catalog.pg_extension_config_dump('tiktok_capi.pixels', '');
+SELECT pg_catalog.pg_extension_config_dump('tiktok_capi.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('tiktok_capi.outbox_id_seq', '');

@@ -100,7 +100,6 @@ typedef struct FieldList
 
 static void field_problem(List **notes, int sqlstate, const char *hint,
 						  const char *fmt,...) pg_attribute_printf(4, 5);
-static void check_event_name(const char *name);
 static void squash_name(const char *in, char *out, size_t outsize);
 static int	currency_cmp(const void *key, const void *elem);
 static const char *checked_currency(const char *in, List **notes);
@@ -109,7 +108,6 @@ static int64 unix_seconds(TimestampTz t, List **notes);
 static Jsonb *checked_contents(Jsonb *contents, List **notes);
 static bool push_content_item(JsonbParseState **st, JsonbContainer *item,
 							  List **notes);
-static Numeric numeric_from_string(const char *s, int len);
 static void add_value(FieldList *l, const char *key, JsonbValue v);
 static void add_string(FieldList *l, const char *key, const char *s, size_t len);
 static void add_plain(FieldList *l, const char *key, const char *s);
@@ -171,23 +169,26 @@ squash_name(const char *in, char *out, size_t outsize)
 
 /*
  * A name TikTok knows passes as given, and so does a custom name; a name
- * that is a standard one misspelled by case or spacing is an error, since
- * TikTok would count it as a custom event and the pixel's would not pair.
+ * that is a standard one misspelled by case or spacing is an error (or a
+ * note, and false, when notes is given), since TikTok would count it as a
+ * custom event and the pixel's would not pair.
  */
-static void
-check_event_name(const char *name)
+bool
+tt_check_event_name(const char *name, List **notes)
 {
 	char		squashed[64];
 	char		known[64];
 
 	if (name[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("event name must not be empty"),
-				 errhint("Use a standard name such as \"Purchase\"; tiktok_capi.tt_event_names() lists them.")));
+	{
+		field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
+					  "Use a standard name such as \"Purchase\"; tiktok_capi.tt_event_names() lists them.",
+					  "event name must not be empty");
+		return false;
+	}
 	for (size_t i = 0; i < N_EVENT_NAMES; i++)
 		if (strcmp(name, event_names[i].name) == 0)
-			return;
+			return true;
 
 	squash_name(name, squashed, sizeof(squashed));
 	for (size_t i = 0; i < N_EVENT_NAMES; i++)
@@ -195,20 +196,17 @@ check_event_name(const char *name)
 		squash_name(event_names[i].name, known, sizeof(known));
 		if (strcmp(squashed, known) != 0)
 			continue;
-		if (event_names[i].current != NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("event name \"%s\" is not spelled as TikTok's \"%s\"",
-							name, event_names[i].name),
-					 errhint("Event names are case-sensitive. Use \"%s\" (legacy) or its current name \"%s\", the same as the pixel does.",
-							 event_names[i].name, event_names[i].current)));
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("event name \"%s\" is not spelled as TikTok's \"%s\"",
-						name, event_names[i].name),
-				 errhint("Event names are case-sensitive. Use \"%s\", the same as the pixel does.",
-						 event_names[i].name)));
+		field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
+					  event_names[i].current != NULL ?
+					  psprintf("Event names are case-sensitive. Use \"%s\" (legacy) or its current name \"%s\", the same as the pixel does.",
+							   event_names[i].name, event_names[i].current) :
+					  psprintf("Event names are case-sensitive. Use \"%s\", the same as the pixel does.",
+							   event_names[i].name),
+					  "event name \"%s\" is not spelled as TikTok's \"%s\"",
+					  name, event_names[i].name);
+		return false;
 	}
+	return true;
 }
 
 /* bsearch comparator over the currency table */
@@ -296,8 +294,8 @@ unix_seconds(TimestampTz t, List **notes)
  * A numeric from a JSON string that spells a plain decimal number, or NULL.
  * Spelled out here so NaN, Infinity and garbage never reach numeric_in.
  */
-static Numeric
-numeric_from_string(const char *s, int len)
+Numeric
+tt_numeric_from_string(const char *s, int len)
 {
 	int			i = 0;
 	int			digits = 0;
@@ -366,7 +364,7 @@ push_content_item(JsonbParseState **st, JsonbContainer *item, List **notes)
 		{
 			if (v.type == jbvString)
 			{
-				Numeric		n = numeric_from_string(v.val.string.val,
+				Numeric		n = tt_numeric_from_string(v.val.string.val,
 													v.val.string.len);
 
 				if (n != NULL)
@@ -549,7 +547,7 @@ tt_build_event(const TTEventInput *in, List **notes)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("event name must not be NULL"),
 				 errhint("Use a standard name such as \"Purchase\"; tiktok_capi.tt_event_names() lists them.")));
-	check_event_name(in->event);
+	(void) tt_check_event_name(in->event, NULL);
 	if (in->event_id == NULL || in->event_id[strspn(in->event_id, " \t\r\n")] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

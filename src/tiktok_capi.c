@@ -26,5 +26,6 @@ void
 _PG_init(void)
 {
 	tt_hashing_init();
+	tt_capture_init();
 	MarkGUCPrefixReserved("tiktok_capi");
 }

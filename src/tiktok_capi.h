@@ -17,6 +17,7 @@
 #define TIKTOK_CAPI_H
 
 #include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
@@ -63,5 +64,18 @@ extern const TTCountry *tt_country_or_default(const char *iso);
 
 /* event.c */
 extern Jsonb *tt_build_event(const TTEventInput *in, List **notes);
+extern bool tt_check_event_name(const char *name, List **notes);
+extern Numeric tt_numeric_from_string(const char *s, int len);
+
+/* outbox.c */
+extern int64 tt_outbox_insert(const char *pixel_code, const char *event,
+							  const char *event_id, TimestampTz event_time,
+							  Jsonb *payload, List *warnings,
+							  const char *failed_reason);
+extern char *tt_default_pixel(const char **why);
+
+/* capture.c */
+extern void tt_capture_init(void);
+extern void tt_wake_worker_at_commit(void);
 
 #endif							/* TIKTOK_CAPI_H */

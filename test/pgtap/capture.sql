@@ -1,0 +1,172 @@
+-- The order trigger and the outbox: committed orders become queued events,
+-- once per key, without rights for the application on the outbox, and bad
+-- customer data never aborts an order.
+BEGIN;
+SELECT plan(35);
+
+SELECT tiktok_capi.tt_add_pixel('CSHOP01', 'token-that-must-stay-secret', 'TEST123');
+
+CREATE TABLE public.orders (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer_email text,
+    phone text,
+    total numeric(12, 2),
+    currency text DEFAULT 'USD',
+    status text NOT NULL DEFAULT 'new',
+    ttclid text,
+    ip inet,
+    created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE public.order_items (
+    order_id bigint NOT NULL,
+    product_id integer,
+    qty integer,
+    unit_price numeric(12, 2),
+    name text);
+CREATE TABLE public.leads (lead_id text PRIMARY KEY, email text);
+
+CREATE ROLE tt_app NOLOGIN;
+GRANT USAGE ON SCHEMA public TO tt_app;
+GRANT SELECT, INSERT, UPDATE ON public.orders, public.order_items, public.leads TO tt_app;
+
+-- attaching: typos are errors now, not at the first order
+SELECT throws_ok($$SELECT tiktok_capi.tt_attach('orders', 'Purchase', '{email=custmer_email}')$$,
+    '22023', 'column "custmer_email" does not exist (mapping email=custmer_email)',
+    'a mistyped column is an error at attach time');
+SELECT throws_ok($$SELECT tiktok_capi.tt_attach('orders', 'Purchase', '{emial=customer_email}')$$,
+    '22023', 'unknown field "emial" in mapping "emial=customer_email"',
+    'a mistyped field is an error at attach time');
+SELECT throws_ok($$SELECT tiktok_capi.tt_attach('orders', 'purchase')$$,
+    '22023', 'event name "purchase" is not spelled as TikTok''s "Purchase"',
+    'a misspelled standard event name is an error at attach time');
+SELECT throws_ok($$SELECT tiktok_capi.tt_attach('orders', 'Purchase', '{value=created_at}')$$,
+    '22023', 'column "created_at" of type timestamp with time zone cannot feed value',
+    'a column of the wrong type is an error at attach time');
+SELECT throws_ok($$SELECT tiktok_capi.tt_attach('orders', 'Purchase', pixel => 'CNOPE')$$,
+    '42704', 'pixel "CNOPE" is not configured',
+    'an unknown pixel is an error at attach time');
+SELECT throws_ok($$SELECT tiktok_capi.tt_attach('orders', 'Purchase', '{contents_from=order_itemz(order_id)}')$$,
+    '22023', 'contents_from table "order_itemz" does not exist',
+    'a mistyped child table is an error at attach time');
+SELECT is((SELECT count(*)::int FROM pg_trigger WHERE tgrelid = 'public.orders'::regclass), 0,
+    'no trigger was created by the failed attempts');
+
+SELECT lives_ok($$SELECT tiktok_capi.tt_attach('orders', 'Purchase', '{email=customer_email}',
+                                                condition => $c$NEW.status = 'paid'$c$)$$,
+    'a correct mapping attaches (the only pixel is the default)');
+SELECT matches((SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'public.orders'::regclass),
+    'AFTER INSERT OR UPDATE ON public.orders FOR EACH ROW WHEN \(\(new.status = ''paid''::text\)\) EXECUTE FUNCTION tiktok_capi.tt_capture\(''Purchase'', ''email=customer_email'', ''pixel=CSHOP01''\)',
+    'the trigger names its pixel and keeps the condition');
+
+-- the application role: inserts orders, reads no pixel, token or outbox row
+SET ROLE tt_app;
+INSERT INTO public.orders (customer_email, phone, total, ttclid, ip, status)
+VALUES (' Alice@Example.com ', '+1 (213) 373-4253', 46.00, 'E.C.P.click', '203.0.113.7', 'paid');
+SELECT throws_ok('SELECT access_token FROM tiktok_capi.pixels', '42501', NULL,
+    'the application role cannot read tokens');
+SELECT throws_ok('SELECT * FROM tiktok_capi.outbox', '42501', NULL,
+    'the application role cannot read the outbox');
+SELECT throws_ok($$SELECT tiktok_capi.tt_enqueue('CSHOP01', tiktok_capi.tt_event('Lead', '1'))$$, '42501', NULL,
+    'the application role cannot enqueue directly');
+RESET ROLE;
+
+SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox), 1, 'the paid order queued one event');
+SELECT results_eq(
+    $$SELECT pixel_code, event, event_id, status, payload #>> '{user,email}', payload #>> '{user,phone}',
+             payload #>> '{user,ip}', payload #>> '{user,ttclid}', payload #> '{properties,value}',
+             payload #>> '{properties,order_id}' FROM tiktok_capi.outbox$$,
+    $$VALUES ('CSHOP01'::text, 'Purchase'::text, '1'::text, 'pending'::text,
+              tiktok_capi.tt_hash_email('alice@example.com'), tiktok_capi.tt_hash_phone('+12133734253'),
+              '203.0.113.7'::text, 'E.C.P.click'::text, '46.00'::jsonb, '1'::text)$$,
+    'the event carries the order id as event_id, hashed identifiers and the plain ones');
+SELECT ok((SELECT payload::text NOT LIKE '%lice@%' AND payload::text NOT LIKE '%213%373%' FROM tiktok_capi.outbox),
+    'no raw email or phone in the outbox');
+
+-- the WHEN condition: a new order queues nothing until it is paid
+SET ROLE tt_app;
+INSERT INTO public.orders (customer_email, total) VALUES ('bob@example.com', 10);
+RESET ROLE;
+SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox), 1, 'an unpaid order queues nothing');
+SET ROLE tt_app;
+UPDATE public.orders SET status = 'paid' WHERE id = 2;
+RESET ROLE;
+SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox), 2, 'paying it queues its event');
+
+-- updates that fire the trigger again do not duplicate
+SET ROLE tt_app;
+UPDATE public.orders SET total = total;
+UPDATE public.orders SET ttclid = 'later';
+RESET ROLE;
+SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox), 2, 'updates re-firing the trigger add no rows');
+SELECT is((SELECT payload #>> '{user,ttclid}' FROM tiktok_capi.outbox WHERE event_id = '1'), 'E.C.P.click',
+    'the first queued event stands');
+
+-- a rolled-back order leaves nothing
+SAVEPOINT before_rollback;
+SET ROLE tt_app;
+INSERT INTO public.orders (customer_email, total, status) VALUES ('carol@example.com', 5, 'paid');
+RESET ROLE;
+ROLLBACK TO SAVEPOINT before_rollback;
+SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox), 2, 'a rolled-back order leaves no outbox row');
+
+-- bad customer data: the order commits, the event is degraded and says why
+SET ROLE tt_app;
+SELECT lives_ok($$INSERT INTO public.orders (customer_email, phone, total, currency, status)
+                  VALUES ('not-an-email', 'call me', -5, 'BTC', 'paid')$$,
+    'an order with bad customer data commits');
+RESET ROLE;
+SELECT results_eq(
+    $$SELECT status, payload ? 'user', payload #> '{properties}', warnings FROM tiktok_capi.outbox WHERE event_id = '4'$$,
+    $$VALUES ('pending'::text, false, '{"order_id": "4"}'::jsonb,
+              ARRAY['value must not be negative', 'currency "BTC" is not one TikTok accepts'])$$,
+    'the bad fields are left out and noted in warnings');
+
+-- contents from a child table, through a deferred constraint trigger
+SELECT lives_ok($$SELECT tiktok_capi.tt_attach('orders', 'InitiateCheckout', '{email=customer_email,contents_from=order_items(order_id)}')$$,
+    'a child-table mapping attaches');
+SELECT ok((SELECT tgdeferrable AND tginitdeferred FROM pg_trigger WHERE tgname = 'tt_capture_initiatecheckout'),
+    'as a deferred constraint trigger');
+SET ROLE tt_app;
+INSERT INTO public.orders (customer_email, total, currency) VALUES ('dave@example.com', 28, 'EUR');
+INSERT INTO public.order_items VALUES (5, 1077218, 2, 8.00, 'Mug'), (5, 42, 1, 12.00, NULL);
+RESET ROLE;
+SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox WHERE event = 'InitiateCheckout'), 0,
+    'the deferred trigger waits for commit');
+SET CONSTRAINTS ALL IMMEDIATE;
+SELECT is((SELECT payload #> '{properties,contents}' FROM tiktok_capi.outbox WHERE event = 'InitiateCheckout'),
+    '[{"price": 8.00, "quantity": 2, "content_id": "1077218", "content_name": "Mug"},
+      {"price": 12.00, "quantity": 1, "content_id": "42"}]'::jsonb,
+    'the event carries the items inserted after the order, content_id as strings');
+SET CONSTRAINTS ALL DEFERRED;
+
+-- a hand-made trigger with a typo still never aborts the order
+CREATE TRIGGER lead_capture AFTER INSERT ON public.leads FOR EACH ROW
+    EXECUTE FUNCTION tiktok_capi.tt_capture('Lead', 'event_id=lead_id', 'email=e_mail');
+SET ROLE tt_app;
+SELECT lives_ok($$INSERT INTO public.leads VALUES ('L-1', 'erin@example.com')$$,
+    'an order still commits under a mistyped hand-made mapping');
+RESET ROLE;
+SELECT is((SELECT warnings FROM tiktok_capi.outbox WHERE event = 'Lead'),
+    ARRAY['column "e_mail" does not exist (mapping email=e_mail)'],
+    'and its event says what was wrong');
+
+-- tt_enqueue: the dedup key
+SELECT is(tiktok_capi.tt_enqueue('CSHOP01', tiktok_capi.tt_event('Lead', 'L-1')),
+          (SELECT id FROM tiktok_capi.outbox WHERE event = 'Lead' AND event_id = 'L-1'),
+          'enqueueing an existing key returns the queued row''s id');
+SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox WHERE event_id = 'L-1'), 1, 'and adds no row');
+SELECT throws_ok($$SELECT tiktok_capi.tt_enqueue('CSHOP01', '{"event": "Lead"}')$$, '22023', NULL,
+    'an event without event_id is refused');
+
+-- monitoring and maintenance
+SELECT results_eq($$SELECT status, events FROM tiktok_capi.outbox_status$$,
+    $$VALUES ('pending'::text, 5::bigint), ('sending', 0), ('sent', 0), ('failed', 0)$$,
+    'outbox_status counts every status');
+UPDATE tiktok_capi.outbox SET status = 'failed', last_error = 'test' WHERE event = 'Lead';
+UPDATE tiktok_capi.outbox SET status = 'sent', sent_at = now() - interval '30 days' WHERE event_id = '1';
+SELECT is(tiktok_capi.tt_requeue_failed(event => 'Lead'), 1::bigint, 'tt_requeue_failed requeues by event');
+SELECT is(tiktok_capi.tt_purge_sent('7 days'), 1::bigint, 'tt_purge_sent deletes old delivered rows');
+SELECT results_eq($$SELECT pixel_code, pending, sent FROM tiktok_capi.outbox_pixel_status$$,
+    $$VALUES ('CSHOP01'::text, 4::bigint, 0::bigint)$$, 'outbox_pixel_status counts per pixel');
+
+SELECT * FROM finish();
+ROLLBACK;
