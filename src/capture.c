@@ -180,27 +180,18 @@ tt_capture_init(void)
 static void
 problem(bool strict, List **notes, const char *fmt,...)
 {
-	StringInfoData msg;
+	va_list		args;
+	char	   *msg;
 
-	initStringInfo(&msg);
-	for (;;)
-	{
-		va_list		args;
-		int			needed;
-
-		va_start(args, fmt);
-		needed = appendStringInfoVA(&msg, fmt, args);
-		va_end(args);
-		if (needed == 0)
-			break;
-		enlargeStringInfo(&msg, needed);
-	}
+	va_start(args, fmt);
+	msg = tt_vpsprintf(fmt, args);
+	va_end(args);
 	if (strict)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg_internal("%s", msg.data),
+				 errmsg_internal("%s", msg),
 				 errhint("Mappings are field=column, pixel=CODE or contents_from=table(column).")));
-	*notes = lappend(*notes, msg.data);
+	*notes = lappend(*notes, msg);
 }
 
 /* A live column's number, or InvalidAttrNumber */

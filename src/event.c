@@ -117,6 +117,28 @@ static void push_object(JsonbParseState **st, const char *key,
 						FieldList *l, Jsonb *extra);
 static char *arg_cstring(FunctionCallInfo fcinfo, int argno);
 
+/* vsprintf into palloc'd memory (what psprintf does, for a va_list) */
+char *
+tt_vpsprintf(const char *fmt, va_list args)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (;;)
+	{
+		va_list		copy;
+		int			needed;
+
+		va_copy(copy, args);
+		needed = appendStringInfoVA(&buf, fmt, copy);
+		va_end(copy);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&buf, needed);
+	}
+	return buf.data;
+}
+
 /*
  * A bad field: an ERROR for a direct call; in a lenient build (notes not
  * NULL) a note for the outbox row, and the caller drops the field.
@@ -124,27 +146,18 @@ static char *arg_cstring(FunctionCallInfo fcinfo, int argno);
 static void
 field_problem(List **notes, int sqlstate, const char *hint, const char *fmt,...)
 {
-	StringInfoData msg;
+	va_list		args;
+	char	   *msg;
 
-	initStringInfo(&msg);
-	for (;;)
-	{
-		va_list		args;
-		int			needed;
-
-		va_start(args, fmt);
-		needed = appendStringInfoVA(&msg, fmt, args);
-		va_end(args);
-		if (needed == 0)
-			break;
-		enlargeStringInfo(&msg, needed);
-	}
+	va_start(args, fmt);
+	msg = tt_vpsprintf(fmt, args);
+	va_end(args);
 	if (notes == NULL)
 		ereport(ERROR,
 				(errcode(sqlstate),
-				 errmsg_internal("%s", msg.data),
+				 errmsg_internal("%s", msg),
 				 errhint("%s", hint)));
-	*notes = lappend(*notes, msg.data);
+	*notes = lappend(*notes, msg);
 }
 
 /*

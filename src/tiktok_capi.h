@@ -66,6 +66,7 @@ extern const TTCountry *tt_country_or_default(const char *iso);
 extern Jsonb *tt_build_event(const TTEventInput *in, List **notes);
 extern bool tt_check_event_name(const char *name, List **notes);
 extern Numeric tt_numeric_from_string(const char *s, int len);
+extern char *tt_vpsprintf(const char *fmt, va_list args) pg_attribute_printf(1, 0);
 
 /* outbox.c */
 extern int64 tt_outbox_insert(const char *pixel_code, const char *event,
