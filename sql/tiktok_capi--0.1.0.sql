@@ -117,14 +117,24 @@ REVOKE ALL ON tiktok_capi.pixels FROM PUBLIC;
 COMMENT ON TABLE tiktok_capi.pixels IS
 'TikTok pixels events are sent to, with their access tokens; readable by the owner only';
 
+-- Checked before writing, so no constraint error can print the row (and its token).
 CREATE FUNCTION tiktok_capi.tt_add_pixel(
     pixel_code text, access_token text, test_event_code text DEFAULT NULL)
-RETURNS void LANGUAGE sql
+RETURNS void LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+AS $$
+BEGIN
+    IF pixel_code IS NULL OR pixel_code !~ '^[A-Za-z0-9_-]{1,64}$' THEN
+        RAISE EXCEPTION 'pixel_code must be 1 to 64 letters, digits, underscores or dashes'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(access_token, '') = '' THEN
+        RAISE EXCEPTION 'access_token must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO tiktok_capi.pixels (pixel_code, access_token, test_event_code)
     VALUES (tt_add_pixel.pixel_code, tt_add_pixel.access_token, tt_add_pixel.test_event_code);
-END;
+END
+$$;
 COMMENT ON FUNCTION tiktok_capi.tt_add_pixel IS
 'Add a pixel and its Events API access token';
 
@@ -132,20 +142,23 @@ COMMENT ON FUNCTION tiktok_capi.tt_add_pixel IS
 CREATE FUNCTION tiktok_capi.tt_update_pixel(
     pixel_code text, access_token text DEFAULT NULL,
     test_event_code text DEFAULT NULL, enabled boolean DEFAULT NULL)
-RETURNS boolean LANGUAGE sql
+RETURNS boolean LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
-    WITH updated AS (
-        UPDATE tiktok_capi.pixels p
-           SET access_token = coalesce(tt_update_pixel.access_token, p.access_token),
-               test_event_code = CASE WHEN tt_update_pixel.test_event_code IS NULL THEN p.test_event_code
-                                      ELSE nullif(tt_update_pixel.test_event_code, '') END,
-               enabled = coalesce(tt_update_pixel.enabled, p.enabled),
-               updated_at = now()
-         WHERE p.pixel_code = tt_update_pixel.pixel_code
-        RETURNING 1)
-    SELECT count(*) > 0 FROM updated;
-END;
+AS $$
+BEGIN
+    IF access_token = '' THEN
+        RAISE EXCEPTION 'access_token must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE tiktok_capi.pixels p
+       SET access_token = coalesce(tt_update_pixel.access_token, p.access_token),
+           test_event_code = CASE WHEN tt_update_pixel.test_event_code IS NULL THEN p.test_event_code
+                                  ELSE nullif(tt_update_pixel.test_event_code, '') END,
+           enabled = coalesce(tt_update_pixel.enabled, p.enabled),
+           updated_at = now()
+     WHERE p.pixel_code = tt_update_pixel.pixel_code;
+    RETURN FOUND;
+END
+$$;
 COMMENT ON FUNCTION tiktok_capi.tt_update_pixel IS
 'Change a pixel''s token, test_event_code or enabled flag; NULL keeps the value; false when no such pixel';
 REVOKE ALL ON FUNCTION tiktok_capi.tt_add_pixel, tiktok_capi.tt_update_pixel FROM PUBLIC;

@@ -2,7 +2,7 @@
 -- once per key, without rights for the application on the outbox, and bad
 -- customer data never aborts an order.
 BEGIN;
-SELECT plan(35);
+SELECT plan(41);
 
 SELECT tiktok_capi.tt_add_pixel('CSHOP01', 'token-that-must-stay-secret', 'TEST123');
 
@@ -27,6 +27,28 @@ CREATE TABLE public.leads (lead_id text PRIMARY KEY, email text);
 CREATE ROLE tt_app NOLOGIN;
 GRANT USAGE ON SCHEMA public TO tt_app;
 GRANT SELECT, INSERT, UPDATE ON public.orders, public.order_items, public.leads TO tt_app;
+
+-- pixels: a bad call never prints the token
+CREATE FUNCTION pg_temp.error_text(call text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE msg text; detail text; hint text;
+BEGIN
+    EXECUTE call;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    -- the context would quote this function's own EXECUTE, so it is left out
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                            hint = PG_EXCEPTION_HINT;
+    RETURN concat_ws(' | ', msg, detail, hint);
+END $f$;
+SELECT unalike(pg_temp.error_text(c), '%sekrit%', 'no token in the error of ' || c)
+FROM (VALUES ($$SELECT tiktok_capi.tt_add_pixel('bad code!', 'sekrit-token')$$),
+             ($$SELECT tiktok_capi.tt_add_pixel(NULL, 'sekrit-token')$$),
+             ($$SELECT tiktok_capi.tt_add_pixel('CSHOP01', 'sekrit-token')$$)) AS t(c);
+SELECT alike(pg_temp.error_text($$SELECT tiktok_capi.tt_add_pixel('CSHOP01', 'sekrit-token')$$),
+    'duplicate key value violates unique constraint%', 'adding a pixel twice is an error');
+SELECT ok(tiktok_capi.tt_update_pixel('CSHOP01', test_event_code => ''), 'tt_update_pixel finds the pixel');
+SELECT is((SELECT test_event_code FROM tiktok_capi.pixels), NULL,
+          'tt_update_pixel clears the test_event_code with an empty string');
 
 -- attaching: typos are errors now, not at the first order
 SELECT throws_ok($$SELECT tiktok_capi.tt_attach('orders', 'Purchase', '{email=custmer_email}')$$,
