@@ -699,7 +699,6 @@ tt_attach(PG_FUNCTION_ARGS)
 	char	  **args;
 	int			nargs;
 	char	   *pixel;
-	const char *why = NULL;
 	Relation	rel;
 	CaptureConfig cfg;
 	StringInfoData sql;
@@ -720,30 +719,7 @@ tt_attach(PG_FUNCTION_ARGS)
 	}
 
 	SPI_connect();
-	if (PG_ARGISNULL(3))
-	{
-		pixel = tt_default_pixel(&why);
-		if (pixel == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("no pixel given and %s", why)));
-		pixel = pstrdup(pixel);
-	}
-	else
-	{
-		Oid			argtype = TEXTOID;
-		Datum		code;
-
-		pixel = text_to_cstring(PG_GETARG_TEXT_PP(3));
-		code = CStringGetTextDatum(pixel);
-		if (SPI_execute_with_args("SELECT 1 FROM tiktok_capi.pixels WHERE pixel_code = $1",
-								  1, &argtype, &code, NULL, true, 1) != SPI_OK_SELECT ||
-			SPI_processed != 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("pixel \"%s\" is not configured", pixel),
-					 errhint("Add it first with tiktok_capi.tt_add_pixel().")));
-	}
+	pixel = tt_pixel_for_call(PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)));
 
 	nargs = 0;
 	args = palloc(sizeof(char *) * (nmap + 2));

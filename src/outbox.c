@@ -133,6 +133,44 @@ tt_default_pixel(const char **why)
 	return NULL;
 }
 
+/*
+ * The pixel a direct call means: the one it names, which must be
+ * configured, or else the only one.  An ERROR otherwise.  The caller is
+ * connected to SPI; the result outlives SPI_finish.
+ */
+char *
+tt_pixel_for_call(const char *named)
+{
+	Oid			argtype = TEXTOID;
+	Datum		code;
+	const char *why = NULL;
+	char	   *pixel;
+
+	if (named == NULL)
+	{
+		pixel = tt_default_pixel(&why);
+		if (pixel == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("no pixel given and %s", why)));
+		named = pixel;
+	}
+	else
+	{
+		code = CStringGetTextDatum(named);
+		if (SPI_execute_with_args("SELECT 1 FROM tiktok_capi.pixels WHERE pixel_code = $1",
+								  1, &argtype, &code, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("pixel \"%s\" is not configured", named),
+					 errhint("Add it first with tiktok_capi.tt_add_pixel().")));
+	}
+	pixel = SPI_palloc(strlen(named) + 1);
+	strcpy(pixel, named);
+	return pixel;
+}
+
 /* A string member of an event, or NULL when absent or not a string */
 static const char *
 payload_string(Jsonb *event, const char *key)
@@ -154,7 +192,6 @@ tt_enqueue_sql(PG_FUNCTION_ARGS)
 	const char *event_id;
 	JsonbValue *time;
 	char	   *pixel;
-	const char *why = NULL;
 	double		seconds;
 	int64		id;
 
@@ -179,16 +216,7 @@ tt_enqueue_sql(PG_FUNCTION_ARGS)
 												 NumericGetDatum(time->val.numeric)));
 
 	SPI_connect();
-	if (PG_ARGISNULL(0))
-	{
-		pixel = tt_default_pixel(&why);
-		if (pixel == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("no pixel given and %s", why)));
-	}
-	else
-		pixel = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	pixel = tt_pixel_for_call(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	id = tt_outbox_insert(pixel, name, event_id,
 						  DatumGetTimestampTz(DirectFunctionCall1(float8_timestamptz,
 																  Float8GetDatum(seconds))),

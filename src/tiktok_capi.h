@@ -74,6 +74,7 @@ extern int64 tt_outbox_insert(const char *pixel_code, const char *event,
 							  Jsonb *payload, List *warnings,
 							  const char *failed_reason);
 extern char *tt_default_pixel(const char **why);
+extern char *tt_pixel_for_call(const char *named);
 
 /* capture.c */
 extern void tt_capture_init(void);

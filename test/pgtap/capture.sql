@@ -2,7 +2,7 @@
 -- once per key, without rights for the application on the outbox, and bad
 -- customer data never aborts an order.
 BEGIN;
-SELECT plan(41);
+SELECT plan(42);
 
 SELECT tiktok_capi.tt_add_pixel('CSHOP01', 'token-that-must-stay-secret', 'TEST123');
 
@@ -178,6 +178,8 @@ SELECT is(tiktok_capi.tt_enqueue('CSHOP01', tiktok_capi.tt_event('Lead', 'L-1'))
 SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox WHERE event_id = 'L-1'), 1, 'and adds no row');
 SELECT throws_ok($$SELECT tiktok_capi.tt_enqueue('CSHOP01', '{"event": "Lead"}')$$, '22023', NULL,
     'an event without event_id is refused');
+SELECT throws_ok($$SELECT tiktok_capi.tt_enqueue('CNOPE', tiktok_capi.tt_event('Lead', 'L-2'))$$,
+    '42704', 'pixel "CNOPE" is not configured', 'enqueueing for an unknown pixel is refused');
 
 -- monitoring and maintenance
 SELECT results_eq($$SELECT status, events FROM tiktok_capi.outbox_status$$,
