@@ -10,7 +10,11 @@ OBJS = \
 	src/hashing.o \
 	src/event.o \
 	src/outbox.o \
-	src/capture.o
+	src/capture.o \
+	src/policy.o \
+	src/http.o \
+	src/launcher.o \
+	src/worker.o
 
 DATA = sql/tiktok_capi--0.1.0.sql
 REGRESS = hashing phone event

@@ -111,11 +111,23 @@ CREATE TABLE tiktok_capi.pixels (
     test_event_code text,
     enabled boolean NOT NULL DEFAULT true,
     created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    -- health, written by the worker
+    last_success_at timestamptz,
+    last_error text,
+    last_error_at timestamptz,
+    paused_until timestamptz
 );
 REVOKE ALL ON tiktok_capi.pixels FROM PUBLIC;
 COMMENT ON TABLE tiktok_capi.pixels IS
 'TikTok pixels events are sent to, with their access tokens; readable by the owner only';
+COMMENT ON COLUMN tiktok_capi.pixels.paused_until IS
+'Set by the worker when TikTok refused the token or permission (40105, 40001); cleared by tt_update_pixel';
+
+-- Wakes the delivery worker at commit (used when a pixel is fixed).
+CREATE FUNCTION tiktok_capi.tt_wake_worker() RETURNS void
+AS 'MODULE_PATHNAME', 'tt_wake_worker_sql' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION tiktok_capi.tt_wake_worker() FROM PUBLIC;
 
 -- Checked before writing, so no constraint error can print the row (and its token).
 CREATE FUNCTION tiktok_capi.tt_add_pixel(
@@ -154,13 +166,23 @@ BEGIN
            test_event_code = CASE WHEN tt_update_pixel.test_event_code IS NULL THEN p.test_event_code
                                   ELSE nullif(tt_update_pixel.test_event_code, '') END,
            enabled = coalesce(tt_update_pixel.enabled, p.enabled),
+           paused_until = NULL,
            updated_at = now()
      WHERE p.pixel_code = tt_update_pixel.pixel_code;
-    RETURN FOUND;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- A fixed pixel resumes at once: its events that waited for it are due now.
+    UPDATE tiktok_capi.outbox o
+       SET next_attempt_at = now()
+     WHERE o.pixel_code = tt_update_pixel.pixel_code
+       AND o.status = 'pending' AND o.next_attempt_at > now();
+    PERFORM tiktok_capi.tt_wake_worker();
+    RETURN true;
 END
 $$;
 COMMENT ON FUNCTION tiktok_capi.tt_update_pixel IS
-'Change a pixel''s token, test_event_code or enabled flag; NULL keeps the value; false when no such pixel';
+'Change a pixel''s token, test_event_code or enabled flag (NULL keeps the value) and resume its delivery; false when no such pixel';
 REVOKE ALL ON FUNCTION tiktok_capi.tt_add_pixel, tiktok_capi.tt_update_pixel FROM PUBLIC;
 
 /*
@@ -183,6 +205,7 @@ CREATE TABLE tiktok_capi.outbox (
         CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
     attempts integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    first_attempt_at timestamptz,
     last_error text,
     warnings text[],
     request_id text,
@@ -216,9 +239,11 @@ CREATE FUNCTION tiktok_capi.tt_requeue_failed(
 RETURNS bigint LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
+    SELECT tiktok_capi.tt_wake_worker();
     WITH requeued AS (
         UPDATE tiktok_capi.outbox o
-           SET status = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
+           SET status = 'pending', attempts = 0, next_attempt_at = now(), first_attempt_at = NULL,
+               last_error = NULL
          WHERE o.status = 'failed'
            AND (tt_requeue_failed.pixel_code IS NULL OR o.pixel_code = tt_requeue_failed.pixel_code)
            AND (tt_requeue_failed.event IS NULL OR o.event = tt_requeue_failed.event)
@@ -260,17 +285,31 @@ COMMENT ON VIEW tiktok_capi.outbox_status IS
 'Events per status, oldest and newest, and the lag: the age of the oldest pending event';
 
 CREATE VIEW tiktok_capi.outbox_pixel_status AS
-SELECT o.pixel_code,
-       count(*) FILTER (WHERE o.status = 'pending') AS pending,
-       count(*) FILTER (WHERE o.status = 'sending') AS sending,
-       count(*) FILTER (WHERE o.status = 'sent') AS sent,
-       count(*) FILTER (WHERE o.status = 'failed') AS failed,
-       now() - min(o.created_at) FILTER (WHERE o.status = 'pending') AS lag,
-       max(o.sent_at) AS last_sent_at
-  FROM tiktok_capi.outbox o
- GROUP BY o.pixel_code;
+SELECT coalesce(p.pixel_code, o.pixel_code) AS pixel_code,
+       coalesce(o.pending, 0) AS pending,
+       coalesce(o.sending, 0) AS sending,
+       coalesce(o.sent, 0) AS sent,
+       coalesce(o.failed, 0) AS failed,
+       o.lag,
+       o.last_sent_at,
+       p.enabled,
+       p.paused_until > now() AS paused,
+       p.paused_until,
+       p.last_success_at,
+       p.last_error,
+       p.last_error_at
+  FROM (SELECT pixel_code,
+               count(*) FILTER (WHERE status = 'pending') AS pending,
+               count(*) FILTER (WHERE status = 'sending') AS sending,
+               count(*) FILTER (WHERE status = 'sent') AS sent,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               now() - min(created_at) FILTER (WHERE status = 'pending') AS lag,
+               max(sent_at) AS last_sent_at
+          FROM tiktok_capi.outbox
+         GROUP BY pixel_code) o
+  FULL JOIN tiktok_capi.pixels p ON p.pixel_code = o.pixel_code;
 COMMENT ON VIEW tiktok_capi.outbox_pixel_status IS
-'Events per pixel and status, the lag of the oldest pending one, and the last delivery';
+'Per pixel: events by status, the lag of the oldest pending one, and its health (paused, last success, last error); no token';
 REVOKE ALL ON tiktok_capi.outbox_status, tiktok_capi.outbox_pixel_status FROM PUBLIC;
 
 /*

@@ -48,6 +48,7 @@
 
 PG_FUNCTION_INFO_V1(tt_capture);
 PG_FUNCTION_INFO_V1(tt_attach);
+PG_FUNCTION_INFO_V1(tt_wake_worker_sql);
 
 /* The event fields a column can feed */
 typedef enum CaptureField
@@ -163,7 +164,6 @@ static void read_event_input(const CaptureConfig *cfg, HeapTuple tup,
 							 TupleDesc desc, TTEventInput *in, List **notes);
 static Jsonb *items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc);
 static void capture_xact_callback(XactEvent event, void *arg);
-static void wake_worker(void);
 
 /* Register the cache invalidation and the wake-at-commit callbacks */
 void
@@ -786,7 +786,7 @@ capture_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_pending)
-				wake_worker();
+				tt_wake_worker();
 			wake_pending = false;
 			break;
 		case XACT_EVENT_ABORT:
@@ -806,10 +806,12 @@ tt_wake_worker_at_commit(void)
 }
 
 /*
- * Set the delivery worker's latch.  The hook point: the worker and the
- * shared memory that holds its latch come with the delivery stage.
+ * tt_wake_worker(): wake the worker when this transaction commits (for SQL
+ * that changes what is due without queueing, such as fixing a pixel)
  */
-static void
-wake_worker(void)
+Datum
+tt_wake_worker_sql(PG_FUNCTION_ARGS)
 {
+	tt_wake_worker_at_commit();
+	PG_RETURN_VOID();
 }

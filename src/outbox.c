@@ -28,13 +28,11 @@ static SPIPlanPtr insert_plan = NULL;
 static SPIPlanPtr existing_plan = NULL;
 static SPIPlanPtr default_pixel_plan = NULL;
 
-static SPIPlanPtr prepare_once(SPIPlanPtr *plan, const char *sql, int nargs,
-							   Oid *argtypes);
 static const char *payload_string(Jsonb *event, const char *key);
 
 /* Prepare a statement the first time it is needed, and keep it */
-static SPIPlanPtr
-prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+SPIPlanPtr
+tt_prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
 {
 	if (*plan == NULL)
 	{
@@ -67,7 +65,7 @@ tt_outbox_insert(const char *pixel_code, const char *event,
 	bool		isnull;
 	int			rc;
 
-	plan = prepare_once(&insert_plan,
+	plan = tt_prepare_once(&insert_plan,
 						"INSERT INTO tiktok_capi.outbox"
 						" (pixel_code, event, event_id, event_time, payload, warnings,"
 						"  status, last_error)"
@@ -118,7 +116,7 @@ tt_default_pixel(const char **why)
 	SPIPlanPtr	plan;
 	int			rc;
 
-	plan = prepare_once(&default_pixel_plan,
+	plan = tt_prepare_once(&default_pixel_plan,
 						"SELECT pixel_code FROM tiktok_capi.pixels"
 						" WHERE enabled ORDER BY pixel_code LIMIT 2",
 						0, NULL);
@@ -226,7 +224,7 @@ tt_enqueue_sql(PG_FUNCTION_ARGS)
 		Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
 		Datum		values[3];
 		bool		isnull;
-		SPIPlanPtr	plan = prepare_once(&existing_plan,
+		SPIPlanPtr	plan = tt_prepare_once(&existing_plan,
 										"SELECT id FROM tiktok_capi.outbox"
 										" WHERE pixel_code = $1 AND event = $2 AND event_id = $3",
 										3, argtypes);

@@ -5,8 +5,8 @@
  *	  stage to register its settings.  Nothing else lives here.
  *
  * The library works both from shared_preload_libraries (where the
- * delivery worker will be registered) and loaded on first use of one of
- * its SQL functions.
+ * launcher of the delivery worker is registered) and loaded on first use
+ * of one of its SQL functions (then nothing is delivered).
  *
  *-------------------------------------------------------------------------
  */
@@ -27,5 +27,6 @@ _PG_init(void)
 {
 	tt_hashing_init();
 	tt_capture_init();
+	tt_launcher_init();
 	MarkGUCPrefixReserved("tiktok_capi");
 }

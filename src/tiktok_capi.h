@@ -17,6 +17,7 @@
 #define TIKTOK_CAPI_H
 
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -69,12 +70,29 @@ extern Numeric tt_numeric_from_string(const char *s, int len);
 extern char *tt_vpsprintf(const char *fmt, va_list args) pg_attribute_printf(1, 0);
 
 /* outbox.c */
+extern SPIPlanPtr tt_prepare_once(SPIPlanPtr *plan, const char *sql,
+								  int nargs, Oid *argtypes);
 extern int64 tt_outbox_insert(const char *pixel_code, const char *event,
 							  const char *event_id, TimestampTz event_time,
 							  Jsonb *payload, List *warnings,
 							  const char *failed_reason);
 extern char *tt_default_pixel(const char **why);
 extern char *tt_pixel_for_call(const char *named);
+
+/* launcher.c: settings, shared state, the launcher */
+extern char *tt_database;
+extern char *tt_api_url;
+extern int	tt_batch_size;
+extern int	tt_poll_interval_ms;
+extern int	tt_http_timeout_ms;
+extern int	tt_max_attempts;
+extern int	tt_retention_s;
+extern bool tt_enabled;
+extern int	tt_retry_delay_ms;
+extern int	tt_retry_delay_max_ms;
+extern void tt_launcher_init(void);
+extern void tt_wake_worker(void);
+extern void tt_publish_worker_latch(void);
 
 /* capture.c */
 extern void tt_capture_init(void);

@@ -22,6 +22,7 @@ need libtap-parser-sourcehandler-pgtap-perl command -v pg_prove
 need libipc-run-perl perl -MIPC::Run -e 1
 need gcc command -v gcc
 need make command -v make
+need python3 command -v python3
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

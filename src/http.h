@@ -1,0 +1,32 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.h
+ *	  The delivery worker's HTTP transport: POST request bodies to the
+ *	  Events API over kept-alive libcurl connections, several at once.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TT_HTTP_H
+#define TT_HTTP_H
+
+#include "lib/stringinfo.h"
+
+/* One POST: its token and body in, the outcome out */
+typedef struct TTHttpCall
+{
+	const char *access_token;
+	StringInfo	body;
+
+	/* NULL when an HTTP answer arrived, else what went wrong on the way */
+	const char *transport_error;
+	long		http_status;
+	StringInfoData answer;		/* the answer body, cut at TT_ANSWER_MAX */
+} TTHttpCall;
+
+/* Answer bodies are short; more than this is cut (and so unreadable) */
+#define TT_ANSWER_MAX (64 * 1024)
+
+extern void tt_http_perform(TTHttpCall *calls, int ncalls, const char *url,
+							int timeout_ms);
+
+#endif							/* TT_HTTP_H */

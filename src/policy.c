@@ -1,0 +1,407 @@
+/*-------------------------------------------------------------------------
+ *
+ * policy.c
+ *	  The delivery worker's rules: reading an answer body, the verdict on
+ *	  a request, backoff between attempts, and which API URLs are allowed.
+ *
+ * TikTok answers HTTP 200 for most errors, so the verdict comes from the
+ * body's "code" first and the HTTP status second:
+ *	0				sent
+ *	40001, 40105	the pixel has no permission or the token is wrong: pause
+ *					the pixel, not the events
+ *	400xx (40002)	validation: split a batch until the bad event is alone,
+ *					then reject it with TikTok's message
+ *	40100, 5xxxx	rate limit or TikTok trouble: retry with backoff
+ * Transport errors, HTTP 429 and 5xx, and unreadable bodies are retried.
+ *
+ * Pure C, no PostgreSQL headers (see policy.h).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "policy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *skip_space(const char *p, const char *end);
+static const char *read_string(const char *p, const char *end,
+							   char *out, size_t outsize);
+static const char *read_integer(const char *p, const char *end,
+								long *value, bool *ok);
+static const char *skip_value(const char *p, const char *end);
+static bool host_is_loopback(const char *host, size_t len);
+
+/* Past white space as JSON defines it */
+static const char *
+skip_space(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/*
+ * Read the JSON string starting at p (at its opening quote) into out, cut
+ * to outsize - 1 bytes; out may be NULL to skip it.  \u escapes outside
+ * ASCII become '?': messages are for people, not for byte-exact use.
+ * Returns the position after the closing quote, or NULL if malformed.
+ */
+static const char *
+read_string(const char *p, const char *end, char *out, size_t outsize)
+{
+	size_t		n = 0;
+
+	if (p >= end || *p != '"')
+		return NULL;
+	p++;
+	while (p < end && *p != '"')
+	{
+		char		c = *p++;
+
+		if ((unsigned char) c < 0x20)
+			return NULL;
+		if (c == '\\')
+		{
+			if (p >= end)
+				return NULL;
+			c = *p++;
+			switch (c)
+			{
+				case '"':
+				case '\\':
+				case '/':
+					break;
+				case 'b':
+				case 'f':
+				case 'n':
+				case 'r':
+				case 't':
+					c = ' ';
+					break;
+				case 'u':
+					{
+						unsigned	cp = 0;
+
+						for (int i = 0; i < 4; i++, p++)
+						{
+							if (p >= end)
+								return NULL;
+							if (*p >= '0' && *p <= '9')
+								cp = cp * 16 + (*p - '0');
+							else if ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'f')
+								cp = cp * 16 + ((*p | 0x20) - 'a' + 10);
+							else
+								return NULL;
+						}
+						c = (cp >= 0x20 && cp < 0x7f) ? (char) cp : '?';
+					}
+					break;
+				default:
+					return NULL;
+			}
+		}
+		if (out && n + 1 < outsize)
+			out[n++] = c;
+	}
+	if (p >= end)
+		return NULL;
+	if (out && outsize > 0)
+		out[n] = '\0';
+	return p + 1;
+}
+
+/*
+ * Read a JSON number at p; *ok is true only for an integer that fits a
+ * long (a fraction or exponent makes it "not a code").
+ */
+static const char *
+read_integer(const char *p, const char *end, long *value, bool *ok)
+{
+	const char *start = p;
+	bool		negative = false;
+	bool		integral = true;
+	unsigned long v = 0;
+	bool		overflow = false;
+
+	if (p < end && *p == '-')
+	{
+		negative = true;
+		p++;
+	}
+	if (p >= end || *p < '0' || *p > '9')
+		return NULL;
+	while (p < end && *p >= '0' && *p <= '9')
+	{
+		if (v > (unsigned long) 1e15)
+			overflow = true;
+		else
+			v = v * 10 + (*p - '0');
+		p++;
+	}
+	while (p < end && (*p == '.' || *p == 'e' || *p == 'E' || *p == '+' ||
+					   *p == '-' || (*p >= '0' && *p <= '9')))
+	{
+		integral = false;
+		p++;
+	}
+	*ok = integral && !overflow && p > start;
+	*value = negative ? -(long) v : (long) v;
+	return p;
+}
+
+/*
+ * Skip one JSON value of any kind.  Nesting is tracked with a counter, not
+ * recursion, so a deeply nested body cannot exhaust the stack.
+ */
+static const char *
+skip_value(const char *p, const char *end)
+{
+	int			depth = 0;
+
+	do
+	{
+		p = skip_space(p, end);
+		if (p >= end)
+			return NULL;
+		if (*p == '"')
+			p = read_string(p, end, NULL, 0);
+		else if (*p == '{' || *p == '[')
+		{
+			depth++;
+			p++;
+		}
+		else if (*p == '}' || *p == ']')
+		{
+			if (depth == 0)
+				return NULL;
+			depth--;
+			p++;
+		}
+		else if (*p == ',' || *p == ':')
+		{
+			if (depth == 0)
+				return NULL;
+			p++;
+		}
+		else
+		{
+			const char *start = p;
+
+			while (p < end && ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+							   *p == '-' || *p == '+' || *p == '.' || *p == 'E'))
+				p++;
+			if (p == start)
+				return NULL;
+		}
+		if (p == NULL)
+			return NULL;
+	} while (depth > 0);
+	return p;
+}
+
+/*
+ * Read the top-level "code", "message" and "request_id" of an answer body.
+ * Returns false when the body is not a JSON object with an integer code;
+ * answer is then still filled as far as it could be read.
+ */
+bool
+tt_read_answer(const char *body, size_t len, TTAnswer *answer)
+{
+	const char *p = body;
+	const char *end = body + len;
+
+	memset(answer, 0, sizeof(*answer));
+	if (body == NULL)
+		return false;
+	p = skip_space(p, end);
+	if (p >= end || *p != '{')
+		return false;
+	p = skip_space(p + 1, end);
+	if (p < end && *p == '}')
+		return false;
+	for (;;)
+	{
+		char		key[16];
+
+		p = read_string(skip_space(p, end), end, key, sizeof(key));
+		if (p == NULL)
+			return false;
+		p = skip_space(p, end);
+		if (p >= end || *p != ':')
+			return false;
+		p = skip_space(p + 1, end);
+		if (p >= end)
+			return false;
+		if (strcmp(key, "code") == 0 && (*p == '-' || (*p >= '0' && *p <= '9')))
+		{
+			bool		ok = false;
+
+			p = read_integer(p, end, &answer->code, &ok);
+			answer->has_code = ok;
+		}
+		else if (strcmp(key, "message") == 0 && *p == '"')
+			p = read_string(p, end, answer->message, sizeof(answer->message));
+		else if (strcmp(key, "request_id") == 0 && *p == '"')
+			p = read_string(p, end, answer->request_id, sizeof(answer->request_id));
+		else
+			p = skip_value(p, end);
+		if (p == NULL)
+			return false;
+		p = skip_space(p, end);
+		if (p < end && *p == ',')
+		{
+			p++;
+			continue;
+		}
+		if (p < end && *p == '}')
+			return answer->has_code;
+		return false;
+	}
+}
+
+/*
+ * The verdict on one request of nevents events, with a reason for people
+ * (stored as the events' or the pixel's last_error).  transport_error is
+ * NULL when an HTTP answer arrived.
+ */
+TTVerdict
+tt_judge(const char *transport_error, long http_status,
+		 const TTAnswer *answer, int nevents, char *reason, size_t reasonsize)
+{
+	if (transport_error)
+	{
+		snprintf(reason, reasonsize, "network: %s", transport_error);
+		return TT_RETRY;
+	}
+	if (http_status == 429 || http_status >= 500)
+	{
+		snprintf(reason, reasonsize, "HTTP %ld from the Events API", http_status);
+		return TT_RETRY;
+	}
+	if (http_status >= 300 && http_status < 400)
+	{
+		snprintf(reason, reasonsize,
+				 "HTTP %ld: the Events API redirected; redirects are not followed (check tiktok_capi.api_url)",
+				 http_status);
+		return TT_RETRY;
+	}
+	if (!answer->has_code)
+	{
+		snprintf(reason, reasonsize, "HTTP %ld with an unreadable answer", http_status);
+		return TT_RETRY;
+	}
+	if (answer->code == 0)
+	{
+		snprintf(reason, reasonsize, "OK");
+		return TT_SENT;
+	}
+	snprintf(reason, reasonsize, "TikTok code %ld: %s", answer->code,
+			 answer->message[0] ? answer->message : "(no message)");
+	if (answer->code == 40001 || answer->code == 40105)
+		return TT_PAUSE_PIXEL;
+	if (answer->code >= 40000 && answer->code < 40100)
+		return nevents > 1 ? TT_SPLIT : TT_REJECT;
+	return TT_RETRY;
+}
+
+/*
+ * Milliseconds to wait before attempt attempts + 1: "full jitter", a
+ * uniform draw between 0 and base * 2^(attempts - 1), capped at max, so
+ * that many events failing together do not come back together.
+ */
+double
+tt_backoff_ms(int attempts, double base_ms, double max_ms, double random01)
+{
+	double		ceiling = base_ms;
+
+	for (int i = 1; i < attempts && ceiling < max_ms; i++)
+		ceiling *= 2;
+	if (ceiling > max_ms)
+		ceiling = max_ms;
+	if (random01 < 0)
+		random01 = 0;
+	if (random01 > 1)
+		random01 = 1;
+	return ceiling * random01;
+}
+
+/* 127.0.0.0/8, ::1 or localhost */
+static bool
+host_is_loopback(const char *host, size_t len)
+{
+	int			octets = 0;
+	size_t		i;
+
+	if (len == 9 && strncmp(host, "localhost", 9) == 0)
+		return true;
+	if (len == 5 && strncmp(host, "[::1]", 5) == 0)
+		return true;
+	if (len < 9 || strncmp(host, "127.", 4) != 0)
+		return false;
+	/* a dotted quad of digits, each 0..255 */
+	for (i = 0; i < len; octets++)
+	{
+		int			value = 0;
+		size_t		start = i;
+
+		while (i < len && host[i] >= '0' && host[i] <= '9' && i - start < 3)
+			value = value * 10 + (host[i++] - '0');
+		if (i == start || value > 255)
+			return false;
+		if (i < len && host[i++] != '.')
+			return false;
+		if (i == len && host[len - 1] == '.')
+			return false;
+	}
+	return octets == 4;
+}
+
+/*
+ * Whether events may be sent to url: https anywhere, plain http only to a
+ * loopback host (a local test server).  No user:password part, nothing
+ * that is not a URL.  *why says what is wrong.
+ */
+bool
+tt_url_allowed(const char *url, const char **why)
+{
+	const char *host;
+	size_t		hostlen;
+	bool		https;
+
+	if (url == NULL || url[0] == '\0')
+	{
+		*why = "the URL is empty";
+		return false;
+	}
+	if (strncmp(url, "https://", 8) == 0)
+		https = true;
+	else if (strncmp(url, "http://", 7) == 0)
+		https = false;
+	else
+	{
+		*why = "the URL must start with https://";
+		return false;
+	}
+	host = url + (https ? 8 : 7);
+	if (host[0] == '[')
+		hostlen = strcspn(host, "]") + 1;
+	else
+		hostlen = strcspn(host, ":/?#@");
+	if (hostlen == 0 || hostlen > strlen(host) || host[hostlen - 1] == '\0')
+	{
+		*why = "the URL has no host";
+		return false;
+	}
+	if (strcspn(url, "@ \t\r\n") != strlen(url))
+	{
+		*why = "the URL must not contain credentials or white space";
+		return false;
+	}
+	if (!https && !host_is_loopback(host, hostlen))
+	{
+		*why = "plain http is allowed only to a loopback host (127.0.0.1, ::1, localhost); use https";
+		return false;
+	}
+	return true;
+}

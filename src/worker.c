@@ -1,0 +1,784 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The delivery worker: claim due events, send them to the Events API,
+ *	  record what became of them, delete old sent ones.
+ *
+ * Vocabulary:
+ *	- claim: a short transaction that marks due events 'sending', counts
+ *	  an attempt and gives each a lease, then commits.  No transaction is
+ *	  open while requests are in flight.
+ *	- lease: while an event is 'sending', next_attempt_at is the lease's
+ *	  end; an event still 'sending' after it (its worker died) is due again.
+ *	  A starting worker also returns every 'sending' event to 'pending' at
+ *	  once: it is the only worker, so nobody else is sending them.
+ *	- batch: the events of one pixel sent in one request (at most
+ *	  tiktok_capi.batch_size, and at most TT_BATCH_BYTES of JSON).
+ *	- attempt: one claim of an event.  A request that TikTok rejected as
+ *	  a whole because of one event is split and resent within the same
+ *	  attempt, so good events are not charged for a bad neighbour.
+ *	- record: a short transaction that writes each claimed event's fate:
+ *	  sent; pending again after a backoff; failed with a reason; or
+ *	  deferred (its pixel is paused or disabled: the attempt is given back).
+ *
+ * Delivery is at least once: an event can be sent again after a crash
+ * between the answer and the record.  It keeps its event_id, so TikTok
+ * counts it once; and no event is sent again once its first attempt is 47
+ * hours old, inside TikTok's 48-hour deduplication window.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "http.h"
+#include "policy.h"
+#include "tiktok_capi.h"
+
+/* Past TikTok's 48-hour deduplication window a resend would count twice */
+#define TT_RESEND_WINDOW_MS (47.0 * 3600 * 1000)
+/* How long a paused pixel waits before it is tried again */
+#define TT_PAUSE_MS (3600 * 1000)
+/* Keep a request's body well under what an HTTP server takes */
+#define TT_BATCH_BYTES (4 * 1024 * 1024)
+/* Requests a claim may fill; the transport sends up to 8 at once */
+#define TT_CLAIM_BATCHES 4
+/* Sent events deleted per retention transaction */
+#define TT_RETENTION_ROWS 5000
+
+/* One pixel's configuration and what this cycle learned about it */
+typedef struct Pixel
+{
+	char	   *code;
+	char	   *access_token;
+	char	   *test_event_code;	/* NULL: none */
+	bool		deferred;		/* disabled, paused, or paused just now */
+	bool		disabled;
+	bool		pause_now;		/* this cycle saw 40001/40105 */
+	bool		succeeded;
+	char	   *error;			/* last error this cycle, or NULL */
+} Pixel;
+
+typedef enum Fate
+{
+	FATE_SENT,
+	FATE_RETRY,
+	FATE_FAILED,
+	FATE_DEFERRED
+} Fate;
+
+/* One claimed event */
+typedef struct Claimed
+{
+	int64		id;
+	Pixel	   *pixel;			/* NULL: not configured */
+	char	   *payload;		/* the event's JSON text */
+	int			attempts;		/* counting this one */
+	double		age_ms;			/* since its first attempt */
+	Fate		fate;
+	double		delay_ms;		/* FATE_RETRY: wait before the next attempt */
+	char	   *error;
+	char	   *request_id;
+} Claimed;
+
+/* One request's worth of events (indexes into the claimed array) */
+typedef struct Batch
+{
+	Pixel	   *pixel;
+	int		   *items;
+	int			nitems;
+} Batch;
+
+/* Everything one cycle works on; lives in cycle_context */
+typedef struct Cycle
+{
+	Pixel	   *pixels;
+	int			npixels;
+	Claimed    *events;
+	int			nevents;
+} Cycle;
+
+PGDLLEXPORT void tt_worker_main(Datum arg);
+
+static bool begin_transaction(const char *activity);
+static void end_transaction(void);
+static void return_orphans(void);
+static void load_pixels(Cycle *cycle);
+static void claim(Cycle *cycle, int limit);
+static void sort_out(Cycle *cycle, List **batches);
+static List *cut_batches(Cycle *cycle, Pixel *pixel, int *items, int nitems);
+static void build_body(Cycle *cycle, Batch *batch, StringInfo body);
+static void send_all(Cycle *cycle, List *batches);
+static void judge(Cycle *cycle, Batch *batch, TTHttpCall *call, List **resend);
+static void set_fate(Claimed *ev, Fate fate, const char *error, const char *request_id);
+static void retry_or_fail(Claimed *ev, const char *reason);
+static void record(Cycle *cycle);
+static void record_pixels(Cycle *cycle);
+static int	delete_old_sent(void);
+static double ms_until_due(void);
+static Datum array_of(Datum *elems, bool *nulls, int n, Oid elemtype);
+
+static MemoryContext cycle_context = NULL;
+static bool said_no_extension = false;
+static SPIPlanPtr orphans_plan = NULL;
+static SPIPlanPtr pixels_plan = NULL;
+static SPIPlanPtr claim_plan = NULL;
+static SPIPlanPtr record_plan = NULL;
+static SPIPlanPtr pixel_health_plan = NULL;
+static SPIPlanPtr pause_plan = NULL;
+static SPIPlanPtr retention_plan = NULL;
+static SPIPlanPtr due_plan = NULL;
+
+/*
+ * The worker's loop: deliver while there is work, else sleep until the
+ * next event is due, a commit wakes us, or poll_interval passes.
+ */
+void
+tt_worker_main(Datum arg)
+{
+	bool		orphans_returned = false;
+	TimestampTz last_retention = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(tt_database, NULL, 0);
+	tt_publish_worker_latch();
+	cycle_context = AllocSetContextCreate(TopMemoryContext, "tiktok_capi cycle",
+										  ALLOCSET_DEFAULT_SIZES);
+	ereport(LOG, (errmsg("tiktok_capi: delivery worker started in database \"%s\"",
+						 tt_database)));
+
+	for (;;)
+	{
+		int			limit = tt_batch_size * TT_CLAIM_BATCHES;
+		long		sleep_ms = tt_poll_interval_ms;
+		Cycle		cycle = {0};
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContextReset(cycle_context);
+		old = MemoryContextSwitchTo(cycle_context);
+
+		/* claim; the first time, take back what a dead worker held */
+		if (begin_transaction("claiming events"))
+		{
+			if (!orphans_returned)
+			{
+				return_orphans();
+				orphans_returned = true;
+			}
+			load_pixels(&cycle);
+			claim(&cycle, limit);
+			end_transaction();
+
+			if (cycle.nevents > 0)
+			{
+				List	   *batches = NIL;
+
+				sort_out(&cycle, &batches);
+				send_all(&cycle, batches);
+				if (begin_transaction("recording results"))
+				{
+					record(&cycle);
+					end_transaction();
+				}
+			}
+
+			/* retention: each second, or on while there is a backlog */
+			if (tt_retention_s >= 0 &&
+				TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), 1000) &&
+				begin_transaction("deleting old sent events"))
+			{
+				if (delete_old_sent() < TT_RETENTION_ROWS)
+					last_retention = GetCurrentTimestamp();
+				end_transaction();
+			}
+
+			if (cycle.nevents >= limit)
+				sleep_ms = 0;
+			else if (begin_transaction(NULL))
+			{
+				sleep_ms = (long) Min(ms_until_due(), (double) tt_poll_interval_ms);
+				end_transaction();
+			}
+		}
+		MemoryContextSwitchTo(old);
+
+		if (sleep_ms > 0)
+		{
+			pgstat_report_activity(STATE_IDLE, NULL);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+}
+
+/*
+ * Start a transaction with SPI and a snapshot.  Returns false (and has
+ * ended the transaction) while the extension is not installed in this
+ * database; says so in the log once.
+ */
+static bool
+begin_transaction(const char *activity)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (!OidIsValid(get_extension_oid("tiktok_capi", true)))
+	{
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(cycle_context);
+		if (!said_no_extension)
+			ereport(LOG,
+					(errmsg("tiktok_capi: extension not installed in database \"%s\"; the worker waits for CREATE EXTENSION tiktok_capi",
+							tt_database)));
+		said_no_extension = true;
+		return false;
+	}
+	said_no_extension = false;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (activity)
+		pgstat_report_activity(STATE_RUNNING, activity);
+	return true;
+}
+
+/*
+ * Commit, and report table statistics so autovacuum sees our churn.  Work
+ * goes on in the cycle's memory context (a commit leaves us in
+ * TopMemoryContext).
+ */
+static void
+end_transaction(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	MemoryContextSwitchTo(cycle_context);
+}
+
+/* Events a dead worker left 'sending' are pending again, due now */
+static void
+return_orphans(void)
+{
+	SPIPlanPtr	plan = tt_prepare_once(&orphans_plan,
+									   "UPDATE tiktok_capi.outbox SET status = 'pending', next_attempt_at = now()"
+									   " WHERE status = 'sending'",
+									   0, NULL);
+
+	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "tiktok_capi: could not return orphaned events");
+	if (SPI_processed > 0)
+		ereport(LOG, (errmsg("tiktok_capi: %llu events left 'sending' by a previous worker are pending again",
+							 (unsigned long long) SPI_processed)));
+}
+
+/* Read the pixels table into the cycle */
+static void
+load_pixels(Cycle *cycle)
+{
+	SPIPlanPtr	plan = tt_prepare_once(&pixels_plan,
+									   "SELECT pixel_code, access_token, test_event_code, enabled,"
+									   "       coalesce(paused_until > now(), false)"
+									   "  FROM tiktok_capi.pixels",
+									   0, NULL);
+	MemoryContext cxt = cycle_context;
+
+	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "tiktok_capi: could not read the pixels");
+	cycle->npixels = SPI_processed;
+	cycle->pixels = MemoryContextAllocZero(cxt, sizeof(Pixel) * Max(1, SPI_processed));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		Pixel	   *p = &cycle->pixels[i];
+		bool		isnull;
+		char	   *test_code = SPI_getvalue(t, d, 3);
+
+		p->code = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 1));
+		p->access_token = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 2));
+		p->test_event_code = test_code ? MemoryContextStrdup(cxt, test_code) : NULL;
+		p->disabled = !DatumGetBool(SPI_getbinval(t, d, 4, &isnull));
+		p->deferred = p->disabled || DatumGetBool(SPI_getbinval(t, d, 5, &isnull));
+	}
+}
+
+/*
+ * Claim up to limit due events, oldest first: pending ones whose time has
+ * come and 'sending' ones whose lease ran out.  SKIP LOCKED passes over
+ * rows a user's transaction holds.  The lease is long enough for every
+ * split resend of an attempt.
+ */
+static void
+claim(Cycle *cycle, int limit)
+{
+	Oid			argtypes[2] = {INT4OID, FLOAT8OID};
+	Datum		values[2];
+	SPIPlanPtr	plan = tt_prepare_once(&claim_plan,
+									   "UPDATE tiktok_capi.outbox o"
+									   "   SET status = 'sending', attempts = o.attempts + 1,"
+									   "       next_attempt_at = now() + $2 * interval '1 millisecond',"
+									   "       first_attempt_at = coalesce(o.first_attempt_at, now())"
+									   "  FROM (SELECT id FROM tiktok_capi.outbox"
+									   "         WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()"
+									   "         ORDER BY next_attempt_at LIMIT $1"
+									   "         FOR UPDATE SKIP LOCKED) due"
+									   " WHERE o.id = due.id"
+									   " RETURNING o.id, o.pixel_code, o.payload::text, o.attempts,"
+									   "   extract(epoch FROM now() - o.first_attempt_at)::float8 * 1000",
+									   2, argtypes);
+	MemoryContext old;
+
+	values[0] = Int32GetDatum(limit);
+	values[1] = Float8GetDatum(20.0 * tt_http_timeout_ms + 60000.0);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "tiktok_capi: could not claim events");
+
+	old = MemoryContextSwitchTo(cycle_context);
+	cycle->nevents = SPI_processed;
+	cycle->events = palloc0(sizeof(Claimed) * Max(1, SPI_processed));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	t = SPI_tuptable->vals[i];
+		TupleDesc	d = SPI_tuptable->tupdesc;
+		Claimed    *ev = &cycle->events[i];
+		char	   *code = SPI_getvalue(t, d, 2);
+		bool		isnull;
+
+		ev->id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+		ev->payload = TextDatumGetCString(SPI_getbinval(t, d, 3, &isnull));
+		ev->attempts = DatumGetInt32(SPI_getbinval(t, d, 4, &isnull));
+		ev->age_ms = DatumGetFloat8(SPI_getbinval(t, d, 5, &isnull));
+		for (int p = 0; p < cycle->npixels; p++)
+			if (strcmp(cycle->pixels[p].code, code) == 0)
+				ev->pixel = &cycle->pixels[p];
+		pfree(code);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Settle the events that must not be sent (pixel not configured, paused
+ * or disabled; first attempt too long ago), and cut the rest into batches
+ * per pixel.
+ */
+static void
+sort_out(Cycle *cycle, List **batches)
+{
+	int		   *items = palloc(sizeof(int) * cycle->nevents);
+
+	for (int p = 0; p < cycle->npixels; p++)
+	{
+		Pixel	   *pixel = &cycle->pixels[p];
+		int			n = 0;
+
+		for (int i = 0; i < cycle->nevents; i++)
+		{
+			Claimed    *ev = &cycle->events[i];
+
+			if (ev->pixel != pixel)
+				continue;
+			if (pixel->deferred)
+				set_fate(ev, FATE_DEFERRED, NULL, NULL);
+			else if (ev->age_ms > TT_RESEND_WINDOW_MS)
+				set_fate(ev, FATE_FAILED,
+						 "not sent again: its first attempt was more than 47 hours ago, and past TikTok's 48-hour deduplication window a resend could be counted twice",
+						 NULL);
+			else
+				items[n++] = i;
+		}
+		*batches = list_concat(*batches, cut_batches(cycle, pixel, items, n));
+	}
+	for (int i = 0; i < cycle->nevents; i++)
+	{
+		Claimed    *ev = &cycle->events[i];
+
+		if (ev->pixel == NULL)
+			set_fate(ev, FATE_FAILED,
+					 "its pixel is not configured in tiktok_capi.pixels (add it with tt_add_pixel, then tt_requeue_failed)",
+					 NULL);
+	}
+}
+
+/* Cut one pixel's events into batches of batch_size events and TT_BATCH_BYTES */
+static List *
+cut_batches(Cycle *cycle, Pixel *pixel, int *items, int nitems)
+{
+	List	   *batches = NIL;
+	int			start = 0;
+
+	while (start < nitems)
+	{
+		Batch	   *b = palloc0(sizeof(Batch));
+		size_t		bytes = 0;
+		int			n = 0;
+
+		while (start + n < nitems && n < tt_batch_size)
+		{
+			size_t		len = strlen(cycle->events[items[start + n]].payload) + 1;
+
+			if (n > 0 && bytes + len > TT_BATCH_BYTES)
+				break;
+			bytes += len;
+			n++;
+		}
+		b->pixel = pixel;
+		b->items = palloc(sizeof(int) * n);
+		memcpy(b->items, items + start, sizeof(int) * n);
+		b->nitems = n;
+		batches = lappend(batches, b);
+		start += n;
+	}
+	return batches;
+}
+
+/* The request body: {"event_source":"web","event_source_id":...,"data":[...]} */
+static void
+build_body(Cycle *cycle, Batch *batch, StringInfo body)
+{
+	initStringInfo(body);
+	appendStringInfoString(body, "{\"event_source\":\"web\",\"event_source_id\":");
+	escape_json(body, batch->pixel->code);
+	if (batch->pixel->test_event_code)
+	{
+		appendStringInfoString(body, ",\"test_event_code\":");
+		escape_json(body, batch->pixel->test_event_code);
+	}
+	appendStringInfoString(body, ",\"data\":[");
+	for (int i = 0; i < batch->nitems; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(body, ',');
+		appendStringInfoString(body, cycle->events[batch->items[i]].payload);
+	}
+	appendStringInfoString(body, "]}");
+}
+
+/*
+ * Send every batch, all at once, and judge the answers.  A batch rejected
+ * for one bad event comes back as two halves, sent in the next round,
+ * until every bad event stands alone.
+ */
+static void
+send_all(Cycle *cycle, List *batches)
+{
+	while (batches != NIL)
+	{
+		int			ncalls = list_length(batches);
+		TTHttpCall *calls = palloc0(sizeof(TTHttpCall) * ncalls);
+		List	   *resend = NIL;
+		int			nevents = 0;
+		ListCell   *lc;
+		int			i = 0;
+
+		foreach(lc, batches)
+		{
+			Batch	   *b = lfirst(lc);
+
+			calls[i].access_token = b->pixel->access_token;
+			calls[i].body = palloc(sizeof(StringInfoData));
+			build_body(cycle, b, calls[i].body);
+			nevents += b->nitems;
+			i++;
+		}
+		pgstat_report_activity(STATE_RUNNING,
+								psprintf("sending %d events in %d requests", nevents, ncalls));
+		tt_http_perform(calls, ncalls, tt_api_url, tt_http_timeout_ms);
+
+		i = 0;
+		foreach(lc, batches)
+		{
+			judge(cycle, lfirst(lc), &calls[i], &resend);
+			pfree(calls[i].body->data);
+			i++;
+		}
+		batches = resend;
+	}
+}
+
+/* Turn one request's answer into its events' fates (and its pixel's) */
+static void
+judge(Cycle *cycle, Batch *batch, TTHttpCall *call, List **resend)
+{
+	TTAnswer	answer;
+	char		reason[TT_MESSAGE_MAX + 64];
+	TTVerdict	verdict;
+	Pixel	   *pixel = batch->pixel;
+
+	tt_read_answer(call->answer.data, call->answer.len, &answer);
+	verdict = tt_judge(call->transport_error, call->http_status, &answer,
+					   batch->nitems, reason, sizeof(reason));
+	if (verdict == TT_SENT)
+		pixel->succeeded = true;
+	else
+		pixel->error = pstrdup(reason);
+
+	switch (verdict)
+	{
+		case TT_SENT:
+			for (int i = 0; i < batch->nitems; i++)
+				set_fate(&cycle->events[batch->items[i]], FATE_SENT, NULL,
+						 answer.request_id[0] ? answer.request_id : NULL);
+			break;
+		case TT_RETRY:
+			for (int i = 0; i < batch->nitems; i++)
+				retry_or_fail(&cycle->events[batch->items[i]], reason);
+			break;
+		case TT_REJECT:
+			set_fate(&cycle->events[batch->items[0]], FATE_FAILED, reason,
+					 answer.request_id[0] ? answer.request_id : NULL);
+			break;
+		case TT_PAUSE_PIXEL:
+			pixel->pause_now = true;
+			pixel->deferred = true;
+			for (int i = 0; i < batch->nitems; i++)
+				set_fate(&cycle->events[batch->items[i]], FATE_DEFERRED, NULL, NULL);
+			break;
+		case TT_SPLIT:
+			{
+				int			half = batch->nitems / 2;
+
+				*resend = list_concat(*resend, cut_batches(cycle, pixel, batch->items, half));
+				*resend = list_concat(*resend, cut_batches(cycle, pixel, batch->items + half,
+														   batch->nitems - half));
+			}
+			break;
+	}
+}
+
+/* Settle one event; the strings are copied */
+static void
+set_fate(Claimed *ev, Fate fate, const char *error, const char *request_id)
+{
+	ev->fate = fate;
+	ev->error = error ? pstrdup(error) : NULL;
+	ev->request_id = request_id ? pstrdup(request_id) : NULL;
+}
+
+/*
+ * A failed attempt: try again after a backoff, unless the attempts are
+ * spent or the next try would come too late for TikTok's deduplication.
+ */
+static void
+retry_or_fail(Claimed *ev, const char *reason)
+{
+	double		delay = tt_backoff_ms(ev->attempts, tt_retry_delay_ms,
+									  tt_retry_delay_max_ms,
+									  pg_prng_double(&pg_global_prng_state));
+
+	if (ev->attempts >= tt_max_attempts)
+		set_fate(ev, FATE_FAILED,
+				 psprintf("gave up after %d attempts (tiktok_capi.max_attempts); last: %s",
+						  ev->attempts, reason), NULL);
+	else if (ev->age_ms + delay > TT_RESEND_WINDOW_MS)
+		set_fate(ev, FATE_FAILED,
+				 psprintf("gave up 47 hours after the first attempt (TikTok deduplicates for 48); last: %s",
+						  reason), NULL);
+	else
+	{
+		set_fate(ev, FATE_RETRY, reason, NULL);
+		ev->delay_ms = delay;
+	}
+}
+
+/*
+ * Write every claimed event's fate in one statement, then the pixels'
+ * health.  Only rows still 'sending' are touched: a row a person changed
+ * meanwhile keeps that change.
+ */
+static void
+record(Cycle *cycle)
+{
+	static const char *status_of[] = {"sent", "pending", "failed", "pending"};
+	Oid			argtypes[6] = {INT8ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
+	Datum		values[6];
+	int			n = cycle->nevents;
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *statuses = palloc(sizeof(Datum) * n);
+	Datum	   *delays = palloc(sizeof(Datum) * n);
+	Datum	   *errors = palloc(sizeof(Datum) * n);
+	bool	   *error_nulls = palloc(sizeof(bool) * n);
+	Datum	   *request_ids = palloc(sizeof(Datum) * n);
+	bool	   *request_id_nulls = palloc(sizeof(bool) * n);
+	Datum	   *refunds = palloc(sizeof(Datum) * n);
+	Datum		status_text[4];
+	SPIPlanPtr	plan;
+
+	plan = tt_prepare_once(&record_plan,
+						   "UPDATE tiktok_capi.outbox o"
+						   "   SET status = r.status,"
+						   "       attempts = o.attempts - r.refund,"
+						   "       next_attempt_at = CASE WHEN r.status = 'pending'"
+						   "            THEN now() + r.delay_ms * interval '1 millisecond'"
+						   "            ELSE o.next_attempt_at END,"
+						   "       last_error = r.error,"
+						   "       request_id = coalesce(r.request_id, o.request_id),"
+						   "       sent_at = CASE WHEN r.status = 'sent' THEN now() END"
+						   "  FROM unnest($1, $2, $3, $4, $5, $6)"
+						   "       AS r(id, status, delay_ms, error, request_id, refund)"
+						   " WHERE o.id = r.id AND o.status = 'sending'",
+						   6, argtypes);
+
+	for (int f = 0; f < 4; f++)
+		status_text[f] = CStringGetTextDatum(status_of[f]);
+	for (int i = 0; i < n; i++)
+	{
+		Claimed    *ev = &cycle->events[i];
+		double		delay = ev->delay_ms;
+
+		/* a deferred event waits for its pixel: an hour, or until fixed */
+		if (ev->fate == FATE_DEFERRED)
+			delay = TT_PAUSE_MS;
+		ids[i] = Int64GetDatum(ev->id);
+		statuses[i] = status_text[ev->fate];
+		delays[i] = Float8GetDatum(delay);
+		error_nulls[i] = ev->error == NULL;
+		errors[i] = ev->error ? CStringGetTextDatum(ev->error) : (Datum) 0;
+		request_id_nulls[i] = ev->request_id == NULL;
+		request_ids[i] = ev->request_id ? CStringGetTextDatum(ev->request_id) : (Datum) 0;
+		refunds[i] = Int32GetDatum(ev->fate == FATE_DEFERRED ? 1 : 0);
+	}
+	values[0] = array_of(ids, NULL, n, INT8OID);
+	values[1] = array_of(statuses, NULL, n, TEXTOID);
+	values[2] = array_of(delays, NULL, n, FLOAT8OID);
+	values[3] = array_of(errors, error_nulls, n, TEXTOID);
+	values[4] = array_of(request_ids, request_id_nulls, n, TEXTOID);
+	values[5] = array_of(refunds, NULL, n, INT4OID);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "tiktok_capi: could not record delivery results");
+	record_pixels(cycle);
+}
+
+/*
+ * Per-pixel health: last success, last error; and for a pixel whose token
+ * or permission TikTok refused, a pause, with its other pending events
+ * moved past the pause so that the claim does not keep finding them.
+ */
+static void
+record_pixels(Cycle *cycle)
+{
+	Oid			argtypes[4] = {TEXTOID, BOOLOID, TEXTOID, FLOAT8OID};
+	SPIPlanPtr	health = tt_prepare_once(&pixel_health_plan,
+										 "UPDATE tiktok_capi.pixels"
+										 "   SET last_success_at = CASE WHEN $2 THEN now() ELSE last_success_at END,"
+										 "       last_error = coalesce($3, last_error),"
+										 "       last_error_at = CASE WHEN $3 IS NULL THEN last_error_at ELSE now() END,"
+										 "       paused_until = CASE WHEN $4 > 0"
+										 "            THEN now() + $4 * interval '1 millisecond' ELSE paused_until END"
+										 " WHERE pixel_code = $1",
+										 4, argtypes);
+	SPIPlanPtr	pause = tt_prepare_once(&pause_plan,
+										"UPDATE tiktok_capi.outbox"
+										"   SET next_attempt_at = now() + $2 * interval '1 millisecond'"
+										" WHERE pixel_code = $1 AND status = 'pending'"
+										"   AND next_attempt_at < now() + $2 * interval '1 millisecond'",
+										2, (Oid[]) {TEXTOID, FLOAT8OID});
+
+	for (int p = 0; p < cycle->npixels; p++)
+	{
+		Pixel	   *pixel = &cycle->pixels[p];
+		Datum		values[4];
+		char		nulls[4] = {' ', ' ', ' ', ' '};
+
+		if (!pixel->succeeded && pixel->error == NULL)
+			continue;
+		values[0] = CStringGetTextDatum(pixel->code);
+		values[1] = BoolGetDatum(pixel->succeeded);
+		values[2] = pixel->error ? CStringGetTextDatum(pixel->error) : (Datum) 0;
+		nulls[2] = pixel->error ? ' ' : 'n';
+		values[3] = Float8GetDatum(pixel->pause_now ? TT_PAUSE_MS : 0);
+		if (SPI_execute_plan(health, values, nulls, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "tiktok_capi: could not record pixel health");
+		if (pixel->pause_now)
+		{
+			values[1] = Float8GetDatum(TT_PAUSE_MS);
+			if (SPI_execute_plan(pause, values, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "tiktok_capi: could not pause a pixel's events");
+			ereport(LOG,
+					(errmsg("tiktok_capi: pixel %s paused for an hour: %s", pixel->code, pixel->error),
+					 errhint("Fix the pixel's access token or permissions with tiktok_capi.tt_update_pixel(); its events are kept and resume at once.")));
+		}
+	}
+}
+
+/* Delete one slice of sent events older than the retention; how many */
+static int
+delete_old_sent(void)
+{
+	Oid			argtypes[2] = {FLOAT8OID, INT4OID};
+	Datum		values[2];
+	SPIPlanPtr	plan = tt_prepare_once(&retention_plan,
+									   "DELETE FROM tiktok_capi.outbox WHERE id IN ("
+									   " SELECT id FROM tiktok_capi.outbox"
+									   "  WHERE status = 'sent' AND sent_at < now() - $1 * interval '1 second'"
+									   "  ORDER BY sent_at LIMIT $2)",
+									   2, argtypes);
+
+	values[0] = Float8GetDatum((double) tt_retention_s);
+	values[1] = Int32GetDatum(TT_RETENTION_ROWS);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "tiktok_capi: could not delete old sent events");
+	return (int) SPI_processed;
+}
+
+/* Milliseconds until the next pending event (or lease) is due; 0 if now */
+static double
+ms_until_due(void)
+{
+	SPIPlanPtr	plan = tt_prepare_once(&due_plan,
+									   "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 * 1000"
+									   "  FROM tiktok_capi.outbox WHERE status IN ('pending', 'sending')",
+									   0, NULL);
+	bool		isnull;
+	double		ms;
+
+	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "tiktok_capi: could not look for due events");
+	ms = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		return tt_poll_interval_ms;
+	return Max(ms + 1, 0);
+}
+
+/* A one-dimensional array of n elements of elemtype (nulls may be NULL) */
+static Datum
+array_of(Datum *elems, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, elemtype,
+											  typlen, typbyval, typalign));
+}

@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""Self-test of the Events API mock (events_api.py), in TAP. Standard library only.
+
+Starts the mock on port 0 in a temp dir, drives it with http.client, checks each rule the
+mock must enforce, and exits non-zero if any check failed.
+"""
+import hashlib, http.client, json, os, signal, socket, subprocess, sys, tempfile, threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRACK = "/open_api/v1.3/event/track/"
+PIXEL = "CPIXEL0001"
+TOKEN = "secret-token-do-not-echo"
+results = []
+
+
+def check(ok, desc, detail=""):
+    results.append(bool(ok))
+    print("%s %d - %s" % ("ok" if ok else "not ok", len(results), desc), flush=True)
+    if not ok and detail:
+        print("#   " + str(detail).replace("\n", "\n#   "), flush=True)
+
+
+def sha(s):
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def event(i, **over):
+    ev = {"event": "Purchase", "event_time": int(time.time()) - 60, "event_id": "order-%d" % i,
+          "user": {"email": [sha("a%d@example.com" % i)], "phone": sha("+12133734253"),
+                   "external_id": [sha("c%d" % i)], "ip": "203.0.113.7", "user_agent": "UA",
+                   "ttclid": "E.C.P.x", "ttp": "ttp-1", "locale": "en-US"},
+          "properties": {"currency": "USD", "value": 46.0, "content_type": "product",
+                         "contents": [{"content_id": "1077218", "quantity": 2, "price": 8.0}]},
+          "page": {"url": "https://shop.example/thanks", "referrer": "https://shop.example/"},
+          "limited_data_use": False}
+    ev.update(over)
+    return ev
+
+
+def batch(events, pixel=PIXEL, **top):
+    return dict({"event_source": "web", "event_source_id": pixel, "data": events}, **top)
+
+
+class Mock:
+    def __init__(self, port):
+        self.port = port
+
+    def conn(self, timeout=5):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    # One request on a connection (new unless given); returns (status, parsed body or text).
+    def call(self, method, path, body=None, headers=None, conn=None, timeout=5):
+        c = conn or self.conn(timeout)
+        data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+        c.request(method, path, body=data, headers=headers or {})
+        r = c.getresponse()
+        raw = r.read()
+        if conn is None:
+            c.close()
+        try:
+            return r.status, json.loads(raw)
+        except ValueError:
+            return r.status, raw.decode(errors="replace")
+
+    def track(self, body, token=TOKEN, ctype="application/json", **kw):
+        h = {"Content-Type": ctype}
+        if token is not None:
+            h["Access-Token"] = token
+        return self.call("POST", TRACK, body, h, **kw)
+
+    def stats(self):
+        return self.call("GET", "/_mock/stats")[1]
+
+    def config(self, **cfg):
+        return self.call("POST", "/_mock/config", cfg)
+
+    def reset(self):
+        self.call("POST", "/_mock/reset", {})
+
+
+def code(resp):
+    return resp[1].get("code") if isinstance(resp[1], dict) else None
+
+
+def msg(resp):
+    return resp[1].get("message", "") if isinstance(resp[1], dict) else ""
+
+
+def run(m):
+    r = m.track(batch([event(1), event(2), event(3)], test_event_code="TEST123"))
+    check(r[0] == 200 and code(r) == 0 and msg(r) == "OK" and r[1]["data"] == {}
+          and isinstance(r[1]["request_id"], str), "valid batch of 3 events -> code 0", r)
+    s = m.stats()
+    keys = m.call("GET", "/_mock/keys")[1]
+    check(s["events_accepted"] == 3 and s["unique_keys"] == 3 and s["accepted_requests"] == 1
+          and s["max_batch"] == 3 and s["test_event_codes"] == {"TEST123": 1}
+          and sorted(k[2] for k in keys) == ["order-1", "order-2", "order-3"]
+          and all(k[0] == PIXEL and k[1] == "Purchase" and k[3] == 1 for k in keys),
+          "the 3 events are counted under (pixel, event, event_id)", (s, keys))
+    r2 = m.track(batch([event(1)]))
+    check(r2[1]["request_id"] != r[1]["request_id"], "request_id differs per request")
+    s = m.stats()
+    check(s["duplicate_keys"] == 1 and s["unique_keys"] == 3 and s["events_accepted"] == 4,
+          "a resent key is counted in duplicate_keys", s)
+
+    def rejects(body, want_code, want_in, desc, **kw):
+        before = m.stats()["events_accepted"]
+        r = m.track(body, **kw)
+        after = m.stats()["events_accepted"]
+        check(code(r) == want_code and want_in in msg(r) and after == before, desc, r)
+        return r
+
+    r = rejects(batch([event(1), event(2, event_id=10046)]), 40002, "data[1].event_id",
+                "number event_id -> 40002 naming data[1].event_id")
+    check(msg(r) == "Invalid value for data[1].event_id: not a valid string.",
+          "40002 message has TikTok's form", msg(r))
+    bad_user = dict(event(1)["user"], email=["alice@example.com"])
+    rejects(batch([event(0, user=bad_user)]), 40002, "data[0].user.email", "unhashed email -> 40002")
+    upper = dict(event(1)["user"], phone=sha("+1").upper())
+    rejects(batch([event(0, user=upper)]), 40002, "data[0].user.phone", "uppercase hex hash -> 40002")
+    rejects(batch([event(0, properties={"currency": "XYZ", "value": 1})]), 40002,
+            "properties.currency", "bad currency -> 40002")
+    rejects(batch([event(0, properties={"currency": "USD", "value": "46.0"})]), 40002,
+            "properties.value", "string value -> 40002")
+    rejects(batch([event(0, properties={"contents": [{"content_id": 1077218}]})]), 40002,
+            "contents[0].content_id", "number content_id -> 40002")
+    rejects(batch([event(0, event_time=int(time.time()) + 3600)]), 40002, "data[0].event_time",
+            "event_time an hour in the future -> 40002")
+    rejects(batch([event(0, event_time=int(time.time()) * 1000)]), 40002, "event_time",
+            "event_time in milliseconds -> 40002")
+    rejects(batch([event(0, event_time=float(int(time.time())) + 0.5)]), 40002, "event_time",
+            "fractional event_time -> 40002")
+    rejects(batch([event(0, limited_data_use="no")]), 40002, "limited_data_use",
+            "non-bool limited_data_use -> 40002")
+    rejects(batch([event(i) for i in range(1001)]), 40002, "data", "1001 events -> 40002")
+    rejects(batch([]), 40002, "data", "empty data -> 40002")
+    rejects(dict(batch([event(0)]), event_source="app"), 40002, "event_source",
+            "event_source other than web -> 40002")
+    r = m.track(batch([event(i) for i in range(1000)]))
+    check(code(r) == 0 and m.stats()["max_batch"] == 1000, "1000 events accepted; max_batch", r)
+    rejects(batch([event(0)]), 40105, "Access token", "missing token -> 40105", token=None)
+    rejects(batch([event(0)]), 40105, "Access token", "empty token -> 40105", token="")
+    rejects(batch([event(0)]), 40002, "Content-Type", "text/plain body -> 40002", ctype="text/plain")
+
+    m.config(tokens={PIXEL: TOKEN})
+    rejects(batch([event(0)]), 40105, "", "tokens config: wrong token -> 40105", token="other")
+    check(code(m.track(batch([event(0)]))) == 0, "tokens config: right token -> 0")
+    check(code(m.track(batch([event(0)], pixel="OTHERPIX"), token="x")) == 0,
+          "tokens config: pixel not listed accepts any token")
+    st, shown = m.config(no_permission=["NOPERM"])
+    check(st == 200 and TOKEN not in json.dumps(shown) and shown["tokens"] == {PIXEL: "***"}
+          and TOKEN not in json.dumps(m.stats()), "/_mock/config and stats never echo a token",
+          shown)
+    rejects(batch([event(0)], pixel="NOPERM"), 40001, "", "no_permission pixel -> 40001")
+    check(m.config(bogus=1)[0] == 400 and m.config(fault_rate="1")[0] == 400
+          and m.config(faults=["boom"])[0] == 400 and m.config(count_only=1)[0] == 400,
+          "unknown config key, wrong type or fault kind -> HTTP 400")
+
+    m.reset()
+    m.config(poison=["order-7"])
+    r = rejects(batch([event(5), event(6), event(7)]), 40002, "", "poisoned event -> 40002")
+    check(msg(r) == "Invalid value for data[2].properties: poisoned event order-7"
+          and m.stats()["unique_keys"] == 0, "poison message names data[2]; nothing counted", r)
+    s = m.stats()
+    check(s["rejected"] == {"40002": 1} and s["requests"] == 1, "rejected counts by code", s)
+
+    m.reset()
+    for kind, want in (("5xx", 503), ("40100", 40100), ("50002", 50002)):
+        m.config(fault_rate=1, faults=[kind])
+        r = m.track(batch([event(1)]))
+        got = r[0] if kind == "5xx" else code(r)
+        extra = not isinstance(r[1], dict) if kind == "5xx" else r[0] == 200
+        check(got == want and extra and m.stats()["faults"].get(kind) == 1
+              and m.stats()["unique_keys"] == 0, "fault %s -> %s, nothing counted" % (kind, want), r)
+    m.config(faults=["reset"])
+    try:
+        r = m.track(batch([event(1)]))
+        check(False, "fault reset -> connection reset on the client", r)
+    except (ConnectionResetError, http.client.RemoteDisconnected) as e:
+        check(isinstance(e, ConnectionResetError) and m.stats()["unique_keys"] == 0,
+              "fault reset -> connection reset on the client, nothing counted", repr(e))
+    m.config(faults=["hang"], hang_seconds=1)
+    t0 = time.time()
+    try:
+        r = m.track(batch([event(1), event(2)]), timeout=0.5)
+        check(False, "fault hang -> client times out", r)
+    except (socket.timeout, TimeoutError):
+        s = m.stats()
+        check(time.time() - t0 < 0.9 and s["events_accepted"] == 2 and s["unique_keys"] == 2,
+              "fault hang -> client times out, yet the events ARE counted", s)
+    try:
+        m.track(batch([event(3, event_id=3)]), timeout=0.5)
+    except (socket.timeout, TimeoutError):
+        pass
+    check(m.stats()["unique_keys"] == 2, "fault hang counts nothing for an invalid request")
+    m.config(fault_rate=0.5, faults=["40100"])
+    codes = [code(m.track(batch([event(i)]))) for i in range(40)]
+    check(0 < codes.count(40100) < 40 and set(codes) == {0, 40100}, "fault_rate 0.5 mixes", codes)
+
+    m.reset()
+    m.config(delay_ms=200)
+    t0 = time.time()
+    m.track(batch([event(1)]))
+    check(time.time() - t0 >= 0.2, "delay_ms delays the answer")
+
+    m.reset()
+    m.config(count_only=True)
+    junk = batch([{"event": "Purchase", "event_id": 42, "event_time": "soon"}], event_source="x")
+    r = m.track(junk)
+    check(code(r) == 0 and m.stats()["unique_keys"] == 1, "count-only accepts an invalid body", r)
+
+    m.reset()
+    c = m.conn()
+    codes = [code(m.track(batch([event(i)]), conn=c)) for i in range(50)]
+    check(codes == [0] * 50 and m.stats()["unique_keys"] == 50,
+          "keep-alive: 50 requests on one connection", codes)
+    c.close()
+
+    m.reset()
+    outcome, barrier = {}, threading.Barrier(300, timeout=10)
+
+    def one(i):
+        try:
+            c = m.conn(timeout=10)
+            c.connect()
+            barrier.wait()
+            outcome[i] = code(m.track(batch([event(i)]), conn=c))
+            c.close()
+        except Exception as e:
+            outcome[i] = repr(e)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(300)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bad = {i: v for i, v in outcome.items() if v != 0}
+    check(len(outcome) == 300 and not bad and m.stats()["unique_keys"] == 300,
+          "300 concurrent connections all get code 0", bad)
+
+    check(m.call("POST", "/open_api/v1.3/event/track", b"{}")[0] == 404, "path without slash -> 404")
+    check(m.call("GET", TRACK)[0] == 404 and m.call("POST", "/x")[0] == 404,
+          "GET on the track path, POST without a body elsewhere -> 404")
+    check(m.call("GET", "/nowhere")[0] == 404, "wrong GET path -> 404")
+    c = m.conn()
+    c.putrequest("POST", TRACK)
+    c.putheader("Transfer-Encoding", "chunked")
+    c.endheaders(b"2\r\n{}\r\n0\r\n\r\n")
+    r1 = c.getresponse().status
+    c.close()
+    c = m.conn()
+    c.putrequest("POST", TRACK)
+    c.endheaders()
+    r2 = c.getresponse().status
+    c.close()
+    check(r1 == 411 and r2 == 411, "chunked or missing Content-Length -> 411", (r1, r2))
+
+    before = m.stats()["requests"]
+    s = socket.create_connection(("127.0.0.1", m.port))
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"da" % TRACK.encode())
+    s.close()
+    time.sleep(0.2)
+    check(m.stats()["requests"] == before, "a client leaving mid-body is not a request")
+
+    listen = []
+    for ip in ("127.0.0.2", "::1"):
+        try:
+            socket.create_connection((ip, m.port), timeout=1).close()
+            listen.append(ip)
+        except OSError:
+            pass
+    check(not listen, "listens on 127.0.0.1 only (not 127.0.0.2, not ::1)", listen)
+    if os.path.exists("/proc/net/tcp"):
+        rows = [l.split() for l in open("/proc/net/tcp").read().splitlines()[1:]]
+        mine = [r[1] for r in rows if r[3] == "0A" and int(r[1].split(":")[1], 16) == m.port]
+        check(mine == ["0100007F:%04X" % m.port], "/proc/net/tcp: bound to 127.0.0.1", mine)
+    else:
+        check(True, "/proc/net/tcp: bound to 127.0.0.1 # SKIP no /proc/net/tcp")
+
+
+# The CLI flags --count-only and --quiet, on a second short-lived mock with a fixed port.
+def cli_flags(tmp):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    pf = os.path.join(tmp, "port2")
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "events_api.py"), "--port", str(port),
+                          "--port-file", pf, "--count-only", "--quiet"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 5
+    while not os.path.exists(pf) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.02)
+    try:
+        got = int(open(pf).read()) if os.path.exists(pf) else 0
+        m = Mock(port)
+        r = m.track(batch([{"event_id": 7}], event_source="x")) if got == port else None
+        check(got == port and code(r) == 0, "--port N and --count-only", (got, r))
+    finally:
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=5)
+    check(p.returncode == 0 and out == "" and err == "", "--quiet prints nothing; SIGINT exits 0",
+          (p.returncode, out, err))
+
+
+def main():
+    t_start = time.time()
+    tmp = tempfile.mkdtemp(prefix="events_api_mock.")
+    port_file = os.path.join(tmp, "port")
+    errf = open(os.path.join(tmp, "stderr"), "w+")
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "events_api.py"), "--port", "0",
+                             "--port-file", port_file], stdout=subprocess.PIPE, stderr=errf,
+                            text=True)
+    try:
+        deadline = time.time() + 5
+        while not os.path.exists(port_file) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        port = int(open(port_file).read()) if os.path.exists(port_file) else 0
+        line = proc.stdout.readline().strip() if port else ""
+        print("1..55")
+        check(port > 0 and line == "listening on 127.0.0.1:%d" % port,
+              "mock starts, writes --port-file and prints the port", line)
+        if port:
+            run(Mock(port))
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=5)
+        check(rc == 0, "SIGTERM -> clean exit 0", rc)
+        cli_flags(tmp)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    errf.seek(0)
+    err = errf.read()
+    check(err == "", "nothing on the mock's stderr (no tracebacks, no access log)", err)
+    check(time.time() - t_start < 20, "finished in under 20 s (%.1f s)" % (time.time() - t_start))
+    for f in os.listdir(tmp):
+        os.unlink(os.path.join(tmp, f))
+    os.rmdir(tmp)
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
