@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs each integration test (test/integration/<name>.py, named by what it
+# proves) in its own throw-away cluster with tiktok_capi preloaded, and
+# prints its TAP.  Usage: run.sh [name...]  (default: all)
+set -u
+cd "$(dirname "$0")"
+PGVER=${PGVER:-15}
+tests=("$@")
+[ ${#tests[@]} -gt 0 ] || tests=($(ls *.py | grep -v '^harness' | sed 's/\.py$//'))
+status=0
+for t in "${tests[@]}"; do
+	echo "# integration: $t"
+	pg_virtualenv -t -v "$PGVER" -o shared_preload_libraries=tiktok_capi \
+		python3 "$t.py" 2>&1 | grep -v -e '^Creating new PostgreSQL cluster' -e '^Dropping cluster'
+	[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+done
+exit $status
