@@ -25,7 +25,7 @@ PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-sign-compare -Wno-missing-field-initializers
 SHLIB_LINK = -lcurl -lcrypto
 
-EXTRA_CLEAN = test/unit/normalize_test
+EXTRA_CLEAN = test/unit/normalize_test test/unit/policy_test
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
@@ -41,12 +41,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps:
 	bash test/install-deps.sh
 
-# The standalone unit test of the pure-C normalization code
-unit: test/unit/normalize_test
+# The standalone unit tests of the pure-C parts (no PostgreSQL headers)
+UNIT_CFLAGS = -std=c99 -D_DEFAULT_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc
+unit: test/unit/normalize_test test/unit/policy_test
 
 test/unit/normalize_test: test/unit/normalize_test.c src/normalize.c src/countries.c src/normalize.h
-	$(CC) -std=c99 -D_DEFAULT_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc -o $@ \
-		test/unit/normalize_test.c src/normalize.c src/countries.c -lcrypto
+	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/normalize_test.c src/normalize.c src/countries.c -lcrypto
+
+test/unit/policy_test: test/unit/policy_test.c src/policy.c src/policy.h
+	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/policy_test.c src/policy.c
 
 # Everything, from a fresh machine: deps, build, install, all suites
 test: deps

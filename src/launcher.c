@@ -314,6 +314,7 @@ tt_launcher_main(Datum arg)
 	TimestampTz next_start = 0;
 	int			quick_exits = 0;
 	bool		said_missing = false;
+	bool		stopping = false;	/* we asked the worker to stop */
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -343,14 +344,17 @@ tt_launcher_main(Datum arg)
 			{
 				pfree(handle);
 				handle = NULL;
-				if (TimestampDifferenceExceeds(started_at, now, 60 * 1000))
+				if (stopping || TimestampDifferenceExceeds(started_at, now, 60 * 1000))
 					quick_exits = 0;
 				else
 					quick_exits = Min(quick_exits + 1, 6);
 				next_start = TimestampTzPlusMilliseconds(now, 1000 << quick_exits);
 			}
 			else if (!tt_enabled || strcmp(worker_database, tt_database) != 0)
+			{
 				TerminateBackgroundWorker(handle);
+				stopping = true;
+			}
 		}
 
 		if (handle == NULL && tt_enabled && now >= next_start)
@@ -359,6 +363,7 @@ tt_launcher_main(Datum arg)
 			{
 				handle = start_worker();
 				said_missing = false;
+				stopping = false;
 				started_at = now;
 				if (worker_database)
 					pfree(worker_database);

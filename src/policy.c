@@ -30,6 +30,7 @@ static const char *read_string(const char *p, const char *end,
 static const char *read_integer(const char *p, const char *end,
 								long *value, bool *ok);
 static const char *skip_value(const char *p, const char *end);
+static bool read_answer(const char *p, const char *end, TTAnswer *answer);
 static bool host_is_loopback(const char *host, size_t len);
 
 /* Past white space as JSON defines it */
@@ -43,9 +44,12 @@ skip_space(const char *p, const char *end)
 
 /*
  * Read the JSON string starting at p (at its opening quote) into out, cut
- * to outsize - 1 bytes; out may be NULL to skip it.  \u escapes outside
- * ASCII become '?': messages are for people, not for byte-exact use.
- * Returns the position after the closing quote, or NULL if malformed.
+ * to outsize - 1 bytes; out may be NULL to skip it.  Anything outside
+ * printable ASCII (raw bytes or \u escapes) becomes '?': the text is
+ * stored in the database, where a byte sequence cut in the middle of a
+ * character, or not UTF-8 at all, would be invalid text.  Messages are for
+ * people, not for byte-exact use.  Returns the position after the closing
+ * quote, or NULL if malformed.
  */
 static const char *
 read_string(const char *p, const char *end, char *out, size_t outsize)
@@ -101,6 +105,8 @@ read_string(const char *p, const char *end, char *out, size_t outsize)
 					return NULL;
 			}
 		}
+		if ((unsigned char) c >= 0x7f)
+			c = '?';
 		if (out && n + 1 < outsize)
 			out[n++] = c;
 	}
@@ -202,18 +208,27 @@ skip_value(const char *p, const char *end)
 
 /*
  * Read the top-level "code", "message" and "request_id" of an answer body.
- * Returns false when the body is not a JSON object with an integer code;
- * answer is then still filled as far as it could be read.
+ * Returns false, with has_code false, when the body is not a whole JSON
+ * object with an integer code; message and request_id are then filled as
+ * far as they could be read.
  */
 bool
 tt_read_answer(const char *body, size_t len, TTAnswer *answer)
 {
-	const char *p = body;
-	const char *end = body + len;
-
 	memset(answer, 0, sizeof(*answer));
 	if (body == NULL)
 		return false;
+	if (read_answer(body, body + len, answer))
+		return true;
+	/* a code from a body that is not whole JSON is not to be trusted */
+	answer->has_code = false;
+	return false;
+}
+
+/* tt_read_answer's parser; true when the object closed with a code read */
+static bool
+read_answer(const char *p, const char *end, TTAnswer *answer)
+{
 	p = skip_space(p, end);
 	if (p >= end || *p != '{')
 		return false;
@@ -388,7 +403,10 @@ tt_url_allowed(const char *url, const char **why)
 		hostlen = strcspn(host, "]") + 1;
 	else
 		hostlen = strcspn(host, ":/?#@");
-	if (hostlen == 0 || hostlen > strlen(host) || host[hostlen - 1] == '\0')
+	/* a host, and after it only a port, a path, a query or the end */
+	if (hostlen == 0 || hostlen > strlen(host) || host[hostlen - 1] == '\0' ||
+		(host[0] == '[' && hostlen <= 2) ||
+		(host[hostlen] != '\0' && strchr(":/?#", host[hostlen]) == NULL))
 	{
 		*why = "the URL has no host";
 		return false;

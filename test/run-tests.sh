@@ -1,11 +1,31 @@
 #!/usr/bin/env bash
-# Runs every test suite of tiktok_capi against a throw-away cluster that
-# preloads the extension, and ends with one line: "N passed, N failed".
-# Expects the extension built and installed (make test does both).
+# Runs every test suite of tiktok_capi and ends with one line:
+# "N passed, N failed".  Expects the extension built and installed (make
+# test does both).
+#  - test/suites.sh: unit, pg_regress, pgTAP and the mock's own checks, in
+#    one throw-away cluster that preloads the extension;
+#  - test/integration: each test in a fresh cluster of its own, against
+#    the mock Events API.
 set -u
 cd "$(dirname "$0")/.."
 
 PGVER=$(pg_config --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
-exec pg_virtualenv -t -v "$PGVER" \
-	-o shared_preload_libraries=tiktok_capi \
-	bash test/suites.sh
+export PGVER
+log=$(mktemp -d)
+export TT_TOTALS=$log/totals
+
+pg_virtualenv -t -v "$PGVER" -o shared_preload_libraries=tiktok_capi bash test/suites.sh
+read -r passed failed < "$TT_TOTALS" || { passed=0; failed=1; }
+
+. test/tap.sh
+for t in test/integration/*.py; do
+	name=$(basename "$t" .py)
+	[ "$name" = harness ] && continue
+	bash test/integration/run.sh "$name" > "$log/$name.tap" 2>&1
+	grep '^# ' "$log/$name.tap" | grep -v '^# integration' | sed "s/^/  /"
+	count_tap "integration $name" "$log/$name.tap"
+done
+
+rm -rf "$log"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
