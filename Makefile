@@ -35,7 +35,7 @@ endif
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test deps unit
+.PHONY: test deps unit demo
 
 # Install the build and test dependencies that are missing (apt)
 deps:
@@ -56,3 +56,9 @@ test: deps
 	$(MAKE) all unit
 	$(SUDO) $(MAKE) install
 	bash test/run-tests.sh
+
+# The main job on an embedded default: throw-away cluster, mock API, orders
+demo: deps
+	$(MAKE) all
+	$(SUDO) $(MAKE) install
+	bash test/demo.sh
