@@ -230,6 +230,8 @@ tt_worker_main(Datum arg)
 
 		if (sleep_ms > 0)
 		{
+			/* flush the statistics held back while busy before sleeping */
+			pgstat_report_stat(true);
 			pgstat_report_activity(STATE_IDLE, NULL);
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 sleep_ms, PG_WAIT_EXTENSION);

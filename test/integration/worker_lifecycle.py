@@ -9,7 +9,7 @@ import time
 from harness import (PIXEL, Mock, Tap, configure, counts, drained, enqueue, install, no_crash, psql,
                      server_log, wait_until, worker_pid)
 
-tap = Tap(14)
+tap = Tap(15)
 mock = Mock()
 configure(mock)
 
@@ -21,6 +21,11 @@ install()
 ids = enqueue(100)
 tap.ok(wait_until(lambda: drained(100), 15), "after CREATE EXTENSION it delivers, no restart needed",
        counts())
+
+# the worker reports its table statistics, so autovacuum sees its churn
+tap.ok(wait_until(lambda: int(psql("SELECT n_tup_upd FROM pg_stat_user_tables "
+                                   "WHERE relid = 'tiktok_capi.outbox'::regclass")) >= 200, 5),
+       "the worker's updates show in pg_stat_user_tables")
 
 # 2. visible in pg_stat_activity
 kinds = psql("SELECT string_agg(backend_type, ',' ORDER BY backend_type) FROM pg_stat_activity "
