@@ -45,10 +45,10 @@ deps:
 UNIT_CFLAGS = -std=c99 -D_DEFAULT_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc
 unit: test/unit/normalize_test test/unit/policy_test
 
-test/unit/normalize_test: test/unit/normalize_test.c src/normalize.c src/countries.c src/normalize.h
+test/unit/normalize_test: test/unit/tap.h test/unit/normalize_test.c src/normalize.c src/countries.c src/normalize.h
 	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/normalize_test.c src/normalize.c src/countries.c -lcrypto
 
-test/unit/policy_test: test/unit/policy_test.c src/policy.c src/policy.h
+test/unit/policy_test: test/unit/tap.h test/unit/policy_test.c src/policy.c src/policy.h
 	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/policy_test.c src/policy.c
 
 # Everything, from a fresh machine: deps, build, install, all suites

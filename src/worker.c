@@ -89,6 +89,7 @@ typedef enum Fate
 typedef struct Claimed
 {
 	int64		id;
+	char	   *pixel_code;
 	Pixel	   *pixel;			/* NULL: not configured */
 	char	   *payload;		/* the event's JSON text */
 	int			attempts;		/* counting this one */
@@ -191,8 +192,10 @@ tt_worker_main(Datum arg)
 				return_orphans();
 				orphans_returned = true;
 			}
-			load_pixels(&cycle);
+			/* pixels after the claim: every claimed event's pixel is seen */
 			claim(&cycle, limit);
+			if (cycle.nevents > 0)
+				load_pixels(&cycle);
 			end_transaction();
 
 			if (cycle.nevents > 0)
@@ -301,7 +304,7 @@ return_orphans(void)
 							 (unsigned long long) SPI_processed)));
 }
 
-/* Read the pixels table into the cycle */
+/* Read the pixels table into the cycle; find each claimed event's pixel */
 static void
 load_pixels(Cycle *cycle)
 {
@@ -329,6 +332,14 @@ load_pixels(Cycle *cycle)
 		p->test_event_code = test_code ? MemoryContextStrdup(cxt, test_code) : NULL;
 		p->disabled = !DatumGetBool(SPI_getbinval(t, d, 4, &isnull));
 		p->deferred = p->disabled || DatumGetBool(SPI_getbinval(t, d, 5, &isnull));
+	}
+	for (int i = 0; i < cycle->nevents; i++)
+	{
+		Claimed    *ev = &cycle->events[i];
+
+		for (int p = 0; p < cycle->npixels && ev->pixel == NULL; p++)
+			if (strcmp(cycle->pixels[p].code, ev->pixel_code) == 0)
+				ev->pixel = &cycle->pixels[p];
 	}
 }
 
@@ -371,17 +382,13 @@ claim(Cycle *cycle, int limit)
 		HeapTuple	t = SPI_tuptable->vals[i];
 		TupleDesc	d = SPI_tuptable->tupdesc;
 		Claimed    *ev = &cycle->events[i];
-		char	   *code = SPI_getvalue(t, d, 2);
 		bool		isnull;
 
 		ev->id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
+		ev->pixel_code = SPI_getvalue(t, d, 2);
 		ev->payload = TextDatumGetCString(SPI_getbinval(t, d, 3, &isnull));
 		ev->attempts = DatumGetInt32(SPI_getbinval(t, d, 4, &isnull));
 		ev->age_ms = DatumGetFloat8(SPI_getbinval(t, d, 5, &isnull));
-		for (int p = 0; p < cycle->npixels; p++)
-			if (strcmp(cycle->pixels[p].code, code) == 0)
-				ev->pixel = &cycle->pixels[p];
-		pfree(code);
 	}
 	MemoryContextSwitchTo(old);
 }

@@ -24,6 +24,8 @@
  *
  *-------------------------------------------------------------------------
  */
+#define TAP_NONE "(none)"
+#include "tap.h"
 #include "policy.h"
 
 #include <limits.h>
@@ -72,85 +74,6 @@
 	"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
 
 #define TIKTOK_URL	"https://business-api.tiktok.com/open_api/v1.3/event/track/"
-
-static FILE *tap;				/* check lines, printed after the plan */
-static char *tapbuf;
-static size_t tapsize;
-static int	nchecks;
-static int	nfailed;
-
-/*
- * Quote a result for a diagnostic line: NULL is "(none)", bytes outside
- * printable ASCII are escaped.
- */
-static const char *
-show(const char *s, char *buf, size_t bufsize)
-{
-	size_t		o = 0;
-
-	if (s == NULL)
-		return "(none)";
-	buf[o++] = '"';
-	for (; *s != '\0' && o + 6 < bufsize; s++)
-	{
-		unsigned char c = (unsigned char) *s;
-
-		if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\')
-			buf[o++] = (char) c;
-		else
-			o += snprintf(buf + o, bufsize - o, "\\x%02X", c);
-	}
-	buf[o++] = '"';
-	buf[o] = '\0';
-	return buf;
-}
-
-/* Record one check */
-static void
-report(const char *desc, bool ok, const char *got, const char *expected)
-{
-	nchecks++;
-	fprintf(tap, "%sok %d - %s\n", ok ? "" : "not ", nchecks, desc);
-	if (!ok)
-	{
-		nfailed++;
-		fprintf(tap, "# got: %s\n# expected: %s\n", got, expected);
-	}
-}
-
-/* A string result; NULL on either side means "(none)" */
-static void
-check_str(const char *desc, const char *got, const char *expected)
-{
-	char		gbuf[1500];
-	char		ebuf[1500];
-	bool		ok;
-
-	if (got == NULL || expected == NULL)
-		ok = (got == expected);
-	else
-		ok = (strcmp(got, expected) == 0);
-	report(desc, ok, show(got, gbuf, sizeof(gbuf)),
-		   show(expected, ebuf, sizeof(ebuf)));
-}
-
-static void
-check_bool(const char *desc, bool got, bool expected)
-{
-	report(desc, got == expected, got ? "true" : "false",
-		   expected ? "true" : "false");
-}
-
-static void
-check_int(const char *desc, long got, long expected)
-{
-	char		gbuf[32];
-	char		ebuf[32];
-
-	snprintf(gbuf, sizeof(gbuf), "%ld", got);
-	snprintf(ebuf, sizeof(ebuf), "%ld", expected);
-	report(desc, got == expected, gbuf, ebuf);
-}
 
 /* A double compared exactly: every expected value is exact in binary */
 static void
@@ -414,12 +337,7 @@ main(void)
 	size_t		len;
 	char		longmsg[400];
 
-	tap = open_memstream(&tapbuf, &tapsize);
-	if (tap == NULL)
-	{
-		perror("open_memstream");
-		return 2;
-	}
+	tap_begin();
 
 	/* tt_read_answer: TikTok's documented answers */
 	check_str("answer: TikTok's success body", answer(S(BODY_OK)),
@@ -861,12 +779,5 @@ main(void)
 			  "HTTPS://business-api.tiktok.com/open_api/v1.3/event/track/",
 			  false);
 
-	/* Print the plan, then the checks */
-	fclose(tap);
-	printf("1..%d\n", nchecks);
-	fwrite(tapbuf, 1, tapsize, stdout);
-	free(tapbuf);
-	if (nfailed > 0)
-		printf("# %d of %d checks failed\n", nfailed, nchecks);
-	return nfailed == 0 ? 0 : 1;
+	return tap_end();
 }
