@@ -190,9 +190,9 @@ REVOKE ALL ON FUNCTION tiktok_capi.tt_add_pixel, tiktok_capi.tt_update_pixel FRO
  * exists if and only if the order committed), WAL-logged so a crash cannot
  * lose it.  (pixel_code, event, event_id) is TikTok's deduplication key.
  *
- * status: pending (waiting to be sent, due at next_attempt_at), sending
- * (claimed by the worker; next_attempt_at is then the lease's end), sent,
- * failed (last_error says why).
+ * status: pending (waiting to be sent, due at next_attempt_at), sent,
+ * failed (last_error says why).  The worker claims pending events in
+ * memory and writes each one once, when it knows its fate.
  */
 CREATE TABLE tiktok_capi.outbox (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -202,7 +202,7 @@ CREATE TABLE tiktok_capi.outbox (
     event_time timestamptz NOT NULL,
     payload jsonb NOT NULL,
     status text NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+        CHECK (status IN ('pending', 'sent', 'failed')),
     attempts integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     first_attempt_at timestamptz,
@@ -219,9 +219,9 @@ COMMENT ON TABLE tiktok_capi.outbox IS
 COMMENT ON COLUMN tiktok_capi.outbox.warnings IS
 'What the trigger dropped from the event (an unusable email, currency, ...); the order committed regardless';
 
--- The worker's claim: due pending rows and expired leases, oldest first.
-CREATE INDEX outbox_due_idx ON tiktok_capi.outbox (next_attempt_at)
-    WHERE status IN ('pending', 'sending');
+-- The worker's claim: due pending events, oldest first.
+CREATE INDEX outbox_due_idx ON tiktok_capi.outbox (next_attempt_at, id)
+    WHERE status = 'pending';
 -- Retention and purge of delivered rows.
 CREATE INDEX outbox_sent_idx ON tiktok_capi.outbox (sent_at) WHERE status = 'sent';
 -- Requeue of failed rows.
@@ -277,7 +277,7 @@ SELECT s.status,
        min(o.created_at) AS oldest,
        max(o.created_at) AS newest,
        CASE WHEN s.status = 'pending' THEN now() - min(o.created_at) END AS lag
-  FROM (VALUES (1, 'pending'), (2, 'sending'), (3, 'sent'), (4, 'failed')) AS s(ord, status)
+  FROM (VALUES (1, 'pending'), (2, 'sent'), (3, 'failed')) AS s(ord, status)
   LEFT JOIN tiktok_capi.outbox o ON o.status = s.status
  GROUP BY s.ord, s.status
  ORDER BY s.ord;
@@ -287,7 +287,6 @@ COMMENT ON VIEW tiktok_capi.outbox_status IS
 CREATE VIEW tiktok_capi.outbox_pixel_status AS
 SELECT coalesce(p.pixel_code, o.pixel_code) AS pixel_code,
        coalesce(o.pending, 0) AS pending,
-       coalesce(o.sending, 0) AS sending,
        coalesce(o.sent, 0) AS sent,
        coalesce(o.failed, 0) AS failed,
        o.lag,
@@ -300,7 +299,6 @@ SELECT coalesce(p.pixel_code, o.pixel_code) AS pixel_code,
        p.last_error_at
   FROM (SELECT pixel_code,
                count(*) FILTER (WHERE status = 'pending') AS pending,
-               count(*) FILTER (WHERE status = 'sending') AS sending,
                count(*) FILTER (WHERE status = 'sent') AS sent,
                count(*) FILTER (WHERE status = 'failed') AS failed,
                now() - min(created_at) FILTER (WHERE status = 'pending') AS lag,

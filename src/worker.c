@@ -5,21 +5,23 @@
  *	  record what became of them, delete old sent ones.
  *
  * Vocabulary:
- *	- claim: a short transaction that marks due events 'sending', counts
- *	  an attempt and gives each a lease, then commits.  No transaction is
- *	  open while requests are in flight.
- *	- lease: while an event is 'sending', next_attempt_at is the lease's
- *	  end; an event still 'sending' after it (its worker died) is due again.
- *	  A starting worker also returns every 'sending' event to 'pending' at
- *	  once: it is the only worker, so nobody else is sending them.
+ *	- claim: a short read-only transaction that takes the due events,
+ *	  oldest first, into the worker's memory.  It writes nothing: there is
+ *	  one worker, which owns what it claimed until it records the results,
+ *	  and its lease is its own life.  If it dies in between, the events are
+ *	  still 'pending' in the table and the next worker sends them again.
+ *	  No transaction is open while requests are in flight.
  *	- batch: the events of one pixel sent in one request (at most
  *	  tiktok_capi.batch_size, and at most TT_BATCH_BYTES of JSON).
  *	- attempt: one claim of an event.  A request that TikTok rejected as
  *	  a whole because of one event is split and resent within the same
  *	  attempt, so good events are not charged for a bad neighbour.
- *	- record: a short transaction that writes each claimed event's fate:
- *	  sent; pending again after a backoff; failed with a reason; or
- *	  deferred (its pixel is paused or disabled: the attempt is given back).
+ *	- record: a short transaction that writes each claimed event's fate,
+ *	  counting the attempt: sent; pending again after a backoff; failed
+ *	  with a reason; or deferred (its pixel is paused or disabled: no
+ *	  attempt is counted).  On the success path this is the one write per
+ *	  event besides its insert: each write is a new row version and a new
+ *	  entry in every index, which is what delivery throughput is made of.
  *
  * Delivery is at least once: an event can be sent again after a crash
  * between the answer and the record.  It keeps its event_id, so TikTok
@@ -61,6 +63,8 @@
 #define TT_BATCH_BYTES (4 * 1024 * 1024)
 /* Requests a claim may fill; the transport sends up to 8 at once */
 #define TT_CLAIM_BATCHES 4
+/* Longest a claim cursor is followed before starting from the beginning */
+#define TT_CURSOR_RESET_MS 5000
 /* Sent events deleted per retention transaction */
 #define TT_RETENTION_ROWS 5000
 
@@ -115,13 +119,13 @@ typedef struct Cycle
 	int			npixels;
 	Claimed    *events;
 	int			nevents;
+	TimestampTz claimed_at;
 } Cycle;
 
 PGDLLEXPORT void tt_worker_main(Datum arg);
 
 static bool begin_transaction(const char *activity);
 static void end_transaction(void);
-static void return_orphans(void);
 static void load_pixels(Cycle *cycle);
 static void claim(Cycle *cycle, int limit);
 static void sort_out(Cycle *cycle, List **batches);
@@ -138,8 +142,11 @@ static double ms_until_due(void);
 static Datum array_of(Datum *elems, bool *nulls, int n, Oid elemtype);
 
 static MemoryContext cycle_context = NULL;
+/* where the next claim starts; DT_NOBEGIN: from the first due event */
+static TimestampTz cursor_time = DT_NOBEGIN;
+static int64 cursor_id = 0;
+static TimestampTz cursor_started = 0;
 static bool said_no_extension = false;
-static SPIPlanPtr orphans_plan = NULL;
 static SPIPlanPtr pixels_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
@@ -155,7 +162,6 @@ static SPIPlanPtr due_plan = NULL;
 void
 tt_worker_main(Datum arg)
 {
-	bool		orphans_returned = false;
 	TimestampTz last_retention = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -163,6 +169,28 @@ tt_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(tt_database, NULL, 0);
 	tt_publish_worker_latch();
+
+	/*
+	 * The worker's commits need not wait for the WAL flush: losing the last
+	 * records in a crash means sending those events again, with the same
+	 * event_id, which delivery at least once allows anyway.
+	 */
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Every statement of the worker is meant to walk an index: the claim the
+	 * due index in order, the record the primary key row by row.  A queue
+	 * table's statistics are stale by nature (a backlog arrives between two
+	 * ANALYZEs), and a plan built on them can turn a 4 ms claim into a sort
+	 * of the whole backlog, or a record into a scan of the whole outbox.
+	 */
+	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_bitmapscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_sort", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_hashjoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("enable_mergejoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	/* the disabled plans' cost would otherwise make every query JIT-compiled */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	cycle_context = AllocSetContextCreate(TopMemoryContext, "tiktok_capi cycle",
 										  ALLOCSET_DEFAULT_SIZES);
 	ereport(LOG, (errmsg("tiktok_capi: delivery worker started in database \"%s\"",
@@ -184,14 +212,8 @@ tt_worker_main(Datum arg)
 		MemoryContextReset(cycle_context);
 		old = MemoryContextSwitchTo(cycle_context);
 
-		/* claim; the first time, take back what a dead worker held */
 		if (begin_transaction("claiming events"))
 		{
-			if (!orphans_returned)
-			{
-				return_orphans();
-				orphans_returned = true;
-			}
 			/* pixels after the claim: every claimed event's pixel is seen */
 			claim(&cycle, limit);
 			if (cycle.nevents > 0)
@@ -288,22 +310,6 @@ end_transaction(void)
 	MemoryContextSwitchTo(cycle_context);
 }
 
-/* Events a dead worker left 'sending' are pending again, due now */
-static void
-return_orphans(void)
-{
-	SPIPlanPtr	plan = tt_prepare_once(&orphans_plan,
-									   "UPDATE tiktok_capi.outbox SET status = 'pending', next_attempt_at = now()"
-									   " WHERE status = 'sending'",
-									   0, NULL);
-
-	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "tiktok_capi: could not return orphaned events");
-	if (SPI_processed > 0)
-		ereport(LOG, (errmsg("tiktok_capi: %llu events left 'sending' by a previous worker are pending again",
-							 (unsigned long long) SPI_processed)));
-}
-
 /* Read the pixels table into the cycle; find each claimed event's pixel */
 static void
 load_pixels(Cycle *cycle)
@@ -344,37 +350,62 @@ load_pixels(Cycle *cycle)
 }
 
 /*
- * Claim up to limit due events, oldest first: pending ones whose time has
- * come and 'sending' ones whose lease ran out.  SKIP LOCKED passes over
- * rows a user's transaction holds.  The lease is long enough for every
- * split resend of an attempt.
+ * Claim up to limit due pending events, oldest first.  attempts counts
+ * this attempt; age_ms is 0 for a first attempt.
+ *
+ * While a backlog drains, each claim starts where the last one ended (the
+ * cursor): the index entries of events already sent stay in the due index
+ * until vacuum, and starting from the beginning each time would walk them
+ * all, again and again.  An event committed late by a long transaction
+ * can sort before the cursor, so the claim starts from the beginning again
+ * once it has caught up (a claim short of limit) and at least every
+ * TT_CURSOR_RESET_MS.
  */
 static void
 claim(Cycle *cycle, int limit)
 {
-	Oid			argtypes[2] = {INT4OID, FLOAT8OID};
-	Datum		values[2];
+	Oid			argtypes[3] = {INT4OID, TIMESTAMPTZOID, INT8OID};
+	Datum		values[3];
 	SPIPlanPtr	plan = tt_prepare_once(&claim_plan,
-									   "UPDATE tiktok_capi.outbox o"
-									   "   SET status = 'sending', attempts = o.attempts + 1,"
-									   "       next_attempt_at = now() + $2 * interval '1 millisecond',"
-									   "       first_attempt_at = coalesce(o.first_attempt_at, now())"
-									   "  FROM (SELECT id FROM tiktok_capi.outbox"
-									   "         WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()"
-									   "         ORDER BY next_attempt_at LIMIT $1"
-									   "         FOR UPDATE SKIP LOCKED) due"
-									   " WHERE o.id = due.id"
-									   " RETURNING o.id, o.pixel_code, o.payload::text, o.attempts,"
-									   "   extract(epoch FROM now() - o.first_attempt_at)::float8 * 1000",
-									   2, argtypes);
+									   "SELECT id, pixel_code, payload::text, attempts + 1,"
+									   "   coalesce(extract(epoch FROM now() - first_attempt_at)::float8 * 1000, 0),"
+									   "   next_attempt_at"
+									   "  FROM tiktok_capi.outbox"
+									   " WHERE status = 'pending' AND next_attempt_at <= now()"
+									   "   AND (next_attempt_at, id) > ($2, $3)"
+									   " ORDER BY next_attempt_at, id LIMIT $1",
+									   3, argtypes);
 	MemoryContext old;
+	TimestampTz now = GetCurrentTimestamp();
 
+	if (TimestampDifferenceExceeds(cursor_started, now, TT_CURSOR_RESET_MS))
+	{
+		cursor_time = DT_NOBEGIN;
+		cursor_id = 0;
+	}
+	if (cursor_time == DT_NOBEGIN)
+		cursor_started = now;
 	values[0] = Int32GetDatum(limit);
-	values[1] = Float8GetDatum(20.0 * tt_http_timeout_ms + 60000.0);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	values[1] = TimestampTzGetDatum(cursor_time);
+	values[2] = Int64GetDatum(cursor_id);
+	if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "tiktok_capi: could not claim events");
+	if (SPI_processed < limit)
+	{
+		cursor_time = DT_NOBEGIN;
+		cursor_id = 0;
+	}
+	else
+	{
+		HeapTuple	last = SPI_tuptable->vals[SPI_processed - 1];
+		bool		isnull;
+
+		cursor_id = DatumGetInt64(SPI_getbinval(last, SPI_tuptable->tupdesc, 1, &isnull));
+		cursor_time = DatumGetTimestampTz(SPI_getbinval(last, SPI_tuptable->tupdesc, 6, &isnull));
+	}
 
 	old = MemoryContextSwitchTo(cycle_context);
+	cycle->claimed_at = GetCurrentTransactionStartTimestamp();
 	cycle->nevents = SPI_processed;
 	cycle->events = palloc0(sizeof(Claimed) * Max(1, SPI_processed));
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -619,16 +650,16 @@ retry_or_fail(Claimed *ev, const char *reason)
 
 /*
  * Write every claimed event's fate in one statement, then the pixels'
- * health.  Only rows still 'sending' are touched: a row a person changed
- * meanwhile keeps that change.
+ * health.  Only rows still 'pending' are touched: a row a person changed
+ * meanwhile keeps that change.  The first attempt's time is the claim's.
  */
 static void
 record(Cycle *cycle)
 {
 	static const char *status_of[] = {"sent", "pending", "failed", "pending"};
-	Oid			argtypes[6] = {INT8ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID,
-	TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
-	Datum		values[6];
+	Oid			argtypes[7] = {INT8ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID,
+	TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID};
+	Datum		values[7];
 	int			n = cycle->nevents;
 	Datum	   *ids = palloc(sizeof(Datum) * n);
 	Datum	   *statuses = palloc(sizeof(Datum) * n);
@@ -637,14 +668,16 @@ record(Cycle *cycle)
 	bool	   *error_nulls = palloc(sizeof(bool) * n);
 	Datum	   *request_ids = palloc(sizeof(Datum) * n);
 	bool	   *request_id_nulls = palloc(sizeof(bool) * n);
-	Datum	   *refunds = palloc(sizeof(Datum) * n);
+	Datum	   *attempted = palloc(sizeof(Datum) * n);
 	Datum		status_text[4];
 	SPIPlanPtr	plan;
 
 	plan = tt_prepare_once(&record_plan,
 						   "UPDATE tiktok_capi.outbox o"
 						   "   SET status = r.status,"
-						   "       attempts = o.attempts - r.refund,"
+						   "       attempts = o.attempts + r.attempted,"
+						   "       first_attempt_at = CASE WHEN r.attempted = 1"
+						   "            THEN coalesce(o.first_attempt_at, $7) ELSE o.first_attempt_at END,"
 						   "       next_attempt_at = CASE WHEN r.status = 'pending'"
 						   "            THEN now() + r.delay_ms * interval '1 millisecond'"
 						   "            ELSE o.next_attempt_at END,"
@@ -652,9 +685,9 @@ record(Cycle *cycle)
 						   "       request_id = coalesce(r.request_id, o.request_id),"
 						   "       sent_at = CASE WHEN r.status = 'sent' THEN now() END"
 						   "  FROM unnest($1, $2, $3, $4, $5, $6)"
-						   "       AS r(id, status, delay_ms, error, request_id, refund)"
-						   " WHERE o.id = r.id AND o.status = 'sending'",
-						   6, argtypes);
+						   "       AS r(id, status, delay_ms, error, request_id, attempted)"
+						   " WHERE o.id = r.id AND o.status = 'pending'",
+						   7, argtypes);
 
 	for (int f = 0; f < 4; f++)
 		status_text[f] = CStringGetTextDatum(status_of[f]);
@@ -673,14 +706,15 @@ record(Cycle *cycle)
 		errors[i] = ev->error ? CStringGetTextDatum(ev->error) : (Datum) 0;
 		request_id_nulls[i] = ev->request_id == NULL;
 		request_ids[i] = ev->request_id ? CStringGetTextDatum(ev->request_id) : (Datum) 0;
-		refunds[i] = Int32GetDatum(ev->fate == FATE_DEFERRED ? 1 : 0);
+		attempted[i] = Int32GetDatum(ev->fate == FATE_DEFERRED ? 0 : 1);
 	}
 	values[0] = array_of(ids, NULL, n, INT8OID);
 	values[1] = array_of(statuses, NULL, n, TEXTOID);
 	values[2] = array_of(delays, NULL, n, FLOAT8OID);
 	values[3] = array_of(errors, error_nulls, n, TEXTOID);
 	values[4] = array_of(request_ids, request_id_nulls, n, TEXTOID);
-	values[5] = array_of(refunds, NULL, n, INT4OID);
+	values[5] = array_of(attempted, NULL, n, INT4OID);
+	values[6] = TimestampTzGetDatum(cycle->claimed_at);
 	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "tiktok_capi: could not record delivery results");
 	record_pixels(cycle);
@@ -758,13 +792,13 @@ delete_old_sent(void)
 	return (int) SPI_processed;
 }
 
-/* Milliseconds until the next pending event (or lease) is due; 0 if now */
+/* Milliseconds until the next pending event is due; 0 if now */
 static double
 ms_until_due(void)
 {
 	SPIPlanPtr	plan = tt_prepare_once(&due_plan,
 									   "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 * 1000"
-									   "  FROM tiktok_capi.outbox WHERE status IN ('pending', 'sending')",
+									   "  FROM tiktok_capi.outbox WHERE status = 'pending'",
 									   0, NULL);
 	bool		isnull;
 	double		ms;

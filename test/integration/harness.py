@@ -6,6 +6,7 @@ its own mock Events API on 127.0.0.1.  Tests print TAP (the plan first, then
 one "ok" / "not ok" line per check) and "# " lines with the figures they
 measured.  Standard library only.
 """
+import atexit
 import json
 import os
 import signal
@@ -60,6 +61,8 @@ class Mock:
         self.port = int(open(port_file).read())
         self.base = f"http://127.0.0.1:{self.port}"
         self.url = f"{self.base}/open_api/v1.3/event/track/"
+        # a test that dies must not leave the mock holding its output open
+        atexit.register(self.stop)
 
     def _call(self, path, body=None):
         data = None if body is None else json.dumps(body).encode()
@@ -81,8 +84,9 @@ class Mock:
         return {(p, e, i): t for p, e, i, _, t in self._call("/_mock/keys")}
 
     def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
 
 
 def psql(sql, db="postgres", check=True):

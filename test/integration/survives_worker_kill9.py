@@ -1,6 +1,7 @@
 """kill -9 of the worker, three times during a drain, loses nothing: the
 server restarts its processes, the launcher starts a new worker, the
-events the dead one held 'sending' are taken back, and all are delivered."""
+events the dead one had claimed are still pending in the table (its claim
+lived in its memory), and all are delivered."""
 import os
 import signal
 import time

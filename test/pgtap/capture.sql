@@ -183,7 +183,7 @@ SELECT throws_ok($$SELECT tiktok_capi.tt_enqueue('CNOPE', tiktok_capi.tt_event('
 
 -- monitoring and maintenance
 SELECT results_eq($$SELECT status, events FROM tiktok_capi.outbox_status$$,
-    $$VALUES ('pending'::text, 5::bigint), ('sending', 0), ('sent', 0), ('failed', 0)$$,
+    $$VALUES ('pending'::text, 5::bigint), ('sent', 0), ('failed', 0)$$,
     'outbox_status counts every status');
 UPDATE tiktok_capi.outbox SET status = 'failed', last_error = 'test' WHERE event = 'Lead';
 UPDATE tiktok_capi.outbox SET status = 'sent', sent_at = now() - interval '30 days' WHERE event_id = '1';
