@@ -35,7 +35,7 @@ endif
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test deps unit demo
+.PHONY: test deps unit demo bench
 
 # Install the build and test dependencies that are missing (apt)
 deps:
@@ -62,3 +62,9 @@ demo: deps
 	$(MAKE) all
 	$(SUDO) $(MAKE) install
 	bash test/demo.sh
+
+# The benchmarks at full size (several minutes); figures as ratios to baselines
+bench: deps
+	$(MAKE) all
+	$(SUDO) $(MAKE) install
+	bash test/bench/run.sh

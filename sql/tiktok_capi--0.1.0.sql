@@ -212,7 +212,11 @@ CREATE TABLE tiktok_capi.outbox (
     created_at timestamptz NOT NULL DEFAULT now(),
     sent_at timestamptz,
     CONSTRAINT outbox_dedup_key UNIQUE (pixel_code, event, event_id)
-) WITH (fillfactor = 90);
+) WITH (fillfactor = 90,
+       -- a queue: most rows die soon after birth, so vacuum it early
+       autovacuum_vacuum_scale_factor = 0.01,
+       autovacuum_vacuum_insert_scale_factor = 0.01,
+       autovacuum_analyze_scale_factor = 0.02);
 REVOKE ALL ON tiktok_capi.outbox FROM PUBLIC;
 COMMENT ON TABLE tiktok_capi.outbox IS
 'Events waiting for, or done with, delivery to TikTok; one row per (pixel_code, event, event_id)';

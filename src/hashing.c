@@ -26,6 +26,14 @@ PG_FUNCTION_INFO_V1(tt_hash_phone_sql);
 PG_FUNCTION_INFO_V1(tt_normalize_phone_sql);
 PG_FUNCTION_INFO_V1(tt_hash_external_id_sql);
 
+/* The last country name a call site looked up (fn_extra), and its row */
+typedef struct CountryCache
+{
+	char		iso[16];		/* the name as given, not NUL-terminated */
+	size_t		len;
+	const TTCountry *country;
+} CountryCache;
+
 static bool check_default_country(char **newval, void **extra, GucSource source);
 static const TTCountry *country_arg(FunctionCallInfo fcinfo, int argno);
 
@@ -84,13 +92,69 @@ tt_country_or_default(const char *iso)
 	return c;
 }
 
-/* The country named by an optional text argument, else the default */
+/*
+ * The country named by an optional text argument, else the default, as
+ * tt_country_or_default gives it.  Each call site keeps its last answer in
+ * fn_extra: a query hashes many phones with the same country, and the
+ * trim, bsearch and cstring copy of a lookup were a fifth of the cost of
+ * each hash.  Keyed on the bytes of the name, not on where they lie, so a
+ * changed argument or default_country setting is seen at once.
+ */
 static const TTCountry *
 country_arg(FunctionCallInfo fcinfo, int argno)
 {
+	CountryCache *cache;
+	const char *iso;
+	size_t		len;
+	const TTCountry *c;
+
 	if (PG_NARGS() > argno)
-		return tt_country_or_default(text_to_cstring(PG_GETARG_TEXT_PP(argno)));
-	return tt_country_or_default(NULL);
+	{
+		text	   *arg = PG_GETARG_TEXT_PP(argno);
+
+		iso = VARDATA_ANY(arg);
+		len = VARSIZE_ANY_EXHDR(arg);
+	}
+	else
+	{
+		iso = default_country;
+		len = (iso != NULL) ? strlen(iso) : 0;
+	}
+	if (len == 0)
+		return NULL;			/* '' is no country, as in the setting */
+
+	cache = (fcinfo->flinfo != NULL) ?
+		(CountryCache *) fcinfo->flinfo->fn_extra : NULL;
+	if (cache != NULL && cache->len == len &&
+		memcmp(cache->iso, iso, len) == 0)
+		return cache->country;
+
+	c = tt_country_lookup(iso, len);
+	if (c == NULL)
+		return tt_country_or_default(pnstrdup(iso, len));	/* the error */
+	if (fcinfo->flinfo != NULL && len <= sizeof(cache->iso))
+	{
+		if (cache == NULL)
+		{
+			cache = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt,
+									   sizeof(CountryCache));
+			fcinfo->flinfo->fn_extra = cache;
+		}
+		memcpy(cache->iso, iso, len);
+		cache->len = len;
+		cache->country = c;
+	}
+	return c;
+}
+
+/*
+ * A new text of TT_HASH_BUFSIZE bytes whose data the tt_hash_* functions
+ * fill in place: no copy of the digest through cstring_to_text.
+ */
+static text *
+new_hash_text(void)
+{
+	return (text *) palloc(VARHDRSZ + TT_HASH_BUFSIZE);
 }
 
 /* tt_hash_email(text): hex SHA-256 of the trimmed, lowercased email */
@@ -98,11 +162,15 @@ Datum
 tt_hash_email_sql(PG_FUNCTION_ARGS)
 {
 	text	   *in = PG_GETARG_TEXT_PP(0);
-	char		out[TT_HASH_BUFSIZE];
+	text	   *result = new_hash_text();
 
-	if (!tt_hash_email(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), out))
+	if (!tt_hash_email(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), VARDATA(result)))
+	{
+		pfree(result);
 		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(out, 64));
+	}
+	SET_VARSIZE(result, VARHDRSZ + 64);
+	PG_RETURN_TEXT_P(result);
 }
 
 /* tt_normalize_email(text): what tt_hash_email hashes */
@@ -124,11 +192,16 @@ tt_hash_phone_sql(PG_FUNCTION_ARGS)
 {
 	text	   *in = PG_GETARG_TEXT_PP(0);
 	const TTCountry *country = country_arg(fcinfo, 1);
-	char		out[TT_HASH_BUFSIZE];
+	text	   *result = new_hash_text();
 
-	if (!tt_hash_phone(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), country, out))
+	if (!tt_hash_phone(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), country,
+					   VARDATA(result)))
+	{
+		pfree(result);
 		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(out, 64));
+	}
+	SET_VARSIZE(result, VARHDRSZ + 64);
+	PG_RETURN_TEXT_P(result);
 }
 
 /* tt_normalize_phone(text [, country text]): the E.164 form, with '+' */
@@ -149,9 +222,14 @@ Datum
 tt_hash_external_id_sql(PG_FUNCTION_ARGS)
 {
 	text	   *in = PG_GETARG_TEXT_PP(0);
-	char		out[TT_HASH_BUFSIZE];
+	text	   *result = new_hash_text();
 
-	if (!tt_hash_external_id(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), out))
+	if (!tt_hash_external_id(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in),
+							 VARDATA(result)))
+	{
+		pfree(result);
 		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(out, 64));
+	}
+	SET_VARSIZE(result, VARHDRSZ + 64);
+	PG_RETURN_TEXT_P(result);
 }

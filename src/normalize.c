@@ -16,6 +16,14 @@
 #include <stdint.h>
 #include <string.h>
 
+/*
+ * The low-level SHA-256 calls are deprecated in OpenSSL 3 but still the
+ * fastest: SHA256() now goes through EVP_Q_digest, which fetches the
+ * algorithm from the provider store (locks, mallocs) on every call, five
+ * times the cost of hashing a short string.  Without them (OpenSSL built
+ * with no-deprecated) we use SHA256().
+ */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include <openssl/sha.h>
 
 static bool is_ascii_space(unsigned char c);
@@ -25,9 +33,21 @@ static size_t utf8_encode(uint32_t cp, char *out);
 static uint32_t lower_codepoint(uint32_t cp);
 static bool is_invisible(uint32_t cp);
 static bool email_shape_ok(const char *s, size_t len);
+static bool normalize_trimmed_email(const char *in, size_t len, char *out,
+									size_t *outlen);
+static bool phone_separator(unsigned char c);
 static void lower_hex_copy(const char *in, char *out);
+static void hex_encode_digest(const unsigned char *digest, char *out);
 
-static const char hexdigits[] = "0123456789abcdef";
+/* "000102...feff": the two lowercase hex digits of every byte */
+#define HEX_ROW(h) \
+	h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" \
+	h "8" h "9" h "a" h "b" h "c" h "d" h "e" h "f"
+static const char hexpairs[] =
+	HEX_ROW("0") HEX_ROW("1") HEX_ROW("2") HEX_ROW("3")
+	HEX_ROW("4") HEX_ROW("5") HEX_ROW("6") HEX_ROW("7")
+	HEX_ROW("8") HEX_ROW("9") HEX_ROW("a") HEX_ROW("b")
+	HEX_ROW("c") HEX_ROW("d") HEX_ROW("e") HEX_ROW("f");
 
 /* White space we trim: ASCII, as in C's isspace, without locale */
 static bool
@@ -61,6 +81,9 @@ tt_trim(const char **s, size_t *len)
 
 	size_t		k;
 
+	/* the common case, printable ASCII at both ends: nothing to trim */
+	if (n > 0 && p[0] > ' ' && p[0] < 0x80 && p[n - 1] > ' ' && p[n - 1] < 0x80)
+		return;
 	for (;;)
 	{
 		if (n >= 1 && is_ascii_space(p[0]))
@@ -115,19 +138,38 @@ lower_hex_copy(const char *in, char *out)
 	out[64] = '\0';
 }
 
-/* SHA-256 of the bytes, as TikTok wants it: 64 lowercase hex digits */
+/*
+ * A digest as 64 lowercase hex digits and a NUL.  Two digits per byte
+ * from a table of the 256 pairs: half the work of a lookup per nibble,
+ * and the hex of a digest costs a fifth as much as the SHA-256 of an email.
+ */
+static void
+hex_encode_digest(const unsigned char *digest, char *out)
+{
+	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+		memcpy(out + 2 * i, hexpairs + 2 * digest[i], 2);
+	out[64] = '\0';
+}
+
+/*
+ * SHA-256 of the bytes, as TikTok wants it: 64 lowercase hex digits.
+ * This is the hot spot of every hashing function (see the includes).
+ */
 void
 tt_sha256_hex(const char *data, size_t len, char *out)
 {
 	unsigned char digest[SHA256_DIGEST_LENGTH];
 
+#ifndef OPENSSL_NO_DEPRECATED_3_0
+	SHA256_CTX	ctx;
+
+	SHA256_Init(&ctx);
+	SHA256_Update(&ctx, data, len);
+	SHA256_Final(digest, &ctx);
+#else
 	SHA256((const unsigned char *) data, len, digest);
-	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
-	{
-		out[2 * i] = hexdigits[digest[i] >> 4];
-		out[2 * i + 1] = hexdigits[digest[i] & 0x0F];
-	}
-	out[64] = '\0';
+#endif
+	hex_encode_digest(digest, out);
 }
 
 /*
@@ -273,6 +315,84 @@ is_invisible(uint32_t c)
 }
 
 /*
+ * Classes of the ASCII bytes of an email, for the shape check: plain,
+ * uppercase, '@', '.', and bad (white space and controls, DEL, and the
+ * specials "(),:;<>[\]", which only appear in pasted junk).  A table, not
+ * strchr(): it is read once per byte of every email hashed.  Bytes from
+ * 0x80 up are plain here; the UTF-8 decoder judges them.
+ */
+enum
+{
+	EB_OK,
+	EB_UP,
+	EB_AT,
+	EB_DOT,
+	EB_BAD
+};
+
+static const unsigned char email_bytes[128] = {
+	/* 0x00 - 0x1F: controls */
+	EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD,
+	EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD,
+	EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD,
+	EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD, EB_BAD,
+	/* ' ' ! " # $ % & ' ( ) * + , - . / */
+	EB_BAD, EB_OK, EB_BAD, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK,
+	EB_BAD, EB_BAD, EB_OK, EB_OK, EB_BAD, EB_OK, EB_DOT, EB_OK,
+	/* 0 - 9 : ; < = > ? */
+	EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK,
+	EB_OK, EB_OK, EB_BAD, EB_BAD, EB_BAD, EB_OK, EB_BAD, EB_OK,
+	/* @ A - Z [ \ ] ^ _ */
+	EB_AT, EB_UP, EB_UP, EB_UP, EB_UP, EB_UP, EB_UP, EB_UP,
+	EB_UP, EB_UP, EB_UP, EB_UP, EB_UP, EB_UP, EB_UP, EB_UP,
+	EB_UP, EB_UP, EB_UP, EB_UP, EB_UP, EB_UP, EB_UP, EB_UP,
+	EB_UP, EB_UP, EB_UP, EB_BAD, EB_BAD, EB_BAD, EB_OK, EB_OK,
+	/* ` a - z { | } ~ DEL */
+	EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK,
+	EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK,
+	EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK,
+	EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_OK, EB_BAD
+};
+
+/*
+ * The shape check of one lowercased byte s[i] of class cls, all before it
+ * checked: false when the address cannot be right whatever follows.  *at
+ * and *last_dot are the positions of the '@' and of the domain's last
+ * '.', 0 while there is none (an '@' at 0 is refused, so neither can be
+ * at 0).  Shared by the ASCII pass and email_shape_ok, so the two agree.
+ */
+static inline bool
+email_byte_ok(const char *s, size_t i, unsigned char cls, size_t *at,
+			  size_t *last_dot)
+{
+	if (cls == EB_BAD)
+		return false;
+	if (cls == EB_AT)
+	{
+		if (i == 0 || *at != 0)
+			return false;		/* empty local part, or a second '@' */
+		*at = i;
+	}
+	else if (cls == EB_DOT && *at != 0)
+	{
+		if (i == *at + 1 || s[i - 1] == '.')
+			return false;		/* domain starts with a dot, or ".." */
+		*last_dot = i;
+	}
+	return true;
+}
+
+/*
+ * The end of the shape check: an '@' was seen, and a dot after it, and the
+ * top-level label has two or more characters.
+ */
+static inline bool
+email_end_ok(size_t len, size_t at, size_t last_dot)
+{
+	return at != 0 && last_dot != 0 && len - (last_dot + 1) >= 2;
+}
+
+/*
  * Does a trimmed, lowercased string look like local@domain?  One '@', a
  * local part, a dotted domain with a top-level label of two or more, and
  * none of the characters that only appear in pasted junk.
@@ -280,49 +400,60 @@ is_invisible(uint32_t c)
 static bool
 email_shape_ok(const char *s, size_t len)
 {
-	const char *at = NULL;
-	const char *last_dot = NULL;
+	size_t		at = 0;
+	size_t		last_dot = 0;
 
 	for (size_t i = 0; i < len; i++)
 	{
 		unsigned char c = (unsigned char) s[i];
 
-		if (c <= ' ' || c == 0x7F || strchr("\"(),:;<>[\\]", c) != NULL)
+		if (!email_byte_ok(s, i, c < 0x80 ? email_bytes[c] : EB_OK,
+						   &at, &last_dot))
 			return false;
-		if (c == '@')
-		{
-			if (at != NULL)
-				return false;
-			at = s + i;
-		}
-		else if (c == '.' && at != NULL)
-		{
-			if (s + i == at + 1 || s[i - 1] == '.')
-				return false;	/* domain starts with a dot, or ".." */
-			last_dot = s + i;
-		}
 	}
-	if (at == NULL || at == s || last_dot == NULL)
-		return false;
-	/* top-level label: two or more characters */
-	return (s + len) - (last_dot + 1) >= 2;
+	return email_end_ok(len, at, last_dot);
 }
 
 /*
- * Normalize an email: trim, lowercase (UTF-8 aware), check its shape.
+ * Lowercase (UTF-8 aware) and check an already trimmed email.  ASCII, by
+ * far the common case, is lowercased and checked in one pass, a table
+ * lookup per byte; the first non-ASCII byte hands the rest over to the
+ * UTF-8 decoder, and the shape is then checked in a pass of its own.
  * out must hold TT_EMAIL_MAXLEN + 1 bytes; it is NUL-terminated.
  */
-bool
-tt_normalize_email(const char *in, size_t len, char *out, size_t *outlen)
+static bool
+normalize_trimmed_email(const char *in, size_t len, char *out,
+						size_t *outlen)
 {
-	const unsigned char *p;
-	size_t		i = 0;
-	size_t		o = 0;
+	const unsigned char *p = (const unsigned char *) in;
+	size_t		at = 0;
+	size_t		last_dot = 0;
+	size_t		i;
+	size_t		o;
 
-	tt_trim(&in, &len);
 	if (len == 0 || len > TT_EMAIL_MAXLEN)
 		return false;
-	p = (const unsigned char *) in;
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = p[i];
+		unsigned char cls;
+
+		if (c >= 0x80)
+			break;
+		cls = email_bytes[c];
+		out[i] = (char) (cls == EB_UP ? c + ('a' - 'A') : c);
+		if (cls > EB_UP && !email_byte_ok(out, i, cls, &at, &last_dot))
+			return false;
+	}
+	if (i == len)
+	{
+		out[len] = '\0';
+		if (!email_end_ok(len, at, last_dot))
+			return false;
+		*outlen = len;
+		return true;
+	}
+	o = i;
 	while (i < len)
 	{
 		uint32_t	cp;
@@ -338,6 +469,36 @@ tt_normalize_email(const char *in, size_t len, char *out, size_t *outlen)
 		return false;
 	*outlen = o;
 	return true;
+}
+
+/*
+ * Normalize an email: trim, lowercase (UTF-8 aware), check its shape.
+ * out must hold TT_EMAIL_MAXLEN + 1 bytes; it is NUL-terminated.
+ */
+bool
+tt_normalize_email(const char *in, size_t len, char *out, size_t *outlen)
+{
+	tt_trim(&in, &len);
+	return normalize_trimmed_email(in, len, out, outlen);
+}
+
+/* Separators dropped from phone numbers; a switch, as it runs per byte */
+static bool
+phone_separator(unsigned char c)
+{
+	switch (c)
+	{
+		case ' ':
+		case '\t':
+		case '-':
+		case '.':
+		case '(':
+		case ')':
+		case '/':
+			return true;
+		default:
+			return false;
+	}
 }
 
 /*
@@ -381,7 +542,7 @@ tt_normalize_phone(const char *in, size_t len, const TTCountry *country,
 			i += 2;				/* "+44 (0)20...": the optional trunk 0 */
 		else if (c == 0xC2 && i + 1 < len && (unsigned char) in[i + 1] == 0xA0)
 			i++;				/* no-break space */
-		else if (strchr(" \t-.()/", c) == NULL || c == '\0')
+		else if (!phone_separator(c))
 			return false;
 	}
 
@@ -455,7 +616,7 @@ tt_hash_email(const char *in, size_t len, char *out)
 		lower_hex_copy(in, out);
 		return true;
 	}
-	if (!tt_normalize_email(in, len, norm, &normlen))
+	if (!normalize_trimmed_email(in, len, norm, &normlen))
 		return false;
 	tt_sha256_hex(norm, normlen, out);
 	return true;

@@ -163,6 +163,7 @@ void
 tt_worker_main(Datum arg)
 {
 	TimestampTz last_retention = 0;
+	bool		retention_behind = false;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -233,17 +234,21 @@ tt_worker_main(Datum arg)
 				}
 			}
 
-			/* retention: each second, or on while there is a backlog */
+			/*
+			 * Retention: a slice each second, or one each round while the
+			 * last slice was full (old sent events are piling up).
+			 */
 			if (tt_retention_s >= 0 &&
-				TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), 1000) &&
+				(retention_behind ||
+				 TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), 1000)) &&
 				begin_transaction("deleting old sent events"))
 			{
-				if (delete_old_sent() < TT_RETENTION_ROWS)
-					last_retention = GetCurrentTimestamp();
+				retention_behind = delete_old_sent() == TT_RETENTION_ROWS;
+				last_retention = GetCurrentTimestamp();
 				end_transaction();
 			}
 
-			if (cycle.nevents >= limit)
+			if (cycle.nevents >= limit || retention_behind)
 				sleep_ms = 0;
 			else if (begin_transaction(NULL))
 			{

@@ -5,7 +5,8 @@
 #  - test/suites.sh: unit, pg_regress, pgTAP and the mock's own checks, in
 #    one throw-away cluster that preloads the extension;
 #  - test/integration: each test in a fresh cluster of its own, against
-#    the mock Events API.
+#    the mock Events API;
+#  - test/bench at toy sizes (make bench runs it at full size).
 set -u
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,10 @@ for t in test/integration/*.py; do
 	grep '^# ' "$log/$name.tap" | grep -v '^# integration' | sed "s/^/  /"
 	count_tap "integration $name" "$log/$name.tap"
 done
+
+# The benchmarks at toy sizes: they keep working; no timing is asserted
+bash test/bench/run.sh --tiny > "$log/bench.tap" 2>&1
+count_tap "bench (tiny)" "$log/bench.tap"
 
 rm -rf "$log"
 echo "$passed passed, $failed failed"

@@ -1,0 +1,315 @@
+"""tiktok_capi's benchmarks: hashing, capture overhead, delivery throughput,
+latency, the worker's memory and the outbox's size, each reported as a ratio
+against a baseline measured in the same run (these machines are noisy).
+
+Runs inside a throw-away cluster (test/bench/run.sh starts it).  `--tiny`
+runs every part at toy sizes so that `make test` keeps the benchmarks
+working; it asserts that each part ran, never a timing.  Prints TAP: one
+check per part, and the figures as "# " lines and a Markdown table.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import http.client
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from harness import PIXEL, Mock, Tap, configure, install, psql, wait_until, worker_pid  # noqa: E402
+
+TINY = "--tiny" in sys.argv
+SIZES = dict(hash_rows=20_000, pgbench_secs=1, rounds=1, drains=(2_000, 20_000), latency_secs=2,
+             cycle_events=20_000, cycles=3, ceiling_secs=1) if TINY else \
+        dict(hash_rows=1_000_000, pgbench_secs=10, rounds=2, drains=(100_000, 1_000_000), latency_secs=30,
+             cycle_events=1_000_000, cycles=3, ceiling_secs=3)
+tap = Tap(6)
+table = []          # (part, measure, figure, baseline / target)
+
+
+def figure(part, measure, value, note=""):
+    table.append((part, measure, value, note))
+    tap.diag(f"{part}: {measure}: {value} {note}")
+
+
+def timed(sql, db="postgres"):
+    """Seconds one statement takes, measured by the server (EXPLAIN ANALYZE's total would add
+    instrumentation; psql's \\timing is the client round trip, close enough at these sizes)."""
+    out = subprocess.run(["psql", "-X", "-q", "-d", db, "-c", "SET jit = off", "-c", "\\timing on", "-c", sql],
+                         capture_output=True, text=True, check=True).stdout
+    ms = [float(l.split()[1]) for l in out.splitlines() if l.startswith("Time:")]
+    return ms[-1] / 1000
+
+
+def best(sql, runs=3):
+    return min(timed(sql) for _ in range(runs))
+
+
+# -- 1. hashing ------------------------------------------------------------
+def bench_hashing():
+    n = SIZES["hash_rows"]
+    psql(f"""CREATE TABLE hash_input AS
+             SELECT (CASE WHEN g % 3 = 0 THEN ' ' ELSE '' END) || 'User' || g || '@Example.com' AS email,
+                    '+1 (415) 555-' || lpad((g % 10000)::text, 4, '0') AS phone
+               FROM generate_series(1, {n}) g""")
+    psql("VACUUM ANALYZE hash_input")
+    diy_email = ("CASE WHEN email ~ '^[0-9A-Fa-f]{64}$' THEN lower(email) "
+                 "ELSE encode(sha256(convert_to(lower(btrim(email)), 'UTF8')), 'hex') END")
+    diy_phone = ("encode(sha256(convert_to('+' || regexp_replace(phone, '[^0-9]', '', 'g'), 'UTF8')), 'hex')")
+    q = {
+        "scan": "SELECT count(email) FROM hash_input",
+        "raw sha256": "SELECT count(sha256(email::bytea)) FROM hash_input",
+        "tt_hash_email": "SELECT count(tiktok_capi.tt_hash_email(email)) FROM hash_input",
+        "DIY email": f"SELECT count({diy_email}) FROM hash_input",
+        "tt_hash_phone": "SELECT count(tiktok_capi.tt_hash_phone(phone, 'US')) FROM hash_input",
+        "DIY phone": f"SELECT count({diy_phone}) FROM hash_input",
+    }
+    t = {k: [] for k in q}
+    for _ in range(3):                      # interleaved, best of three
+        for k, sql in q.items():
+            t[k].append(timed(sql))
+    t = {k: min(v) for k, v in t.items()}
+    for k in ("tt_hash_email", "DIY email", "raw sha256", "tt_hash_phone", "DIY phone"):
+        figure("hashing", f"{k}, {n:,} rows", f"{n / t[k] / 1000:,.0f}k rows/s")
+    figure("hashing", "tt_hash_email / DIY email rate", f"{t['DIY email'] / t['tt_hash_email']:.1f}x",
+           "(target 5x)")
+    figure("hashing", "tt_hash_phone / DIY phone rate", f"{t['DIY phone'] / t['tt_hash_phone']:.1f}x",
+           "(target 5x)")
+    figure("hashing", "tt_hash_email / raw sha256() time", f"{t['tt_hash_email'] / t['raw sha256']:.2f}",
+           "(1.0 = as fast as hashing alone)")
+    return True
+
+
+# -- 2. capture overhead ---------------------------------------------------
+ORDERS = """CREATE TABLE {name} (id bigserial PRIMARY KEY, email text, phone text, total numeric(12,2),
+            currency text, created_at timestamptz NOT NULL DEFAULT now())"""
+DIY_TRIGGER = r"""
+CREATE TABLE diy_outbox (LIKE tiktok_capi.outbox INCLUDING ALL);
+CREATE TABLE floor_outbox (LIKE tiktok_capi.outbox INCLUDING ALL);
+CREATE FUNCTION diy_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO diy_outbox (pixel_code, event, event_id, event_time, payload)
+    VALUES ('CBENCH', 'Purchase', NEW.id::text, now(), jsonb_strip_nulls(jsonb_build_object(
+        'event', 'Purchase', 'event_id', NEW.id::text,
+        'event_time', extract(epoch FROM now())::bigint,
+        'user', jsonb_build_object(
+            'email', CASE WHEN NEW.email ~ '^[0-9A-Fa-f]{64}$' THEN lower(NEW.email)
+                          ELSE encode(sha256(convert_to(lower(btrim(NEW.email)), 'UTF8')), 'hex') END,
+            'phone', encode(sha256(convert_to('+' || regexp_replace(NEW.phone, '[^0-9]', '', 'g'), 'UTF8')), 'hex')),
+        'properties', jsonb_build_object('value', NEW.total, 'currency', NEW.currency,
+                                         'order_id', NEW.id::text))))
+    ON CONFLICT (pixel_code, event, event_id) DO NOTHING;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION floor_capture() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO floor_outbox (pixel_code, event, event_id, event_time, payload)
+    VALUES ('CBENCH', 'Purchase', NEW.id::text, now(),
+            '{"event": "Purchase", "event_id": "1", "event_time": 1735689600, "user": {"email":
+              "848a771458438fc2ec420560d769fb9b9b86851ee338ec56517baabd79d3bb4f", "phone":
+              "9f7ec22d72092cd3c0b58726ed9c2d91b92e51a3f29837508fb2948bb22dd2fd"},
+              "properties": {"value": 19.99, "currency": "USD", "order_id": "1"}}')
+    ON CONFLICT (pixel_code, event, event_id) DO NOTHING;
+    RETURN NULL;
+END $$;
+"""
+
+
+def pgbench_tps(table_name, secs):
+    script = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
+    script.write("\\set n random(1, 1000000000)\n"
+                 f"INSERT INTO {table_name} (email, phone, total, currency) VALUES "
+                 "('Buyer' || :n || '@Example.com', '+1 415 555 ' || (:n % 10000), 19.99, 'USD');\n")
+    script.close()
+    out = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", "2", "-j", "2", "-T", str(secs),
+                          "-f", script.name, "postgres"], capture_output=True, text=True, check=True).stdout
+    os.unlink(script.name)
+    return float(next(l for l in out.splitlines() if l.startswith("tps")).split()[2])
+
+
+def bench_capture():
+    psql("ALTER SYSTEM SET tiktok_capi.enabled = off")      # the worker must not compete for CPU
+    psql("SELECT pg_reload_conf()")
+    for name in ("orders_plain", "orders_tt", "orders_diy", "orders_floor"):
+        psql(ORDERS.format(name=name))
+    psql(DIY_TRIGGER)
+    psql("SELECT tiktok_capi.tt_attach('orders_tt', 'Purchase')")
+    psql("CREATE TRIGGER diy AFTER INSERT ON orders_diy FOR EACH ROW EXECUTE FUNCTION diy_capture()")
+    psql("CREATE TRIGGER floor AFTER INSERT ON orders_floor FOR EACH ROW EXECUTE FUNCTION floor_capture()")
+    psql("CHECKPOINT")
+    runs = {k: [] for k in ("plain", "tt", "diy", "floor")}
+    for _ in range(SIZES["rounds"]):                         # interleaved rounds, best of each
+        for k in runs:
+            runs[k].append(pgbench_tps(f"orders_{k}", SIZES["pgbench_secs"]))
+    tps = {k: max(v) for k, v in runs.items()}
+    label = {"plain": "no trigger", "tt": "tt_capture", "diy": "DIY PL/pgSQL trigger",
+             "floor": "floor (trigger inserting a constant outbox row)"}
+    for k in runs:
+        figure("capture", f"single-row INSERT TPS, {label[k]}", f"{tps[k]:,.0f}")
+    figure("capture", "tt_capture / DIY trigger TPS", f"{tps['tt'] / tps['diy']:.1f}x", "(target 3x)")
+    figure("capture", "tt_capture / no trigger TPS", f"{100 * tps['tt'] / tps['plain']:.0f}%", "(target 40%)")
+    figure("capture", "tt_capture / floor TPS", f"{100 * tps['tt'] / tps['floor']:.0f}%", "(100% = the row's own cost)")
+    psql("ALTER SYSTEM SET tiktok_capi.enabled = on")
+    psql("SELECT pg_reload_conf()")
+    psql("TRUNCATE tiktok_capi.outbox")
+    return True
+
+
+# -- 3. delivery throughput ------------------------------------------------
+def backlog(n, prefix):
+    """n events committed in one transaction, which wakes the worker at its commit"""
+    psql(f"""INSERT INTO tiktok_capi.outbox (pixel_code, event, event_id, event_time, payload)
+             SELECT '{PIXEL}', 'Purchase', '{prefix}' || g, now(),
+                    tiktok_capi.tt_event('Purchase', '{prefix}' || g, email => 'u' || g || '@example.com',
+                                         value => g % 100, currency => 'EUR')
+               FROM generate_series(1, {n}) g;
+             SELECT tiktok_capi.tt_wake_worker()""")
+
+
+def drain(mock, n, prefix):
+    """Seconds from the backlog's commit until the API has accepted it all and none is pending"""
+    base = mock.stats()["events_accepted"]
+    backlog(n, prefix)
+    t0 = time.time()
+    wait_until(lambda: mock.stats()["events_accepted"] - base >= n, 3600, 0.05)
+    wait_until(lambda: psql("SELECT count(*) FROM tiktok_capi.outbox WHERE status = 'pending'") == "0", 600, 0.05)
+    return time.time() - t0
+
+
+def mock_ceiling(mock, secs):
+    """Events/s the mock takes when one 1000-event request is replayed on 4 kept-alive connections"""
+    event = json.loads(psql("SELECT tiktok_capi.tt_event('Purchase', 'x', email => 'a@b.c', value => 1, "
+                            "currency => 'EUR')"))
+    body = json.dumps({"event_source": "web", "event_source_id": "CCEILING", "data": [event] * 1000}).encode()
+    count = [0]
+    stop = time.time() + secs
+
+    def client():
+        c = http.client.HTTPConnection("127.0.0.1", mock.port)
+        while time.time() < stop:
+            c.request("POST", "/open_api/v1.3/event/track/", body,
+                      {"Access-Token": "x", "Content-Type": "application/json"})
+            c.getresponse().read()
+            count[0] += 1000
+        c.close()
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return count[0] / (time.time() - t0)
+
+
+def bench_delivery():
+    mock = Mock("--count-only")
+    configure(mock)
+    ceiling = mock_ceiling(mock, SIZES["ceiling_secs"])
+    times = {}
+    for i, n in enumerate(SIZES["drains"]):
+        times[n] = drain(mock, n, f"d{i}_")
+        figure("delivery", f"backlog of {n:,} drained", f"{times[n]:.2f} s, {n / times[n]:,.0f} events/s",
+               "(target 50,000 events/s)")
+    small, large = SIZES["drains"]
+    figure("delivery", f"drain time {large:,} / {small:,}", f"{times[large] / times[small]:.1f}x",
+           f"(linear: {large // small}x; target at most {large // small + 1}x)")
+    figure("delivery", "mock API's own ceiling (count-only, replayed request)", f"{ceiling:,.0f} events/s")
+    mock.stop()
+    return True
+
+
+# -- 4. latency -------------------------------------------------------------
+def bench_latency():
+    mock = Mock()
+    configure(mock)
+    psql(ORDERS.format(name="orders_latency"))
+    psql("SELECT tiktok_capi.tt_attach('orders_latency', 'Purchase')")
+    rate, secs = 200, SIZES["latency_secs"]
+    feeder = subprocess.Popen(["psql", "-X", "-q", "-o", "/dev/null"], stdin=subprocess.PIPE, text=True)
+    t0 = time.time()
+    n = rate * secs
+    for i in range(n):
+        delay = t0 + i / rate - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        feeder.stdin.write(f"INSERT INTO orders_latency (id, email, total, currency) "
+                           f"VALUES ({i + 1}, 'l{i}@example.com', 10, 'USD');\n")
+        feeder.stdin.flush()
+    feeder.stdin.close()
+    feeder.wait()
+    wait_until(lambda: len(mock.keys()) >= n, 60)
+    seen = mock.first_seen()
+    created = dict(line.split("|") for line in psql(
+        "SELECT event_id, extract(epoch FROM created_at) FROM tiktok_capi.outbox "
+        "WHERE event_id ~ '^[0-9]+$'").splitlines())
+    lat = sorted((seen[(PIXEL, "Purchase", k)] - float(v)) * 1000 for k, v in created.items()
+                 if (PIXEL, "Purchase", k) in seen)
+    p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1]
+    figure("latency", f"commit to accepted, {rate} orders/s for {secs} s, p50", f"{p50:.1f} ms", "(target 20 ms)")
+    figure("latency", "p99", f"{p99:.1f} ms", "(target 100 ms)")
+    mock.stop()
+    return len(lat) == n
+
+
+# -- 5 and 6. memory and outbox size over drain cycles -----------------------
+def rss(pid):
+    """(VmRSS, RssAnon) in MB: RssAnon is the worker's own memory; VmRSS also counts the
+    shared buffers it touched"""
+    f = dict(l.split(":", 1) for l in open(f"/proc/{pid}/status").read().splitlines() if ":" in l)
+    return int(f["VmRSS"].split()[0]) / 1024, int(f["RssAnon"].split()[0]) / 1024
+
+
+def bench_cycles():
+    mock = Mock("--count-only")
+    configure(mock, retention=0)
+    n = SIZES["cycle_events"]
+    pid = worker_pid()
+    rows = []
+    for c in range(SIZES["cycles"]):
+        before = rss(pid)
+        peak = [before]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak.append(rss(pid))
+                time.sleep(0.2)
+        s = threading.Thread(target=sample)
+        s.start()
+        secs = drain(mock, n, f"c{c}_")
+        wait_until(lambda: psql("SELECT count(*) FROM tiktok_capi.outbox") == "0", 600, 0.2)
+        done.set()
+        s.join()
+        after = rss(pid)
+        sizes = psql("SELECT pg_table_size('tiktok_capi.outbox') / 1048576.0, "
+                     "pg_indexes_size('tiktok_capi.outbox') / 1048576.0, "
+                     "(SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'tiktok_capi.outbox'::regclass)"
+                     ).split("|")
+        rows.append((c + 1, secs, before, max(p[1] for p in peak), after, sizes))
+        figure("memory", f"cycle {c + 1}: worker RssAnon before / peak / after (VmRSS after)",
+               f"{before[1]:.1f} / {max(p[1] for p in peak):.1f} / {after[1]:.1f} MB ({after[0]:.1f} MB)",
+               "(target flat, under 64 MB)")
+        figure("bloat", f"cycle {c + 1} ({n:,} events, retention 0, drained in {secs:.1f} s): outbox table / indexes",
+               f"{float(sizes[0]):.1f} / {float(sizes[1]):.1f} MB, {sizes[2]} dead tuples", "(target bounded)")
+    mock.stop()
+    return worker_pid() == pid
+
+
+parts = [("hashing", bench_hashing), ("capture", bench_capture), ("delivery", bench_delivery),
+         ("latency", bench_latency), ("memory and bloat", bench_cycles)]
+install()
+for name, fn in parts:
+    try:
+        tap.ok(fn(), f"{name} benchmark ran")
+    except Exception as e:  # a part that breaks is a failed check, the others still run
+        tap.ok(False, f"{name} benchmark ran", repr(e))
+print("#")
+print(f"# | part | measure | figure | target / note |")
+print(f"# |---|---|---|---|")
+for row in table:
+    print("# | " + " | ".join(row) + " |")
+tap.ok(len(table) > 20, "every figure was measured", len(table))
+tap.done()
