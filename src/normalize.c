@@ -16,10 +16,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 /*
  * The low-level SHA-256 calls are deprecated in OpenSSL 3 but still the
  * fastest: SHA256() now goes through EVP_Q_digest, which fetches the
- * algorithm from the provider store (locks, mallocs) on every call, five
+ * algorithm from the provider store (locks, mallocs) on every call: six
  * times the cost of hashing a short string.  Without them (OpenSSL built
  * with no-deprecated) we use SHA256().
  */
@@ -32,13 +36,19 @@ static int	utf8_decode(const unsigned char *s, size_t len, uint32_t *cp);
 static size_t utf8_encode(uint32_t cp, char *out);
 static uint32_t lower_codepoint(uint32_t cp);
 static bool is_invisible(uint32_t cp);
+static inline bool email_byte_ok(const char *s, size_t i, unsigned char cls,
+								 size_t *at, size_t *last_dot);
+static inline bool email_end_ok(size_t len, size_t at, size_t last_dot);
 static bool email_shape_ok(const char *s, size_t len);
 static bool normalize_trimmed_email(const char *in, size_t len, char *out,
 									size_t *outlen);
 static bool phone_separator(unsigned char c);
+static size_t normalize_phone(const char *in, size_t len,
+							  const TTCountry *country, char *out);
 static void lower_hex_copy(const char *in, char *out);
 static void hex_encode_digest(const unsigned char *digest, char *out);
 
+#ifndef __SSE2__
 /* "000102...feff": the two lowercase hex digits of every byte */
 #define HEX_ROW(h) \
 	h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" \
@@ -48,6 +58,7 @@ static const char hexpairs[] =
 	HEX_ROW("4") HEX_ROW("5") HEX_ROW("6") HEX_ROW("7")
 	HEX_ROW("8") HEX_ROW("9") HEX_ROW("a") HEX_ROW("b")
 	HEX_ROW("c") HEX_ROW("d") HEX_ROW("e") HEX_ROW("f");
+#endif
 
 /* White space we trim: ASCII, as in C's isspace, without locale */
 static bool
@@ -82,7 +93,8 @@ tt_trim(const char **s, size_t *len)
 	size_t		k;
 
 	/* the common case, printable ASCII at both ends: nothing to trim */
-	if (n > 0 && p[0] > ' ' && p[0] < 0x80 && p[n - 1] > ' ' && p[n - 1] < 0x80)
+	if (n > 0 && p[0] > ' ' && p[0] < 0x80 &&
+		p[n - 1] > ' ' && p[n - 1] < 0x80)
 		return;
 	for (;;)
 	{
@@ -139,15 +151,44 @@ lower_hex_copy(const char *in, char *out)
 }
 
 /*
- * A digest as 64 lowercase hex digits and a NUL.  Two digits per byte
- * from a table of the 256 pairs: half the work of a lookup per nibble,
- * and the hex of a digest costs a fifth as much as the SHA-256 of an email.
+ * A digest as 64 lowercase hex digits and a NUL.  With SSE2 (every x86-64)
+ * 16 bytes at a time: their nibbles interleaved, '0' added, and 'a' - '0'
+ * - 10 more where a nibble is over 9; it takes a tenth off the cost of
+ * tt_hash_email.  Elsewhere two digits per byte from a table of the 256
+ * pairs, half the work of a lookup per nibble.
  */
 static void
 hex_encode_digest(const unsigned char *digest, char *out)
 {
+#ifdef __SSE2__
+	const __m128i low_nibble = _mm_set1_epi8(0x0F);
+	const __m128i nine = _mm_set1_epi8(9);
+	const __m128i zero = _mm_set1_epi8('0');
+	const __m128i alpha = _mm_set1_epi8('a' - '0' - 10);
+
+	for (int i = 0; i < SHA256_DIGEST_LENGTH; i += 16)
+	{
+		__m128i		v = _mm_loadu_si128((const __m128i *) (digest + i));
+		__m128i		hi = _mm_and_si128(_mm_srli_epi16(v, 4), low_nibble);
+		__m128i		lo = _mm_and_si128(v, low_nibble);
+		__m128i		d[2];
+
+		/* digits of bytes 0-7, then of bytes 8-15, high nibble first */
+		d[0] = _mm_unpacklo_epi8(hi, lo);
+		d[1] = _mm_unpackhi_epi8(hi, lo);
+		for (int k = 0; k < 2; k++)
+		{
+			__m128i		over9 = _mm_cmpgt_epi8(d[k], nine);
+
+			d[k] = _mm_add_epi8(_mm_add_epi8(d[k], zero),
+								_mm_and_si128(over9, alpha));
+			_mm_storeu_si128((__m128i *) (out + 2 * i + 16 * k), d[k]);
+		}
+	}
+#else
 	for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
 		memcpy(out + 2 * i, hexpairs + 2 * digest[i], 2);
+#endif
 	out[64] = '\0';
 }
 
@@ -507,10 +548,12 @@ phone_separator(unsigned char c)
  * means the number carries its country code; otherwise it is a national
  * number and needs the country, whose trunk prefix is removed.  8 to 15
  * digits in the end, or unusable.  out must hold TT_PHONE_BUFSIZE bytes.
+ * Returns the length written, '+' included, or 0 when unusable, so that
+ * tt_hash_phone need not strlen() it.
  */
-bool
-tt_normalize_phone(const char *in, size_t len, const TTCountry *country,
-				   char *out)
+static size_t
+normalize_phone(const char *in, size_t len, const TTCountry *country,
+				char *out)
 {
 	char		digits[20];
 	size_t		nd = 0;
@@ -529,13 +572,13 @@ tt_normalize_phone(const char *in, size_t len, const TTCountry *country,
 		if (c >= '0' && c <= '9')
 		{
 			if (nd == sizeof(digits))
-				return false;
+				return 0;
 			digits[nd++] = (char) c;
 		}
 		else if (c == '+')
 		{
 			if (plus || nd > 0)
-				return false;
+				return 0;
 			plus = true;
 		}
 		else if (c == '(' && i + 2 < len && in[i + 1] == '0' && in[i + 2] == ')')
@@ -543,7 +586,7 @@ tt_normalize_phone(const char *in, size_t len, const TTCountry *country,
 		else if (c == 0xC2 && i + 1 < len && (unsigned char) in[i + 1] == 0xA0)
 			i++;				/* no-break space */
 		else if (!phone_separator(c))
-			return false;
+			return 0;
 	}
 
 	num = digits;
@@ -558,7 +601,7 @@ tt_normalize_phone(const char *in, size_t len, const TTCountry *country,
 		size_t		trunklen;
 
 		if (country == NULL)
-			return false;
+			return 0;
 		trunklen = strlen(country->trunk);
 		if (trunklen > 0 && numlen > trunklen &&
 			memcmp(num, country->trunk, trunklen) == 0)
@@ -572,13 +615,21 @@ tt_normalize_phone(const char *in, size_t len, const TTCountry *country,
 	cclen = strlen(cc);
 	total = cclen + numlen;
 	if (total < 8 || total > 15)
-		return false;
+		return 0;
 	out[0] = '+';
 	memcpy(out + 1, cc, cclen);
 	memcpy(out + 1 + cclen, num, numlen);
 	out[1 + total] = '\0';
 	/* no country code starts with 0 */
-	return out[1] != '0';
+	return (out[1] != '0') ? 1 + total : 0;
+}
+
+/* tt_normalize_phone: normalize_phone's answer as a bool */
+bool
+tt_normalize_phone(const char *in, size_t len, const TTCountry *country,
+				   char *out)
+{
+	return normalize_phone(in, len, country, out) > 0;
 }
 
 /*
@@ -627,6 +678,7 @@ bool
 tt_hash_phone(const char *in, size_t len, const TTCountry *country, char *out)
 {
 	char		norm[TT_PHONE_BUFSIZE];
+	size_t		normlen;
 
 	tt_trim(&in, &len);
 	if (tt_is_hashed(in, len))
@@ -634,9 +686,10 @@ tt_hash_phone(const char *in, size_t len, const TTCountry *country, char *out)
 		lower_hex_copy(in, out);
 		return true;
 	}
-	if (!tt_normalize_phone(in, len, country, norm))
+	normlen = normalize_phone(in, len, country, norm);
+	if (normlen == 0)
 		return false;
-	tt_sha256_hex(norm, strlen(norm), out);
+	tt_sha256_hex(norm, normlen, out);
 	return true;
 }
 

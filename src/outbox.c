@@ -30,13 +30,18 @@ static SPIPlanPtr default_pixel_plan = NULL;
 
 static const char *payload_string(Jsonb *event, const char *key);
 
-/* Prepare a statement the first time it is needed, and keep it */
+/*
+ * Prepare a statement the first time it is needed, and keep it.
+ * cursor_options: 0, or CURSOR_OPT_GENERIC_PLAN for a statement whose
+ * plan must not follow the parameters' values (see worker.c).
+ */
 SPIPlanPtr
-tt_prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes)
+tt_prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+				int cursor_options)
 {
 	if (*plan == NULL)
 	{
-		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
 
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
@@ -73,7 +78,7 @@ tt_outbox_insert(const char *pixel_code, const char *event,
 						"  CASE WHEN $7 IS NULL THEN 'pending' ELSE 'failed' END, $7)"
 						" ON CONFLICT ON CONSTRAINT outbox_dedup_key DO NOTHING"
 						" RETURNING id",
-						7, argtypes);
+						7, argtypes, 0);
 	values[0] = CStringGetTextDatum(pixel_code);
 	values[1] = CStringGetTextDatum(event);
 	values[2] = CStringGetTextDatum(event_id);
@@ -119,7 +124,7 @@ tt_default_pixel(const char **why)
 	plan = tt_prepare_once(&default_pixel_plan,
 						"SELECT pixel_code FROM tiktok_capi.pixels"
 						" WHERE enabled ORDER BY pixel_code LIMIT 2",
-						0, NULL);
+						0, NULL, 0);
 	rc = SPI_execute_plan(plan, NULL, NULL, true, 2);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "pixel lookup failed: %s", SPI_result_code_string(rc));
@@ -227,7 +232,7 @@ tt_enqueue_sql(PG_FUNCTION_ARGS)
 		SPIPlanPtr	plan = tt_prepare_once(&existing_plan,
 										"SELECT id FROM tiktok_capi.outbox"
 										" WHERE pixel_code = $1 AND event = $2 AND event_id = $3",
-										3, argtypes);
+										3, argtypes, 0);
 
 		values[0] = CStringGetTextDatum(pixel);
 		values[1] = CStringGetTextDatum(name);

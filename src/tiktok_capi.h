@@ -71,7 +71,7 @@ extern char *tt_vpsprintf(const char *fmt, va_list args) pg_attribute_printf(1, 
 
 /* outbox.c */
 extern SPIPlanPtr tt_prepare_once(SPIPlanPtr *plan, const char *sql,
-								  int nargs, Oid *argtypes);
+								  int nargs, Oid *argtypes, int cursor_options);
 extern int64 tt_outbox_insert(const char *pixel_code, const char *event,
 							  const char *event_id, TimestampTz event_time,
 							  Jsonb *payload, List *warnings,

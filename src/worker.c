@@ -124,6 +124,8 @@ typedef struct Cycle
 
 PGDLLEXPORT void tt_worker_main(Datum arg);
 
+static void set_session_options(void);
+static long run_cycle(void);
 static bool begin_transaction(const char *activity);
 static void end_transaction(void);
 static void load_pixels(Cycle *cycle);
@@ -162,15 +164,48 @@ static SPIPlanPtr due_plan = NULL;
 void
 tt_worker_main(Datum arg)
 {
-	TimestampTz last_retention = 0;
-	bool		retention_behind = false;
-
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(tt_database, NULL, 0);
 	tt_publish_worker_latch();
+	set_session_options();
+	cycle_context = AllocSetContextCreate(TopMemoryContext, "tiktok_capi cycle",
+										  ALLOCSET_DEFAULT_SIZES);
+	ereport(LOG, (errmsg("tiktok_capi: delivery worker started in database \"%s\"",
+						 tt_database)));
 
+	for (;;)
+	{
+		long		sleep_ms;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		MemoryContextReset(cycle_context);
+		MemoryContextSwitchTo(cycle_context);
+		sleep_ms = run_cycle();
+		MemoryContextSwitchTo(TopMemoryContext);
+
+		if (sleep_ms > 0)
+		{
+			/* flush the statistics held back while busy before sleeping */
+			pgstat_report_stat(true);
+			pgstat_report_activity(STATE_IDLE, NULL);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+}
+
+/* Settings of the worker's own session, chosen for a queue's statements */
+static void
+set_session_options(void)
+{
 	/*
 	 * The worker's commits need not wait for the WAL flush: losing the last
 	 * records in a crash means sending those events again, with the same
@@ -184,6 +219,9 @@ tt_worker_main(Datum arg)
 	 * table's statistics are stale by nature (a backlog arrives between two
 	 * ANALYZEs), and a plan built on them can turn a 4 ms claim into a sort
 	 * of the whole backlog, or a record into a scan of the whole outbox.
+	 * The statements are also prepared for generic plans only: a custom
+	 * plan for a 4,000-element array once put the outbox on the outer side
+	 * of the record's join, rescanning the array for every row.
 	 */
 	SetConfigOption("enable_seqscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("enable_bitmapscan", "off", PGC_SUSET, PGC_S_OVERRIDE);
@@ -192,82 +230,63 @@ tt_worker_main(Datum arg)
 	SetConfigOption("enable_mergejoin", "off", PGC_SUSET, PGC_S_OVERRIDE);
 	/* the disabled plans' cost would otherwise make every query JIT-compiled */
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
-	cycle_context = AllocSetContextCreate(TopMemoryContext, "tiktok_capi cycle",
-										  ALLOCSET_DEFAULT_SIZES);
-	ereport(LOG, (errmsg("tiktok_capi: delivery worker started in database \"%s\"",
-						 tt_database)));
+}
 
-	for (;;)
+/*
+ * One round: claim, send, record, then a slice of retention.  Returns how
+ * long to sleep: 0 while work is left, else until the next event is due,
+ * at most poll_interval.
+ */
+static long
+run_cycle(void)
+{
+	static TimestampTz last_retention = 0;
+	static bool retention_behind = false;
+	int			limit = tt_batch_size * TT_CLAIM_BATCHES;
+	Cycle		cycle = {0};
+	long		sleep_ms;
+
+	if (!begin_transaction("claiming events"))
+		return tt_poll_interval_ms;
+	/* pixels after the claim: every claimed event's pixel is seen */
+	claim(&cycle, limit);
+	if (cycle.nevents > 0)
+		load_pixels(&cycle);
+	end_transaction();
+
+	if (cycle.nevents > 0)
 	{
-		int			limit = tt_batch_size * TT_CLAIM_BATCHES;
-		long		sleep_ms = tt_poll_interval_ms;
-		Cycle		cycle = {0};
-		MemoryContext old;
+		List	   *batches = NIL;
 
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
+		sort_out(&cycle, &batches);
+		send_all(&cycle, batches);
+		if (begin_transaction("recording results"))
 		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		MemoryContextReset(cycle_context);
-		old = MemoryContextSwitchTo(cycle_context);
-
-		if (begin_transaction("claiming events"))
-		{
-			/* pixels after the claim: every claimed event's pixel is seen */
-			claim(&cycle, limit);
-			if (cycle.nevents > 0)
-				load_pixels(&cycle);
+			record(&cycle);
 			end_transaction();
-
-			if (cycle.nevents > 0)
-			{
-				List	   *batches = NIL;
-
-				sort_out(&cycle, &batches);
-				send_all(&cycle, batches);
-				if (begin_transaction("recording results"))
-				{
-					record(&cycle);
-					end_transaction();
-				}
-			}
-
-			/*
-			 * Retention: a slice each second, or one each round while the
-			 * last slice was full (old sent events are piling up).
-			 */
-			if (tt_retention_s >= 0 &&
-				(retention_behind ||
-				 TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), 1000)) &&
-				begin_transaction("deleting old sent events"))
-			{
-				retention_behind = delete_old_sent() == TT_RETENTION_ROWS;
-				last_retention = GetCurrentTimestamp();
-				end_transaction();
-			}
-
-			if (cycle.nevents >= limit || retention_behind)
-				sleep_ms = 0;
-			else if (begin_transaction(NULL))
-			{
-				sleep_ms = (long) Min(ms_until_due(), (double) tt_poll_interval_ms);
-				end_transaction();
-			}
-		}
-		MemoryContextSwitchTo(old);
-
-		if (sleep_ms > 0)
-		{
-			/* flush the statistics held back while busy before sleeping */
-			pgstat_report_stat(true);
-			pgstat_report_activity(STATE_IDLE, NULL);
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sleep_ms, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
 		}
 	}
+
+	/* a slice each second, or one each round while old sent events pile up */
+	if (tt_retention_s >= 0 &&
+		(retention_behind ||
+		 TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), 1000)) &&
+		begin_transaction("deleting old sent events"))
+	{
+		retention_behind = delete_old_sent() == TT_RETENTION_ROWS;
+		last_retention = GetCurrentTimestamp();
+		end_transaction();
+	}
+
+	if (cycle.nevents >= limit || retention_behind)
+		return 0;
+	sleep_ms = tt_poll_interval_ms;
+	if (begin_transaction(NULL))
+	{
+		sleep_ms = (long) Min(ms_until_due(), (double) tt_poll_interval_ms);
+		end_transaction();
+	}
+	return sleep_ms;
 }
 
 /*
@@ -323,7 +342,7 @@ load_pixels(Cycle *cycle)
 									   "SELECT pixel_code, access_token, test_event_code, enabled,"
 									   "       coalesce(paused_until > now(), false)"
 									   "  FROM tiktok_capi.pixels",
-									   0, NULL);
+									   0, NULL, CURSOR_OPT_GENERIC_PLAN);
 	MemoryContext cxt = cycle_context;
 
 	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
@@ -379,7 +398,7 @@ claim(Cycle *cycle, int limit)
 									   " WHERE status = 'pending' AND next_attempt_at <= now()"
 									   "   AND (next_attempt_at, id) > ($2, $3)"
 									   " ORDER BY next_attempt_at, id LIMIT $1",
-									   3, argtypes);
+									   3, argtypes, CURSOR_OPT_GENERIC_PLAN);
 	MemoryContext old;
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -692,7 +711,7 @@ record(Cycle *cycle)
 						   "  FROM unnest($1, $2, $3, $4, $5, $6)"
 						   "       AS r(id, status, delay_ms, error, request_id, attempted)"
 						   " WHERE o.id = r.id AND o.status = 'pending'",
-						   7, argtypes);
+						   7, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 	for (int f = 0; f < 4; f++)
 		status_text[f] = CStringGetTextDatum(status_of[f]);
@@ -742,13 +761,13 @@ record_pixels(Cycle *cycle)
 										 "       paused_until = CASE WHEN $4 > 0"
 										 "            THEN now() + $4 * interval '1 millisecond' ELSE paused_until END"
 										 " WHERE pixel_code = $1",
-										 4, argtypes);
+										 4, argtypes, CURSOR_OPT_GENERIC_PLAN);
 	SPIPlanPtr	pause = tt_prepare_once(&pause_plan,
 										"UPDATE tiktok_capi.outbox"
 										"   SET next_attempt_at = now() + $2 * interval '1 millisecond'"
 										" WHERE pixel_code = $1 AND status = 'pending'"
 										"   AND next_attempt_at < now() + $2 * interval '1 millisecond'",
-										2, (Oid[]) {TEXTOID, FLOAT8OID});
+										2, (Oid[]) {TEXTOID, FLOAT8OID}, CURSOR_OPT_GENERIC_PLAN);
 
 	for (int p = 0; p < cycle->npixels; p++)
 	{
@@ -788,7 +807,7 @@ delete_old_sent(void)
 									   " SELECT id FROM tiktok_capi.outbox"
 									   "  WHERE status = 'sent' AND sent_at < now() - $1 * interval '1 second'"
 									   "  ORDER BY sent_at LIMIT $2)",
-									   2, argtypes);
+									   2, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 	values[0] = Float8GetDatum((double) tt_retention_s);
 	values[1] = Int32GetDatum(TT_RETENTION_ROWS);
@@ -804,7 +823,7 @@ ms_until_due(void)
 	SPIPlanPtr	plan = tt_prepare_once(&due_plan,
 									   "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 * 1000"
 									   "  FROM tiktok_capi.outbox WHERE status = 'pending'",
-									   0, NULL);
+									   0, NULL, CURSOR_OPT_GENERIC_PLAN);
 	bool		isnull;
 	double		ms;
 

@@ -152,9 +152,9 @@ def bench_capture():
     figure("capture", "tt_capture / DIY trigger TPS", f"{tps['tt'] / tps['diy']:.1f}x", "(target 3x)")
     figure("capture", "tt_capture / no trigger TPS", f"{100 * tps['tt'] / tps['plain']:.0f}%", "(target 40%)")
     figure("capture", "tt_capture / floor TPS", f"{100 * tps['tt'] / tps['floor']:.0f}%", "(100% = the row's own cost)")
+    psql("TRUNCATE tiktok_capi.outbox")
     psql("ALTER SYSTEM SET tiktok_capi.enabled = on")
     psql("SELECT pg_reload_conf()")
-    psql("TRUNCATE tiktok_capi.outbox")
     return True
 
 

@@ -10,7 +10,9 @@ tests=("$@")
 status=0
 for t in "${tests[@]}"; do
 	echo "# integration: $t"
+	# never TikTok: until the test points api_url at its mock, the discard port
 	pg_virtualenv -t -v "$PGVER" -o shared_preload_libraries=tiktok_capi \
+		-o "tiktok_capi.api_url=http://127.0.0.1:9/open_api/v1.3/event/track/" \
 		python3 "$t.py" 2>&1 | grep -v -e '^Creating new PostgreSQL cluster' -e '^Dropping cluster'
 	[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
