@@ -136,8 +136,10 @@ static void build_body(Cycle *cycle, Batch *batch, StringInfo body);
 static void send_all(Cycle *cycle, List *batches);
 static void judge(Cycle *cycle, Batch *batch, TTHttpCall *call, List **resend);
 static void set_fate(Claimed *ev, Fate fate, const char *error, const char *request_id);
-static void retry_or_fail(Claimed *ev, const char *reason);
+static void retry_or_fail(Claimed *ev, const char *reason, double random01);
 static void record(Cycle *cycle);
+static bool same_record(const Claimed *a, const Claimed *b);
+static void record_group(Cycle *cycle, const Claimed *lead, Datum *ids, int n);
 static void record_pixels(Cycle *cycle);
 static int	delete_old_sent(void);
 static double ms_until_due(void);
@@ -612,8 +614,13 @@ judge(Cycle *cycle, Batch *batch, TTHttpCall *call, List **resend)
 						 answer.request_id[0] ? answer.request_id : NULL);
 			break;
 		case TT_RETRY:
-			for (int i = 0; i < batch->nitems; i++)
-				retry_or_fail(&cycle->events[batch->items[i]], reason);
+			{
+				/* one draw per request: its events are retried together */
+				double		random01 = pg_prng_double(&pg_global_prng_state);
+
+				for (int i = 0; i < batch->nitems; i++)
+					retry_or_fail(&cycle->events[batch->items[i]], reason, random01);
+			}
 			break;
 		case TT_REJECT:
 			set_fate(&cycle->events[batch->items[0]], FATE_FAILED, reason,
@@ -651,11 +658,10 @@ set_fate(Claimed *ev, Fate fate, const char *error, const char *request_id)
  * spent or the next try would come too late for TikTok's deduplication.
  */
 static void
-retry_or_fail(Claimed *ev, const char *reason)
+retry_or_fail(Claimed *ev, const char *reason, double random01)
 {
 	double		delay = tt_backoff_ms(ev->attempts, tt_retry_delay_ms,
-									  tt_retry_delay_max_ms,
-									  pg_prng_double(&pg_global_prng_state));
+									  tt_retry_delay_max_ms, random01);
 
 	if (ev->attempts >= tt_max_attempts)
 		set_fate(ev, FATE_FAILED,
@@ -673,75 +679,88 @@ retry_or_fail(Claimed *ev, const char *reason)
 }
 
 /*
- * Write every claimed event's fate in one statement, then the pixels'
- * health.  Only rows still 'pending' are touched: a row a person changed
- * meanwhile keeps that change.  The first attempt's time is the claim's.
+ * Write every claimed event's fate, then the pixels' health.  Events with
+ * the same fate, reason, request_id and delay (as a request's events
+ * mostly are) are written by one UPDATE of "id = ANY (ids)", a statement
+ * whose only possible plan walks the primary key: joined with unnest()
+ * instead, the planner once put the outbox on the outer side and rescanned
+ * the array for each of its rows.  Only rows still 'pending' are touched:
+ * a row a person changed meanwhile keeps that change.  The first attempt's
+ * time is the claim's.
  */
 static void
 record(Cycle *cycle)
 {
-	static const char *status_of[] = {"sent", "pending", "failed", "pending"};
-	Oid			argtypes[7] = {INT8ARRAYOID, TEXTARRAYOID, FLOAT8ARRAYOID,
-	TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID, TIMESTAMPTZOID};
-	Datum		values[7];
-	int			n = cycle->nevents;
-	Datum	   *ids = palloc(sizeof(Datum) * n);
-	Datum	   *statuses = palloc(sizeof(Datum) * n);
-	Datum	   *delays = palloc(sizeof(Datum) * n);
-	Datum	   *errors = palloc(sizeof(Datum) * n);
-	bool	   *error_nulls = palloc(sizeof(bool) * n);
-	Datum	   *request_ids = palloc(sizeof(Datum) * n);
-	bool	   *request_id_nulls = palloc(sizeof(bool) * n);
-	Datum	   *attempted = palloc(sizeof(Datum) * n);
-	Datum		status_text[4];
-	SPIPlanPtr	plan;
+	bool	   *done = palloc0(sizeof(bool) * cycle->nevents);
+	Datum	   *ids = palloc(sizeof(Datum) * cycle->nevents);
 
-	plan = tt_prepare_once(&record_plan,
-						   "UPDATE tiktok_capi.outbox o"
-						   "   SET status = r.status,"
-						   "       attempts = o.attempts + r.attempted,"
-						   "       first_attempt_at = CASE WHEN r.attempted = 1"
-						   "            THEN coalesce(o.first_attempt_at, $7) ELSE o.first_attempt_at END,"
-						   "       next_attempt_at = CASE WHEN r.status = 'pending'"
-						   "            THEN now() + r.delay_ms * interval '1 millisecond'"
-						   "            ELSE o.next_attempt_at END,"
-						   "       last_error = r.error,"
-						   "       request_id = coalesce(r.request_id, o.request_id),"
-						   "       sent_at = CASE WHEN r.status = 'sent' THEN now() END"
-						   "  FROM unnest($1, $2, $3, $4, $5, $6)"
-						   "       AS r(id, status, delay_ms, error, request_id, attempted)"
-						   " WHERE o.id = r.id AND o.status = 'pending'",
-						   7, argtypes, CURSOR_OPT_GENERIC_PLAN);
-
-	for (int f = 0; f < 4; f++)
-		status_text[f] = CStringGetTextDatum(status_of[f]);
-	for (int i = 0; i < n; i++)
+	for (int first = 0; first < cycle->nevents; first++)
 	{
-		Claimed    *ev = &cycle->events[i];
-		double		delay = ev->delay_ms;
+		Claimed    *lead = &cycle->events[first];
+		int			n = 0;
 
-		/* a deferred event waits for its pixel: an hour, or until fixed */
-		if (ev->fate == FATE_DEFERRED)
-			delay = TT_PAUSE_MS;
-		ids[i] = Int64GetDatum(ev->id);
-		statuses[i] = status_text[ev->fate];
-		delays[i] = Float8GetDatum(delay);
-		error_nulls[i] = ev->error == NULL;
-		errors[i] = ev->error ? CStringGetTextDatum(ev->error) : (Datum) 0;
-		request_id_nulls[i] = ev->request_id == NULL;
-		request_ids[i] = ev->request_id ? CStringGetTextDatum(ev->request_id) : (Datum) 0;
-		attempted[i] = Int32GetDatum(ev->fate == FATE_DEFERRED ? 0 : 1);
+		if (done[first])
+			continue;
+		for (int i = first; i < cycle->nevents; i++)
+		{
+			if (!done[i] && same_record(lead, &cycle->events[i]))
+			{
+				done[i] = true;
+				ids[n++] = Int64GetDatum(cycle->events[i].id);
+			}
+		}
+		record_group(cycle, lead, ids, n);
 	}
-	values[0] = array_of(ids, NULL, n, INT8OID);
-	values[1] = array_of(statuses, NULL, n, TEXTOID);
-	values[2] = array_of(delays, NULL, n, FLOAT8OID);
-	values[3] = array_of(errors, error_nulls, n, TEXTOID);
-	values[4] = array_of(request_ids, request_id_nulls, n, TEXTOID);
-	values[5] = array_of(attempted, NULL, n, INT4OID);
-	values[6] = TimestampTzGetDatum(cycle->claimed_at);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "tiktok_capi: could not record delivery results");
 	record_pixels(cycle);
+}
+
+/* Whether two events' records are written the same way */
+static bool
+same_record(const Claimed *a, const Claimed *b)
+{
+	return a->fate == b->fate && a->delay_ms == b->delay_ms &&
+		(a->error == b->error ||
+		 (a->error && b->error && strcmp(a->error, b->error) == 0)) &&
+		(a->request_id == b->request_id ||
+		 (a->request_id && b->request_id && strcmp(a->request_id, b->request_id) == 0));
+}
+
+/* One UPDATE for the n events in ids, whose record is lead's */
+static void
+record_group(Cycle *cycle, const Claimed *lead, Datum *ids, int n)
+{
+	static const char *status_of[] = {"sent", "pending", "failed", "pending"};
+	Oid			argtypes[7] = {INT8ARRAYOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
+	FLOAT8OID, TEXTOID, TEXTOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	SPIPlanPtr	plan = tt_prepare_once(&record_plan,
+									   "UPDATE tiktok_capi.outbox"
+									   "   SET status = $2,"
+									   "       attempts = attempts + $3,"
+									   "       first_attempt_at = CASE WHEN $3 = 1"
+									   "            THEN coalesce(first_attempt_at, $4) ELSE first_attempt_at END,"
+									   "       next_attempt_at = CASE WHEN $2 = 'pending'"
+									   "            THEN now() + $5 * interval '1 millisecond' ELSE next_attempt_at END,"
+									   "       last_error = $6,"
+									   "       request_id = coalesce($7, request_id),"
+									   "       sent_at = CASE WHEN $2 = 'sent' THEN now() END"
+									   " WHERE id = ANY ($1) AND status = 'pending'",
+									   7, argtypes, CURSOR_OPT_GENERIC_PLAN);
+
+	values[0] = array_of(ids, NULL, n, INT8OID);
+	values[1] = CStringGetTextDatum(status_of[lead->fate]);
+	/* a deferred event's attempt does not count: its pixel was at fault */
+	values[2] = Int32GetDatum(lead->fate == FATE_DEFERRED ? 0 : 1);
+	values[3] = TimestampTzGetDatum(cycle->claimed_at);
+	/* a deferred event waits for its pixel: an hour, or until it is fixed */
+	values[4] = Float8GetDatum(lead->fate == FATE_DEFERRED ? TT_PAUSE_MS : lead->delay_ms);
+	values[5] = lead->error ? CStringGetTextDatum(lead->error) : (Datum) 0;
+	nulls[5] = lead->error ? ' ' : 'n';
+	values[6] = lead->request_id ? CStringGetTextDatum(lead->request_id) : (Datum) 0;
+	nulls[6] = lead->request_id ? ' ' : 'n';
+	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "tiktok_capi: could not record delivery results");
 }
 
 /*
