@@ -213,7 +213,9 @@ CREATE TABLE tiktok_capi.outbox (
     sent_at timestamptz,
     CONSTRAINT outbox_dedup_key UNIQUE (pixel_code, event, event_id)
 ) WITH (fillfactor = 90,
-       -- a queue: most rows die soon after birth, so vacuum it early
+       -- a queue: most rows die soon after birth, so vacuum it early and
+       -- unthrottled, or a burst of events outgrows the vacuum
+       autovacuum_vacuum_cost_delay = 0,
        autovacuum_vacuum_scale_factor = 0.01,
        autovacuum_vacuum_insert_scale_factor = 0.01,
        autovacuum_analyze_scale_factor = 0.02);

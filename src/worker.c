@@ -64,7 +64,7 @@
 /* Requests a claim may fill; the transport sends up to 8 at once */
 #define TT_CLAIM_BATCHES 4
 /* Longest a claim cursor is followed before starting from the beginning */
-#define TT_CURSOR_RESET_MS 5000
+#define TT_CURSOR_RESET_MS 30000
 /* Sent events deleted per retention transaction */
 #define TT_RETENTION_ROWS 5000
 
