@@ -11,7 +11,7 @@
  *
  * Every expected value was worked out by hand, never by calling the code
  * under test: verdicts from the response codes table of the Events API
- * digest (/work/shared/tiktok-events-api.md) and the rules stated in
+ * as TikTok documents it (HTTP 200 with a body code) and the rules stated in
  * policy.h and at the top of policy.c, parsed fields from the JSON grammar
  * (RFC 8259), backoff ceilings as base * 2^(attempts - 1) capped at max.
  *
@@ -737,7 +737,7 @@ main(void)
 	check_url("url: http://localhost/", "http://localhost/", true);
 	check_url("url: http://[::1]:9/", "http://[::1]:9/", true);
 	check_url("url: http://example.com/", "http://example.com/", false);
-	check_url("url: http://10.0.0.1/", "http://10.0.0.1/", false);
+	check_url("url: http://203.0.113.9/ (not loopback)", "http://203.0.113.9/", false);
 	check_url("url: http://127.0.0.1.evil.com/", "http://127.0.0.1.evil.com/",
 			  false);
 	check_url("url: http://127.0.0.1@evil.com/", "http://127.0.0.1@evil.com/",
