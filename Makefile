@@ -25,7 +25,7 @@ PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-sign-compare -Wno-missing-field-initializers
 SHLIB_LINK = -lcurl -lcrypto
 
-EXTRA_CLEAN = test/unit/normalize_test test/unit/policy_test
+EXTRA_CLEAN = test/unit/normalize_test test/unit/policy_test $(FUZZERS)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
@@ -35,7 +35,7 @@ endif
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test deps unit demo bench
+.PHONY: test deps unit demo bench fuzz fuzzers
 
 # Install the build and test dependencies that are missing (apt)
 deps:
@@ -51,9 +51,26 @@ test/unit/normalize_test: test/unit/tap.h test/unit/normalize_test.c src/normali
 test/unit/policy_test: test/unit/tap.h test/unit/policy_test.c src/policy.c src/policy.h
 	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/policy_test.c src/policy.c
 
+# libFuzzer harnesses of the pure-C parts, with ASan and UBSan (clang)
+FUZZ_CC ?= clang-14
+FUZZ_CFLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Isrc
+FUZZERS = test/fuzz/normalize_fuzz test/fuzz/policy_fuzz
+FUZZ_SECONDS ?= 60
+fuzzers: $(FUZZERS)
+
+test/fuzz/normalize_fuzz: test/fuzz/normalize_fuzz.c src/normalize.c src/countries.c src/normalize.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ test/fuzz/normalize_fuzz.c src/normalize.c src/countries.c -lcrypto
+
+test/fuzz/policy_fuzz: test/fuzz/policy_fuzz.c src/policy.c src/policy.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ test/fuzz/policy_fuzz.c src/policy.c
+
+# Each harness for FUZZ_SECONDS (make test runs them for a few seconds)
+fuzz: deps fuzzers
+	bash test/fuzz/run.sh $(FUZZ_SECONDS)
+
 # Everything, from a fresh machine: deps, build, install, all suites
 test: deps
-	$(MAKE) all unit
+	$(MAKE) all unit fuzzers
 	$(SUDO) $(MAKE) install
 	bash test/run-tests.sh
 

@@ -6,6 +6,7 @@
 #    one throw-away cluster that preloads the extension;
 #  - test/integration: each test in a fresh cluster of its own, against
 #    the mock Events API;
+#  - test/fuzz for a few seconds per harness (make fuzz runs them longer);
 #  - test/bench at toy sizes (make bench runs it at full size).
 set -u
 cd "$(dirname "$0")/.."
@@ -29,6 +30,11 @@ for t in test/integration/*.py; do
 	grep '^# ' "$log/$name.tap" | grep -v '^# integration' | sed "s/^/  /"
 	count_tap "integration $name" "$log/$name.tap"
 done
+
+# The fuzz harnesses of the pure-C parts, a few seconds each (make fuzz: longer)
+bash test/fuzz/run.sh 5 > "$log/fuzz.tap" 2>&1
+count_tap "fuzz (5 s each)" "$log/fuzz.tap"
+grep '^# ' "$log/fuzz.tap" | sed "s/^/  /"
 
 # The benchmarks at toy sizes: they keep working; no timing is asserted
 bash test/bench/run.sh --tiny > "$log/bench.tap" 2>&1

@@ -1,0 +1,109 @@
+/*-------------------------------------------------------------------------
+ *
+ * normalize_fuzz.c
+ *	  libFuzzer harness for the pure-C normalization and hashing code
+ *	  (src/normalize.c, src/countries.c): every function on every input,
+ *	  with the properties their callers rely on checked, not just "no
+ *	  crash".
+ *
+ * The first input byte picks a country (or none) for the phone functions;
+ * the rest is the value.  Build and run with `make fuzz`.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "normalize.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const countries[] = {NULL, "US", "GB", "FR", "IT", "RU", "DE", "BR", "IN", "JP"};
+
+int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* 64 lowercase hex digits and a NUL: what every hash function promises */
+static void
+check_hash(const char *h)
+{
+	for (int i = 0; i < 64; i++)
+		if (!((h[i] >= '0' && h[i] <= '9') || (h[i] >= 'a' && h[i] <= 'f')))
+			abort();
+	if (h[64] != '\0')
+		abort();
+}
+
+/* Normalization is idempotent: a normalized value normalizes to itself */
+static void
+check_email(const char *in, size_t len)
+{
+	char		out[TT_EMAIL_MAXLEN + 1];
+	char		again[TT_EMAIL_MAXLEN + 1];
+	size_t		outlen;
+	size_t		againlen;
+
+	if (!tt_normalize_email(in, len, out, &outlen))
+		return;
+	if (outlen > TT_EMAIL_MAXLEN || memchr(out, '@', outlen) == NULL)
+		abort();
+	if (!tt_normalize_email(out, outlen, again, &againlen) ||
+		againlen != outlen || memcmp(out, again, outlen) != 0)
+		abort();
+}
+
+/* A phone is '+' and 8 to 15 digits, and stays so when normalized again */
+static void
+check_phone(const char *in, size_t len, const TTCountry *country)
+{
+	char		out[TT_PHONE_BUFSIZE];
+	char		again[TT_PHONE_BUFSIZE];
+	size_t		n;
+
+	if (!tt_normalize_phone(in, len, country, out))
+		return;
+	n = strlen(out);
+	if (out[0] != '+' || n < 9 || n > 16)
+		abort();
+	for (size_t i = 1; i < n; i++)
+		if (out[i] < '0' || out[i] > '9')
+			abort();
+	if (!tt_normalize_phone(out, n, NULL, again) || strcmp(out, again) != 0)
+		abort();
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const TTCountry *country = NULL;
+	const char *in;
+	size_t		len;
+	char		hash[TT_HASH_BUFSIZE];
+	char		ip[TT_IP_BUFSIZE];
+
+	if (size < 1)
+		return 0;
+	if (countries[data[0] % 10])
+		country = tt_country_lookup(countries[data[0] % 10], 2);
+	in = (const char *) data + 1;
+	len = size - 1;
+
+	check_email(in, len);
+	check_phone(in, len, country);
+	if (tt_hash_email(in, len, hash))
+		check_hash(hash);
+	if (tt_hash_phone(in, len, country, hash))
+		check_hash(hash);
+	if (tt_hash_external_id(in, len, hash))
+		check_hash(hash);
+	if (tt_normalize_ip(in, len, ip) && strlen(ip) >= TT_IP_BUFSIZE)
+		abort();
+	(void) tt_country_lookup(in, len);
+	{
+		const char *p = in;
+		size_t		n = len;
+
+		tt_trim(&p, &n);
+		if (p < in || p + n > in + len)
+			abort();
+	}
+	return 0;
+}
