@@ -16,6 +16,23 @@ count_tap "unit normalize" "$log/unit.tap"
 ./test/unit/policy_test > "$log/policy.tap" 2>&1
 count_tap "unit policy" "$log/policy.tap"
 
+# The same unit tests under valgrind: no invalid access, no leak
+{
+	echo "1..2"
+	n=0
+	for t in normalize policy; do
+		n=$((n + 1))
+		if valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+			./test/unit/${t}_test > /dev/null 2> "$log/valgrind-$t.txt"; then
+			echo "ok $n - $t unit test is clean under valgrind"
+		else
+			echo "not ok $n - $t unit test under valgrind"
+			head -20 "$log/valgrind-$t.txt" | sed 's/^/# /'
+		fi
+	done
+} > "$log/valgrind.tap"
+count_tap "unit under valgrind" "$log/valgrind.tap"
+
 # pg_regress: function outputs, including error messages
 make -s installcheck > "$log/regress.out" 2>&1
 ok=$(grep -cE '\.\.\. ok' "$log/regress.out")
