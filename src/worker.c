@@ -75,7 +75,6 @@ typedef struct Pixel
 	char	   *access_token;
 	char	   *test_event_code;	/* NULL: none */
 	bool		deferred;		/* disabled, paused, or paused just now */
-	bool		disabled;
 	bool		pause_now;		/* this cycle saw 40001/40105 */
 	bool		succeeded;
 	char	   *error;			/* last error this cycle, or NULL */
@@ -362,8 +361,8 @@ load_pixels(Cycle *cycle)
 		p->code = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 1));
 		p->access_token = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 2));
 		p->test_event_code = test_code ? MemoryContextStrdup(cxt, test_code) : NULL;
-		p->disabled = !DatumGetBool(SPI_getbinval(t, d, 4, &isnull));
-		p->deferred = p->disabled || DatumGetBool(SPI_getbinval(t, d, 5, &isnull));
+		p->deferred = !DatumGetBool(SPI_getbinval(t, d, 4, &isnull)) ||
+			DatumGetBool(SPI_getbinval(t, d, 5, &isnull));
 	}
 	for (int i = 0; i < cycle->nevents; i++)
 	{
