@@ -20,7 +20,7 @@ import urllib.request
 import http.client
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from harness import PIXEL, Mock, Tap, configure, install, psql, wait_until, worker_pid  # noqa: E402
+from harness import PIXEL, Mock, Tap, configure, enqueue, install, psql, wait_until, worker_pid  # noqa: E402
 
 TINY = "--tiny" in sys.argv
 SIZES = dict(hash_rows=20_000, pgbench_secs=1, rounds=1, drains=(2_000, 20_000), latency_secs=2,
@@ -160,20 +160,10 @@ def bench_capture():
 
 
 # -- 3. delivery throughput ------------------------------------------------
-def backlog(n, prefix):
-    """n events committed in one transaction, which wakes the worker at its commit"""
-    psql(f"""INSERT INTO tiktok_capi.outbox (pixel_code, event, event_id, event_time, payload)
-             SELECT '{PIXEL}', 'Purchase', '{prefix}' || g, now(),
-                    tiktok_capi.tt_event('Purchase', '{prefix}' || g, email => 'u' || g || '@example.com',
-                                         value => g % 100, currency => 'EUR')
-               FROM generate_series(1, {n}) g;
-             SELECT tiktok_capi.tt_wake_worker()""")
-
-
 def drain(mock, n, prefix):
     """Seconds from the backlog's commit until the API has accepted it all and none is pending"""
     base = mock.stats()["events_accepted"]
-    backlog(n, prefix)
+    enqueue(n, prefix=prefix)       # one transaction; its commit wakes the worker
     t0 = time.time()
     wait_until(lambda: mock.stats()["events_accepted"] - base >= n, 3600, 0.05)
     wait_until(lambda: psql("SELECT count(*) FROM tiktok_capi.outbox WHERE status = 'pending'") == "0", 600, 0.05)

@@ -161,6 +161,17 @@ def enqueue(n, pixel=PIXEL, prefix="e", event="Purchase"):
     return {f"{prefix}{i}" for i in range(1, n + 1)}
 
 
+def slow_backlog(n):
+    """A mock that answers each request after 150 ms, batches of 200, and n
+    events queued: a drain long enough to be interrupted mid-way.
+    Returns the mock and the event_ids."""
+    mock = Mock()
+    configure(mock, batch_size=200)
+    install()
+    mock.config(delay_ms=150)
+    return mock, enqueue(n)
+
+
 def counts():
     """{status: events} from the outbox"""
     out = psql("SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY status")

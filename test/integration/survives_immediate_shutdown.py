@@ -4,16 +4,11 @@ WAL-logged, and the new worker takes back what was in flight."""
 import os
 import subprocess
 
-from harness import (PIXEL, Mock, Tap, configure, counts, drained, enqueue, install, no_crash,
-                     wait_until, worker_pid)
+from harness import PIXEL, Tap, counts, drained, no_crash, slow_backlog, wait_until
 
 N = 20000
 tap = Tap(6)
-mock = Mock()
-configure(mock, batch_size=200)
-install()
-mock.config(delay_ms=150)
-ids = enqueue(N)
+mock, ids = slow_backlog(N)
 
 wait_until(lambda: counts().get("sent", 0) > 2000, 60, 0.05)
 version = os.environ["PGVERSION"]

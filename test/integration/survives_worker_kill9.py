@@ -6,18 +6,12 @@ import os
 import signal
 import time
 
-from harness import (PIXEL, Mock, Tap, configure, counts, drained, enqueue, install, no_crash,
-                     wait_until, worker_pid)
+from harness import PIXEL, Tap, counts, drained, no_crash, slow_backlog, wait_until, worker_pid
 
 N = 20000
 KILLS = 3
 tap = Tap(6)
-mock = Mock()
-# slow the API down so that the drain lasts long enough to be interrupted
-configure(mock, batch_size=200)
-install()
-mock.config(delay_ms=150)
-ids = enqueue(N)
+mock, ids = slow_backlog(N)
 
 killed = 0
 for k in range(KILLS):
