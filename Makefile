@@ -16,7 +16,7 @@ OBJS = \
 	src/launcher.o \
 	src/worker.o
 
-DATA = sql/tiktok_capi--0.1.0.sql
+DATA = sql/tiktok_capi--0.1.0.sql sql/tiktok_capi--0.1.0--0.2.0.sql
 REGRESS = hashing phone event
 REGRESS_OPTS = --load-extension=tiktok_capi
 

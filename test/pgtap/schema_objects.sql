@@ -5,7 +5,7 @@ SELECT plan(60);
 
 SELECT has_schema('tiktok_capi');
 SELECT has_extension('tiktok_capi');
-SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'tiktok_capi'), '0.1.0', 'version 0.1.0');
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'tiktok_capi'), '0.2.0', 'version 0.2.0');
 SELECT is((SELECT extrelocatable FROM pg_extension WHERE extname = 'tiktok_capi'), false, 'not relocatable');
 
 -- name, argument types, volatility, strict
