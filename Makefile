@@ -14,7 +14,8 @@ OBJS = \
 	src/policy.o \
 	src/http.o \
 	src/launcher.o \
-	src/worker.o
+	src/worker.o \
+	src/health.o
 
 DATA = sql/tiktok_capi--0.1.0.sql sql/tiktok_capi--0.1.0--0.2.0.sql
 REGRESS = hashing phone event

@@ -14,3 +14,180 @@
 /*
  * Production duties: consent, erasure, backups and health.
  */
+
+/*
+ * Erasure.  tt_forget() deletes every outbox row, queued, sent or failed,
+ * whose payload carries one of a person's identifiers, hashed the way the
+ * trigger hashes them, and leaves a line here that names which kinds of
+ * identifier were given, never the identifier or its hash.
+ */
+CREATE TABLE tiktok_capi.erasures (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    erased_at timestamptz NOT NULL DEFAULT now(),
+    erased_by name NOT NULL DEFAULT current_user,
+    identifiers text[] NOT NULL,
+    events_removed bigint NOT NULL
+);
+REVOKE ALL ON tiktok_capi.erasures FROM PUBLIC;
+COMMENT ON TABLE tiktok_capi.erasures IS
+'One line per tt_forget() call: when, by whom, which kinds of identifier, how many events; never the identifier';
+SELECT pg_catalog.pg_extension_config_dump('tiktok_capi.erasures', '');
+SELECT pg_catalog.pg_extension_config_dump('tiktok_capi.erasures_id_seq', '');
+
+/*
+ * The exclusive side of the worker's sending lock (TT_SENDING_LOCK in
+ * tiktok_capi.h) waits for the requests in flight and holds off the next
+ * claim until this transaction ends: no event of the person is sent once
+ * tt_forget() has returned, and none is sent after a commit.
+ */
+CREATE FUNCTION tiktok_capi.tt_forget(
+    email text DEFAULT NULL, phone text DEFAULT NULL, external_id text DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    email_hash text := tiktok_capi.tt_hash_email(email);
+    phone_hash text := tiktok_capi.tt_hash_phone(phone);
+    external_id_hash text := tiktok_capi.tt_hash_external_id(external_id);
+    kinds text[];
+    removed bigint;
+BEGIN
+    IF email IS NOT NULL AND email_hash IS NULL
+       OR phone IS NOT NULL AND phone_hash IS NULL
+       OR external_id IS NOT NULL AND external_id_hash IS NULL THEN
+        RAISE EXCEPTION 'an identifier given to tt_forget() cannot be normalized'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the email as stored, the phone in E.164 (+country code) or set tiktok_capi.default_country.';
+    END IF;
+    kinds := array_remove(ARRAY[CASE WHEN email_hash IS NOT NULL THEN 'email' END,
+                                CASE WHEN phone_hash IS NOT NULL THEN 'phone' END,
+                                CASE WHEN external_id_hash IS NOT NULL THEN 'external_id' END], NULL);
+    IF cardinality(kinds) = 0 THEN
+        RAISE EXCEPTION 'tt_forget() needs an email, a phone or an external_id'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+
+    PERFORM pg_advisory_xact_lock(8388353928783921153);
+    -- a string, or an array of them: @> matches an element of either
+    DELETE FROM tiktok_capi.outbox o
+     WHERE o.payload->'user'->'email' @> to_jsonb(email_hash)
+        OR o.payload->'user'->'phone' @> to_jsonb(phone_hash)
+        OR o.payload->'user'->'external_id' @> to_jsonb(external_id_hash);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    INSERT INTO tiktok_capi.erasures (identifiers, events_removed) VALUES (kinds, removed);
+    RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION tiktok_capi.tt_forget IS
+'Erase a person: delete every outbox event carrying their email, phone or external_id (hashed as the trigger does); returns how many; logs the erasure without the identifier';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_forget FROM PUBLIC;
+
+/* Health thresholds (settings tiktok_capi.health_*), read by tt_health() */
+CREATE FUNCTION tiktok_capi.tt_health_thresholds(
+    OUT lag_warn_s integer, OUT lag_critical_s integer,
+    OUT failure_warn_pct float8, OUT failure_critical_pct float8,
+    OUT outbox_warn_bytes bigint, OUT outbox_critical_bytes bigint)
+AS 'MODULE_PATHNAME', 'tt_health_thresholds'
+LANGUAGE C STABLE;
+
+/*
+ * Health: one row per check, for an alert or postgres_exporter.  severity
+ * is 0 ok, 1 warn, 2 critical; value is the measured figure (seconds,
+ * percent, pixels, bytes).  SECURITY DEFINER so a monitoring role granted
+ * EXECUTE needs no rights on the outbox or the pixels.
+ *
+ * A failed event keeps the next_attempt_at of its last attempt, which is
+ * when it failed, within one round: that dates the last hour's failures
+ * without a column of its own.
+ */
+CREATE FUNCTION tiktok_capi.tt_health(
+    OUT "check" text, OUT status text, OUT severity integer, OUT value numeric, OUT reason text)
+RETURNS SETOF record LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    lvl integer;
+    db text := current_setting('tiktok_capi.database', true);
+    oldest timestamptz;
+    sent bigint;
+    failed bigint;
+    paused text[];
+    size bigint;
+    statuses CONSTANT text[] := ARRAY['ok', 'warn', 'critical'];
+BEGIN
+    SELECT * INTO t FROM tiktok_capi.tt_health_thresholds();
+
+    -- the worker
+    "check" := 'worker';
+    IF NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.backend_type = 'tiktok_capi launcher') THEN
+        lvl := 2; value := 0;
+        reason := 'tiktok_capi is not in shared_preload_libraries: nothing is delivered';
+    ELSIF current_setting('tiktok_capi.enabled') = 'off' THEN
+        lvl := 1; value := 0;
+        reason := 'delivery is off (tiktok_capi.enabled = off): events wait in the outbox';
+    ELSIF db IS DISTINCT FROM current_database() THEN
+        lvl := 2; value := 0;
+        reason := format('the worker delivers from database %s (tiktok_capi.database), not this one', db);
+    ELSIF NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                       WHERE a.backend_type = 'tiktok_capi worker' AND a.datname = current_database()) THEN
+        lvl := 2; value := 0;
+        reason := 'the delivery worker is not running: see the server log';
+    ELSE
+        lvl := 0; value := 1;
+        reason := 'the delivery worker is running';
+    END IF;
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
+
+    -- lag: the age of the oldest pending event
+    "check" := 'lag';
+    SELECT min(o.created_at) INTO oldest FROM tiktok_capi.outbox o WHERE o.status = 'pending';
+    value := round(coalesce(extract(epoch FROM now() - oldest), 0), 1);
+    lvl := CASE WHEN value >= t.lag_critical_s THEN 2 WHEN value >= t.lag_warn_s THEN 1 ELSE 0 END;
+    reason := CASE WHEN oldest IS NULL THEN 'no event is waiting'
+                   ELSE format('the oldest pending event waits for %s s (warn %s s, critical %s s)',
+                               value, t.lag_warn_s, t.lag_critical_s) END;
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
+
+    -- failures: the share of the last hour's settled events that failed
+    "check" := 'failures';
+    SELECT count(*) INTO sent FROM tiktok_capi.outbox o
+     WHERE o.status = 'sent' AND o.sent_at > now() - interval '1 hour';
+    SELECT count(*) INTO failed FROM tiktok_capi.outbox o
+     WHERE o.status = 'failed' AND o.next_attempt_at > now() - interval '1 hour';
+    value := CASE WHEN sent + failed = 0 THEN 0 ELSE round(100.0 * failed / (sent + failed), 2) END;
+    lvl := CASE WHEN failed = 0 THEN 0
+                WHEN value >= t.failure_critical_pct THEN 2 WHEN value >= t.failure_warn_pct THEN 1 ELSE 0 END;
+    reason := format('%s of %s events settled in the last hour failed (%s%%; warn %s%%, critical %s%%)',
+                     failed, sent + failed, value, t.failure_warn_pct, t.failure_critical_pct);
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
+
+    -- paused pixels: TikTok refused their token or permission
+    "check" := 'paused_pixels';
+    SELECT array_agg(p.pixel_code ORDER BY p.pixel_code) INTO paused FROM tiktok_capi.pixels p
+     WHERE p.enabled AND p.paused_until > now();
+    value := coalesce(cardinality(paused), 0);
+    lvl := CASE WHEN value > 0 THEN 2 ELSE 0 END;
+    reason := CASE WHEN value = 0 THEN 'no pixel is paused'
+                   ELSE format('paused, TikTok refused the token or permission: %s (fix with tt_update_pixel)',
+                               array_to_string(paused, ', ')) END;
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
+
+    -- outbox size, TOAST and indexes included
+    "check" := 'outbox_size';
+    size := pg_total_relation_size('tiktok_capi.outbox');
+    value := size;
+    lvl := CASE WHEN size >= t.outbox_critical_bytes THEN 2 WHEN size >= t.outbox_warn_bytes THEN 1 ELSE 0 END;
+    reason := format('the outbox takes %s (warn %s, critical %s)', pg_size_pretty(size),
+                     pg_size_pretty(t.outbox_warn_bytes), pg_size_pretty(t.outbox_critical_bytes));
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION tiktok_capi.tt_health IS
+'One row per check (worker, lag, failures, paused_pixels, outbox_size): ok/warn/critical, the measured value and a reason; thresholds are the tiktok_capi.health_* settings';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_health, tiktok_capi.tt_health_thresholds FROM PUBLIC;

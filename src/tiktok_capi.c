@@ -28,5 +28,6 @@ _PG_init(void)
 	tt_hashing_init();
 	tt_capture_init();
 	tt_launcher_init();
+	tt_health_init();
 	MarkGUCPrefixReserved("tiktok_capi");
 }

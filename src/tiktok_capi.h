@@ -59,6 +59,13 @@ typedef struct TTEventInput
 	const TTCountry *country;
 } TTEventInput;
 
+/*
+ * The advisory lock key (pg_advisory_xact_lock(bigint)) the worker holds
+ * shared from its claim until its requests are done; tt_forget() takes it
+ * exclusively.  The bytes spell "tiktok"+1.
+ */
+#define TT_SENDING_LOCK INT64CONST(0x74696b746f6b0001)
+
 /* hashing.c */
 extern void tt_hashing_init(void);
 extern const TTCountry *tt_country_or_default(const char *iso);
@@ -93,6 +100,9 @@ extern int	tt_retry_delay_max_ms;
 extern void tt_launcher_init(void);
 extern void tt_wake_worker(void);
 extern void tt_publish_worker_latch(void);
+
+/* health.c */
+extern void tt_health_init(void);
 
 /* capture.c */
 extern void tt_capture_init(void);

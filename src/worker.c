@@ -42,6 +42,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -125,7 +126,8 @@ PGDLLEXPORT void tt_worker_main(Datum arg);
 
 static void set_session_options(void);
 static long run_cycle(void);
-static bool begin_transaction(const char *activity);
+static bool begin_transaction(const char *activity, bool claiming);
+static void release_sending_lock(void);
 static void end_transaction(void);
 static void load_pixels(Cycle *cycle);
 static void claim(Cycle *cycle, int limit);
@@ -248,7 +250,7 @@ run_cycle(void)
 	double		due_ms = tt_poll_interval_ms;
 
 	/* when the next event is due is asked in the round's last transaction */
-	if (!begin_transaction("claiming events"))
+	if (!begin_transaction("claiming events", true))
 		return tt_poll_interval_ms;
 	/* pixels after the claim: every claimed event's pixel is seen */
 	claim(&cycle, limit);
@@ -257,6 +259,8 @@ run_cycle(void)
 	else
 		due_ms = ms_until_due();
 	end_transaction();
+	if (cycle.nevents == 0)
+		release_sending_lock();
 
 	if (cycle.nevents > 0)
 	{
@@ -264,7 +268,8 @@ run_cycle(void)
 
 		sort_out(&cycle, &batches);
 		send_all(&cycle, batches);
-		if (begin_transaction("recording results"))
+		release_sending_lock();
+		if (begin_transaction("recording results", false))
 		{
 			record(&cycle);
 			if (cycle.nevents < limit)
@@ -277,7 +282,7 @@ run_cycle(void)
 	if (tt_retention_s >= 0 &&
 		(retention_behind ||
 		 TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), 1000)) &&
-		begin_transaction("deleting old sent events"))
+		begin_transaction("deleting old sent events", false))
 	{
 		retention_behind = delete_old_sent() == TT_RETENTION_ROWS;
 		last_retention = GetCurrentTimestamp();
@@ -293,9 +298,15 @@ run_cycle(void)
  * Start a transaction with SPI and a snapshot.  Returns false (and has
  * ended the transaction) while the extension is not installed in this
  * database; says so in the log once.
+ *
+ * A claim first takes the sending lock (shared, held until the claimed
+ * events' requests are done), before its snapshot: tt_forget() takes it
+ * exclusively, so an erasure waits for the requests in flight, and the
+ * next claim waits for the erasure to commit and then cannot see the
+ * events it deleted.
  */
 static bool
-begin_transaction(const char *activity)
+begin_transaction(const char *activity, bool claiming)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -311,12 +322,35 @@ begin_transaction(const char *activity)
 		return false;
 	}
 	said_no_extension = false;
+	if (claiming)
+	{
+		LOCKTAG		tag;
+
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (TT_SENDING_LOCK >> 32),
+							 (uint32) TT_SENDING_LOCK, 1);
+		if (LockAcquire(&tag, ShareLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+		{
+			pgstat_report_activity(STATE_RUNNING, "waiting for an erasure (tt_forget) to commit");
+			(void) LockAcquire(&tag, ShareLock, true, false);
+		}
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (activity)
 		pgstat_report_activity(STATE_RUNNING, activity);
 	return true;
+}
+
+/* The claimed events' requests are done: an erasure may go ahead */
+static void
+release_sending_lock(void)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (TT_SENDING_LOCK >> 32),
+						 (uint32) TT_SENDING_LOCK, 1);
+	(void) LockRelease(&tag, ShareLock, true);
 }
 
 /*
