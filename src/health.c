@@ -26,8 +26,8 @@ static int	lag_warn_s = 300;
 static int	lag_critical_s = 3600;
 static double failure_warn_pct = 1.0;
 static double failure_critical_pct = 10.0;
-static int	outbox_warn_mb = 2048;
-static int	outbox_critical_mb = 8192;
+static int	outbox_warn_kb = 2 * 1024 * 1024;
+static int	outbox_critical_kb = 8 * 1024 * 1024;
 
 /* Register this stage's settings */
 void
@@ -51,12 +51,12 @@ tt_health_init(void)
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tiktok_capi.health_outbox_warn",
 							"Outbox size (table, indexes and TOAST) at which tt_health() warns.",
-							NULL, &outbox_warn_mb, 2048, 1, INT_MAX,
-							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
+							NULL, &outbox_warn_kb, 2 * 1024 * 1024, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("tiktok_capi.health_outbox_critical",
 							"Outbox size (table, indexes and TOAST) at which tt_health() is critical.",
-							NULL, &outbox_critical_mb, 8192, 1, INT_MAX,
-							PGC_USERSET, GUC_UNIT_MB, NULL, NULL, NULL);
+							NULL, &outbox_critical_kb, 8 * 1024 * 1024, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_KB, NULL, NULL, NULL);
 }
 
 /*
@@ -76,7 +76,7 @@ tt_health_thresholds(PG_FUNCTION_ARGS)
 	values[1] = Int32GetDatum(lag_critical_s);
 	values[2] = Float8GetDatum(failure_warn_pct);
 	values[3] = Float8GetDatum(failure_critical_pct);
-	values[4] = Int64GetDatum((int64) outbox_warn_mb * 1024 * 1024);
-	values[5] = Int64GetDatum((int64) outbox_critical_mb * 1024 * 1024);
+	values[4] = Int64GetDatum((int64) outbox_warn_kb * 1024);
+	values[5] = Int64GetDatum((int64) outbox_critical_kb * 1024);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

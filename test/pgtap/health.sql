@@ -1,0 +1,63 @@
+-- tt_health(): one row per check, ok / warn / critical by the
+-- tiktok_capi.health_* thresholds, readable by a monitoring role that has
+-- no rights on the outbox.  (This database is not the worker's: the
+-- pgTAP cluster's worker serves "postgres".)
+BEGIN;
+SELECT plan(16);
+
+CREATE TEMP VIEW health AS SELECT * FROM tiktok_capi.tt_health();
+
+SELECT is(array_agg("check"), ARRAY['worker', 'lag', 'failures', 'paused_pixels', 'outbox_size'], 'the five checks, in order')
+  FROM tiktok_capi.tt_health();
+SELECT is((SELECT status || ' ' || severity FROM health WHERE "check" = 'worker'), 'critical 2',
+          'worker: critical when the worker serves another database');
+SELECT matches((SELECT reason FROM health WHERE "check" = 'worker'), 'delivers from database postgres',
+               'and the reason names the database it serves');
+SELECT is((SELECT status FROM health WHERE "check" <> 'worker' AND status <> 'ok'), NULL,
+          'an empty outbox is ok on every other check');
+
+SELECT tiktok_capi.tt_add_pixel('CHEALTH01', 'token');
+SELECT tiktok_capi.tt_add_pixel('CHEALTH02', 'token');
+INSERT INTO tiktok_capi.outbox (pixel_code, event, event_id, event_time, payload, created_at)
+VALUES ('CHEALTH01', 'Purchase', 'old', now(), '{}', now() - interval '10 minutes');
+
+-- lag: 10 minutes is past the default warn (5 min), short of critical (1 h)
+SELECT is((SELECT status FROM health WHERE "check" = 'lag'), 'warn', 'lag: a 10-minute-old pending event warns');
+SELECT cmp_ok((SELECT value FROM health WHERE "check" = 'lag'), '>=', 600::numeric, 'lag: the value is its age in seconds');
+SET LOCAL tiktok_capi.health_lag_critical = '10min';
+SELECT is((SELECT status FROM health WHERE "check" = 'lag'), 'critical', 'lag: critical past health_lag_critical');
+
+-- failures: 1 of 3 settled in the last hour failed (33%)
+INSERT INTO tiktok_capi.outbox (pixel_code, event, event_id, event_time, payload, status, sent_at, next_attempt_at)
+VALUES ('CHEALTH01', 'Purchase', 's1', now(), '{}', 'sent', now(), now()),
+       ('CHEALTH01', 'Purchase', 's2', now(), '{}', 'sent', now(), now()),
+       ('CHEALTH01', 'Purchase', 'f1', now(), '{}', 'failed', NULL, now()),
+       ('CHEALTH01', 'Purchase', 'f0', now(), '{}', 'failed', NULL, now() - interval '2 hours');
+SELECT is((SELECT value FROM health WHERE "check" = 'failures'), 33.33::numeric,
+          'failures: the last hour''s share, an older failure left out');
+SELECT is((SELECT status FROM health WHERE "check" = 'failures'), 'critical', 'failures: 33% is critical (default 10%)');
+SET LOCAL tiktok_capi.health_failure_critical = 50;
+SELECT is((SELECT status FROM health WHERE "check" = 'failures'), 'warn', 'failures: warn under health_failure_critical');
+
+-- paused pixels
+UPDATE tiktok_capi.pixels SET paused_until = now() + interval '1 hour' WHERE pixel_code = 'CHEALTH02';
+SELECT is((SELECT status FROM health WHERE "check" = 'paused_pixels'), 'critical', 'a paused pixel is critical');
+SELECT matches((SELECT reason FROM health WHERE "check" = 'paused_pixels'), 'CHEALTH02', 'and is named');
+
+-- outbox size
+SET LOCAL tiktok_capi.health_outbox_warn = '8kB';
+SELECT is((SELECT status FROM health WHERE "check" = 'outbox_size'), 'warn', 'outbox_size: warn past health_outbox_warn');
+SELECT cmp_ok((SELECT value FROM health WHERE "check" = 'outbox_size'), '=',
+              pg_total_relation_size('tiktok_capi.outbox')::numeric, 'outbox_size: the value is in bytes');
+
+-- a monitoring role: EXECUTE granted, no rights on the tables
+SELECT ok(NOT has_function_privilege('public', 'tiktok_capi.tt_health()', 'EXECUTE'), 'PUBLIC cannot call tt_health');
+CREATE ROLE tt_health_reader NOLOGIN;
+GRANT EXECUTE ON FUNCTION tiktok_capi.tt_health() TO tt_health_reader;
+SET LOCAL ROLE tt_health_reader;
+SELECT is((SELECT count(*) FROM tiktok_capi.tt_health()), 5::bigint,
+          'a role granted EXECUTE, with no rights on the outbox, gets every check');
+RESET ROLE;
+
+SELECT * FROM finish();
+ROLLBACK;
