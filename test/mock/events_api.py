@@ -17,13 +17,18 @@ http://127.0.0.1:PORT, and drive it through control endpoints (no token needed):
 
     GET  /_mock/stats    counters: requests, accepted_requests, events_accepted, unique_keys,
                          duplicate_keys, max_batch, faults{kind:n}, rejected{code:n},
-                         test_event_codes{code:n}
+                         test_event_codes{code:n}, redirects (track requests answered 302),
+                         not_found (requests answered 404: a wrong path, or GET on the
+                         track path, as a client following a 302 would send)
     GET  /_mock/keys     [[pixel, event, event_id, times_accepted, first_seen], ...]
     POST /_mock/config   merge a JSON object into the config; answers the config, tokens masked
     POST /_mock/reset    counters and config back to the defaults
 
 Config keys: tokens {pixel: token}, no_permission [pixel], count_only bool, fault_rate 0..1,
-faults [kinds], hang_seconds, poison [event_id], delay_ms. Tokens are never echoed or printed.
+faults [kinds], hang_seconds, poison [event_id], delay_ms, redirect_to (an http(s) URL, or null
+for off: while set, every track request is counted in requests and redirects and answered
+302 Found with Location: redirect_to and an empty body, before any delay, fault or check).
+Tokens are never echoed or printed.
 """
 import argparse, hmac, itertools, json, os, random, signal, socket, socketserver
 import struct, sys, threading, time
@@ -37,7 +42,8 @@ PEN PHP PKR PLN PYG QAR RON RUB SAR SEK SGD THB TRY TWD UAH USD VES VND ZAR""".s
 HEX = set("0123456789abcdef")
 MAX_BODY = 64 * 1024 * 1024
 DEFAULTS = {"tokens": {}, "no_permission": [], "count_only": False, "fault_rate": 0.0,
-            "faults": list(FAULT_KINDS), "hang_seconds": 30.0, "poison": [], "delay_ms": 0}
+            "faults": list(FAULT_KINDS), "hang_seconds": 30.0, "poison": [], "delay_ms": 0,
+            "redirect_to": None}
 
 
 class Invalid(Exception):
@@ -59,13 +65,17 @@ class State:
             self.config = json.loads(json.dumps(self.defaults))
             self.keys = {}  # (pixel, event, event_id) -> [times accepted, first accepted]
             self.stats = {"requests": 0, "accepted_requests": 0, "events_accepted": 0,
-                          "max_batch": 0, "faults": {}, "rejected": {}, "test_event_codes": {}}
+                          "max_batch": 0, "faults": {}, "rejected": {}, "test_event_codes": {},
+                          "redirects": 0, "not_found": 0}
 
     # Shallow merge, refusing unknown keys and wrong types so a typo in a test fails loudly.
     def merge(self, new):
         for k, v in new.items():
             d = DEFAULTS.get(k)
-            if k not in DEFAULTS or not (is_num(v) if is_num(d) else type(v) is type(d)):
+            if k == "redirect_to":
+                if v is not None and not (isinstance(v, str) and v.startswith(("http://", "https://"))):
+                    raise ValueError("redirect_to must be an http(s) URL or null")
+            elif k not in DEFAULTS or not (is_num(v) if is_num(d) else type(v) is type(d)):
                 raise ValueError("unknown config key or wrong type: %s" % k)
         if any(f not in FAULT_KINDS for f in new.get("faults", [])):
             raise ValueError("unknown fault kind in %s" % new["faults"])
@@ -78,6 +88,11 @@ class State:
         shown = dict(self.config)
         shown["tokens"] = {pixel: "***" for pixel in self.config.get("tokens") or {}}
         return shown
+
+    # A plain counter (redirects, not_found), under the lock like the others.
+    def bump_total(self, key):
+        with self.lock:
+            self.stats[key] += 1
 
     def bump(self, table, key):
         with self.lock:
@@ -217,6 +232,20 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    # 302 Found to url, with an empty body: what a moved endpoint or a meddling proxy answers.
+    def redirect(self, url):
+        self.send_response(302)
+        self.send_header("Location", url)
+        self.send_header("Content-Length", "0")
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+
+    # Every 404 is counted, so a test can tell that nothing at all reached this mock.
+    def not_found(self):
+        self.server.state.bump_total("not_found")
+        self.reply(404, text="not found")
+
     def api(self, code, message):
         rid = "%s%08d" % (time.strftime("%Y%m%d%H%M%S"), next(self.server.state.ids))
         self.reply(200, {"code": code, "message": message, "request_id": rid, "data": {}})
@@ -248,12 +277,12 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/_mock/keys":
             self.reply(200, state.key_list())
         else:
-            self.reply(404, text="not found")
+            self.not_found()
 
     def do_POST(self):
         if self.path not in (TRACK_PATH, "/_mock/reset", "/_mock/config"):
             self.close_connection = True  # the body is left unread
-            return self.reply(404, text="not found")
+            return self.not_found()
         raw = self.read_body()
         if raw is None:
             return None
@@ -272,11 +301,15 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(400, {"error": str(e)})
         return None
 
-    # One track request: delay, fault, auth, parse, validate, poison, count.
+    # One track request: redirect, delay, fault, auth, parse, validate, poison, count.
     def track(self, state, raw):
         with state.lock:
             state.stats["requests"] += 1
             cfg = dict(state.config)
+            if cfg["redirect_to"] is not None:
+                state.stats["redirects"] += 1
+        if cfg["redirect_to"] is not None:
+            return self.redirect(cfg["redirect_to"])
         if cfg["delay_ms"]:
             time.sleep(cfg["delay_ms"] / 1000.0)
         fault = None

@@ -205,6 +205,41 @@ def run(m):
     check(time.time() - t0 >= 0.2, "delay_ms delays the answer")
 
     m.reset()
+    elsewhere = "http://127.0.0.1:9/open_api/v1.3/event/track/"
+    st, shown = m.config(redirect_to=elsewhere, tokens={PIXEL: TOKEN})
+    check(st == 200 and shown.get("redirect_to") == elsewhere, "redirect_to is set", shown)
+    c = m.conn()
+    answers = []
+    for i in range(2):  # twice on one kept-alive connection
+        c.request("POST", TRACK, body=json.dumps(batch([event(i)])).encode(),
+                  headers={"Content-Type": "application/json", "Access-Token": TOKEN})
+        r = c.getresponse()
+        answers.append((r.status, r.getheader("Location"), r.getheader("Content-Length"), r.read()))
+    c.close()
+    check(answers == [(302, elsewhere, "0", b"")] * 2,
+          "redirect_to: 302 Found, Location, empty body, connection kept", answers)
+    s = m.stats()
+    check(s["requests"] == 2 and s["redirects"] == 2 and s["accepted_requests"] == 0
+          and s["events_accepted"] == 0 and s["unique_keys"] == 0 and s["rejected"] == {},
+          "a redirected request is counted in requests and redirects, nothing accepted", s)
+    r = m.track(batch([event(1)]), token="a-wrong-token")
+    check(r[0] == 302 and m.stats()["rejected"] == {},
+          "redirect_to answers 302 before the token is judged", r)
+    check(m.config(redirect_to="elsewhere")[0] == 400 and m.config(redirect_to=1)[0] == 400
+          and m.config(redirect_to=False)[0] == 400,
+          "redirect_to that is not an http(s) URL or null -> HTTP 400")
+    st, shown = m.config(redirect_to=None)
+    r = m.track(batch([event(1)]))
+    s = m.stats()
+    check(st == 200 and shown["redirect_to"] is None and code(r) == 0 and s["redirects"] == 3
+          and s["requests"] == 4 and s["unique_keys"] == 1,
+          "redirect_to null turns it off: the next request is accepted", (shown, r, s))
+    m.config(redirect_to=elsewhere)
+    m.reset()
+    check(code(m.track(batch([event(1)]))) == 0 and m.stats()["redirects"] == 0,
+          "reset turns redirect_to off and zeroes redirects")
+
+    m.reset()
     m.config(count_only=True)
     junk = batch([{"event": "Purchase", "event_id": 42, "event_time": "soon"}], event_source="x")
     r = m.track(junk)
@@ -242,6 +277,8 @@ def run(m):
     check(m.call("GET", TRACK)[0] == 404 and m.call("POST", "/x")[0] == 404,
           "GET on the track path, POST without a body elsewhere -> 404")
     check(m.call("GET", "/nowhere")[0] == 404, "wrong GET path -> 404")
+    check(m.stats()["not_found"] == 4 and m.stats()["requests"] == 300,
+          "not_found counts the four 404s; they are not track requests", m.stats())
     c = m.conn()
     c.putrequest("POST", TRACK)
     c.putheader("Transfer-Encoding", "chunked")
@@ -317,7 +354,7 @@ def main():
             time.sleep(0.02)
         port = int(open(port_file).read()) if os.path.exists(port_file) else 0
         line = proc.stdout.readline().strip() if port else ""
-        print("1..55")
+        print("1..63")
         check(port > 0 and line == "listening on 127.0.0.1:%d" % port,
               "mock starts, writes --port-file and prints the port", line)
         if port:
