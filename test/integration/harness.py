@@ -89,8 +89,10 @@ class Mock:
             self.proc.wait(10)
 
 
-def psql(sql, db="postgres", check=True):
-    """Run SQL; the unaligned, tuples-only output, stripped."""
+def psql(sql, db=None, check=True):
+    """Run SQL (in db, else $PGDATABASE, else postgres); the unaligned,
+    tuples-only output, stripped."""
+    db = db or os.environ.get("PGDATABASE") or "postgres"
     r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql],
                        capture_output=True, text=True)
     if check and r.returncode != 0:

@@ -1,0 +1,108 @@
+"""pg_dump of a shop's database and pg_restore into a fresh cluster keep the
+pixels (token included), the queue and the erasure audit: the restored
+cluster's worker delivers what was pending, never what was already sent,
+and the restored trigger keeps queueing new orders."""
+import atexit
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+
+from harness import PIXEL, TOKEN, Mock, Tap, configure, insert_orders, psql, wait_until, worker_pid
+
+tap = Tap(9)
+PGV = os.environ["PGVERSION"]
+
+
+def free_port():
+    """A loopback port nobody listens on now, for the second cluster"""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fresh_cluster(**settings):
+    """A second throw-away cluster with tiktok_capi preloaded, removed at
+    exit; returns its port.  initdb runs as postgres, as pg_virtualenv's."""
+    port = free_port()
+    d = tempfile.mkdtemp(prefix="tt-restored-")
+    shutil.chown(d, "postgres")
+    opts = [a for k, v in {"shared_preload_libraries": "tiktok_capi", **settings}.items()
+            for a in ("-o", f"{k}={v}")]
+    subprocess.run(["pg_createcluster", PGV, "restored", "-p", str(port), "-d", f"{d}/data", "-l", f"{d}/log",
+                    *opts, "--", "--auth=trust"], check=True, capture_output=True)
+    atexit.register(lambda: (subprocess.run(["pg_dropcluster", "--stop", PGV, "restored"], capture_output=True),
+                             shutil.rmtree(d, ignore_errors=True)))
+    subprocess.run(["pg_ctlcluster", PGV, "restored", "start"], check=True, capture_output=True)
+    return port, f"{d}/log"
+
+
+def on(port, sql, db="shop"):
+    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                        "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    return r.stdout.strip()
+
+
+# the shop: 200 orders delivered, 300 queued while delivery is off, one erasure
+mock = Mock()
+psql("CREATE DATABASE shop")
+configure(mock, database="shop")
+os.environ["PGDATABASE"] = "shop"
+psql("CREATE EXTENSION tiktok_capi", db="shop")
+psql(f"SELECT tiktok_capi.tt_add_pixel('{PIXEL}', '{TOKEN}')", db="shop")
+psql("""CREATE TABLE orders (id bigserial PRIMARY KEY, email text, phone text,
+          total numeric(12,2), currency text, created_at timestamptz DEFAULT now())""", db="shop")
+psql("SELECT tiktok_capi.tt_attach('orders', 'Purchase')", db="shop")
+sent = insert_orders(200)
+wait_until(lambda: psql("SELECT count(*) FROM tiktok_capi.outbox WHERE status = 'sent'", db="shop") == "200", 30)
+psql("ALTER SYSTEM SET tiktok_capi.enabled = off", db="postgres")
+psql("SELECT pg_reload_conf()", db="postgres")
+wait_until(lambda: worker_pid() is None, 10)
+pending = insert_orders(300, start=201)
+psql("SELECT tiktok_capi.tt_forget(email => 'buyer500@example.com')", db="shop")
+pending.discard("500")
+before = psql("SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY 1 ORDER BY 1", db="shop")
+
+dump = os.path.join(tempfile.mkdtemp(prefix="tt-dump-"), "shop.dump")
+subprocess.run(["pg_dump", "-Fc", "-d", "shop", "-f", dump], check=True)
+
+# a fresh cluster whose worker posts to a second mock
+mock2 = Mock()
+port, log = fresh_cluster(**{"tiktok_capi.api_url": mock2.url, "tiktok_capi.database": "shop",
+                             "tiktok_capi.enabled": "off"})
+on(port, "CREATE DATABASE shop", db="postgres")
+r = subprocess.run(["pg_restore", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "shop",
+                    "--exit-on-error", dump], capture_output=True, text=True)
+tap.ok(r.returncode == 0, "pg_restore into the fresh cluster succeeds", r.stderr[-500:])
+tap.ok(on(port, "SELECT extversion FROM pg_extension WHERE extname = 'tiktok_capi'") == "0.2.0",
+       "the extension is created by the restore")
+tap.ok(on(port, "SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY 1 ORDER BY 1") == before,
+       "the outbox comes back with every event in its status", before)
+tap.ok(on(port, f"SELECT access_token = '{TOKEN}' FROM tiktok_capi.pixels WHERE pixel_code = '{PIXEL}'") == "t",
+       "the pixel comes back with its token")
+tap.ok(on(port, "SELECT identifiers::text || events_removed FROM tiktok_capi.erasures") == "{email}1",
+       "the erasure audit comes back")
+
+# delivery on in the restored cluster, and a new order through the restored trigger
+on(port, "ALTER SYSTEM SET tiktok_capi.enabled = on", db="postgres")
+on(port, "SELECT pg_reload_conf()", db="postgres")
+top = int(on(port, "SELECT max(id) FROM tiktok_capi.outbox"))
+on(port, "INSERT INTO orders (id, email, total, currency) VALUES (501, 'new@example.com', 9.99, 'USD')")
+new_id = "501"
+added = on(port, "SELECT id FROM tiktok_capi.outbox WHERE event_id = '501'")
+tap.ok(added and int(added) > top, "the restored trigger queues a new order, and the outbox's ids continue", added)
+tap.ok(wait_until(lambda: on(port, "SELECT count(*) FROM tiktok_capi.outbox WHERE status <> 'sent'") == "0", 30),
+       "the restored cluster's worker delivers what was pending and the new order")
+keys = mock2.keys()
+ids = {i for (_, _, i) in keys}
+tap.ok(ids == pending | {new_id} and set(keys.values()) == {1},
+       "it sent exactly the pending events and the new one, once each, nothing already sent",
+       (len(ids), len(ids & sent)))
+with open(log, errors="replace") as f:
+    tap.ok("terminated by signal" not in f.read(), "no process of the restored cluster crashed")
+mock.stop()
+mock2.stop()
+tap.done()
