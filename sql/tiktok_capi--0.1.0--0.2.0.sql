@@ -12,6 +12,160 @@
  */
 
 /*
+ * There is no tt_pixel_base: the pixel's base code (the snippet that loads
+ * TikTok's script and defines ttq) is TikTok's own, copied from its Events
+ * Manager, and TikTok changes it over time.  A copy shipped here would go
+ * stale and would be ours to keep safe; the page keeps TikTok's snippet and
+ * the database hands it only the event it queued.
+ */
+
+-- The server event matches best with the click id, which only the landing
+-- URL carries: the shop keeps it with the session or the order.  The query
+-- string first, then the fragment, where hash-routed shops end up with it.
+-- Only percent escapes are decoded ('+' stays: a click id has no spaces);
+-- what does not decode to text without control characters is NULL, never
+-- an error, as for other customer data.
+CREATE FUNCTION tiktok_capi.tt_ttclid(url text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+BEGIN ATOMIC
+    WITH raw AS (
+        SELECT substr(q.param, 8) AS v
+          FROM (VALUES (1, substring(url FROM '^[^#?]*\?([^#]*)')),
+                       (2, (SELECT coalesce(substring(f.f FROM '\?(.*)$'), f.f)
+                              FROM substring(url FROM '#(.*)$') AS f(f)))) AS part(ord, params),
+               unnest(string_to_array(part.params, '&')) WITH ORDINALITY AS q(param, n)
+         WHERE q.param LIKE 'ttclid=_%'
+         ORDER BY part.ord, q.n
+         LIMIT 1)
+    SELECT CASE WHEN raw.v ~* ('^(?:[^%[:cntrl:]]|%[2-6][0-9a-f]|%7[0-9a-e]'
+                               '|%(?:c[2-9a-f]|d[0-9a-f])%[89ab][0-9a-f]'
+                               '|%e0%[ab][0-9a-f]%[89ab][0-9a-f]'
+                               '|%(?:e[1-9a-cef])(?:%[89ab][0-9a-f]){2}'
+                               '|%ed%[89][0-9a-f]%[89ab][0-9a-f]'
+                               '|%f0%[9ab][0-9a-f](?:%[89ab][0-9a-f]){2}'
+                               '|%f[1-3](?:%[89ab][0-9a-f]){3}'
+                               '|%f4%8[0-9a-f](?:%[89ab][0-9a-f]){2})*$')
+                     AND (getdatabaseencoding() = 'UTF8' OR raw.v !~* '%[89a-f]')
+                THEN (SELECT string_agg(CASE WHEN t.m[1] IS NULL THEN t.m[2]
+                                             ELSE convert_from(decode(replace(t.m[1], '%', ''), 'hex'), 'UTF8')
+                                        END, '' ORDER BY t.k)
+                        FROM regexp_matches(raw.v, '((?:%[0-9A-Fa-f]{2})+)|([^%]+)', 'g')
+                             WITH ORDINALITY AS t(m, k))
+           END
+      FROM raw;
+END;
+COMMENT ON FUNCTION tiktok_capi.tt_ttclid(text) IS
+'The ttclid parameter of a landing URL, percent-decoded (query string first, then a hash route''s); NULL when absent, empty or not valid text';
+
+-- The thank-you page's call, built from the queued event itself, so name,
+-- event_id, value, currency and contents cannot drift from the server's.
+-- It is inlined in a <script> element: JSON text with <, >, & and the line
+-- terminators U+2028, U+2029 written as \u escapes, so no product name can
+-- close the element or open a comment.  Only already-hashed identifiers,
+-- and only when asked: most pages need none.  SECURITY DEFINER so that the
+-- web application reads one event, never the outbox.
+CREATE FUNCTION tiktok_capi.tt_pixel_call(outbox_id bigint, advanced_matching boolean DEFAULT false)
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT regexp_replace(regexp_replace(replace(replace(replace(
+               CASE WHEN coalesce(tt_pixel_call.advanced_matching, false) AND idn.ident::text <> '{}'
+                    THEN 'ttq.identify(' || idn.ident::text || E');\n' ELSE '' END
+               || 'ttq.track(' || to_json(o.event)::text || ', '
+               || json_strip_nulls(json_build_object(
+                      'value', props.p -> 'value',
+                      'currency', props.p -> 'currency',
+                      'contents', props.p -> 'contents',
+                      'content_type', props.p -> 'content_type',
+                      'description', props.p -> 'description',
+                      'query', coalesce(props.p -> 'search_string', props.p -> 'query')))::text
+               || ', ' || json_strip_nulls(json_build_object('event_id', o.event_id))::text || ');',
+               '&', '\u0026'), '<', '\u003c'), '>', '\u003e'),
+               '\u2028', '\\u2028', 'g'), '\u2029', '\\u2029', 'g')
+      FROM tiktok_capi.outbox o
+     CROSS JOIN LATERAL (SELECT o.payload -> 'properties', o.payload -> 'user') AS props(p, u)
+     CROSS JOIN LATERAL (
+           SELECT json_strip_nulls(json_build_object(
+                      'email', (array_agg(h.v ORDER BY h.n) FILTER (WHERE f.k = 'email'))[1],
+                      'phone_number', (array_agg(h.v ORDER BY h.n) FILTER (WHERE f.k = 'phone'))[1],
+                      'external_id', (array_agg(h.v ORDER BY h.n) FILTER (WHERE f.k = 'external_id'))[1]))
+             FROM (VALUES ('email'), ('phone'), ('external_id')) AS f(k)
+             -- a string or an array of strings; only SHA-256 hex ever reaches the page
+             CROSS JOIN LATERAL jsonb_array_elements_text(
+                   CASE jsonb_typeof(props.u -> f.k) WHEN 'array' THEN props.u -> f.k
+                        WHEN 'string' THEN jsonb_build_array(props.u -> f.k) ELSE '[]' END) WITH ORDINALITY AS h(v, n)
+            WHERE h.v ~ '^[0-9a-f]{64}$') AS idn(ident)
+     WHERE o.id = tt_pixel_call.outbox_id;
+END;
+COMMENT ON FUNCTION tiktok_capi.tt_pixel_call(bigint, boolean) IS
+'The thank-you page''s ttq.track(event, properties, {event_id}) for a queued event, safe to inline in <script>; with advanced_matching, a ttq.identify of its hashed email, phone and external_id first. NULL when no such outbox row. SECURITY DEFINER, not for PUBLIC: the owner grants EXECUTE to the web application''s role';
+
+-- The page knows the order, not the outbox id: find the event by its
+-- deduplication key, the key the pixel call must repeat.
+CREATE FUNCTION tiktok_capi.tt_pixel_call(
+    pixel_code text, event text, event_id text, advanced_matching boolean DEFAULT false)
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT tiktok_capi.tt_pixel_call(o.id, tt_pixel_call.advanced_matching)
+      FROM tiktok_capi.outbox o
+     WHERE o.pixel_code = tt_pixel_call.pixel_code
+       AND o.event = tt_pixel_call.event
+       AND o.event_id = tt_pixel_call.event_id;
+END;
+COMMENT ON FUNCTION tiktok_capi.tt_pixel_call(text, text, text, boolean) IS
+'tt_pixel_call for the event queued under (pixel_code, event, event_id); NULL when there is none (not queued, not yet committed, rolled back, purged or erased). SECURITY DEFINER, not for PUBLIC: the owner grants EXECUTE to the web application''s role';
+
+-- Shops that fire the pixel from Google Tag Manager read the event from the
+-- dataLayer: the same event and event_id, ecommerce in GA4's shape.  jsonb,
+-- for the page's template to serialize; inlined in a <script>, it needs the
+-- same escaping as tt_pixel_call's text.
+CREATE FUNCTION tiktok_capi.tt_datalayer(outbox_id bigint) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+               'event', o.event,
+               'event_id', o.event_id,
+               'ecommerce', nullif(jsonb_strip_nulls(jsonb_build_object(
+                   'value', props.p -> 'value',
+                   'currency', props.p -> 'currency',
+                   'items', (SELECT jsonb_agg(jsonb_build_object(
+                                                  'item_id', i.c -> 'content_id',
+                                                  'item_name', i.c -> 'content_name',
+                                                  'price', i.c -> 'price',
+                                                  'quantity', i.c -> 'quantity') ORDER BY i.n)
+                               FROM jsonb_array_elements(
+                                      CASE jsonb_typeof(props.p -> 'contents')
+                                           WHEN 'array' THEN props.p -> 'contents' ELSE '[]' END)
+                                    WITH ORDINALITY AS i(c, n)))),
+                   '{}')))
+      FROM tiktok_capi.outbox o
+     CROSS JOIN LATERAL (SELECT o.payload -> 'properties') AS props(p)
+     WHERE o.id = tt_datalayer.outbox_id;
+END;
+COMMENT ON FUNCTION tiktok_capi.tt_datalayer(bigint) IS
+'The queued event as a Google Tag Manager dataLayer object: event, event_id, ecommerce {value, currency, items [{item_id, item_name, price, quantity}]}. NULL when no such outbox row. SECURITY DEFINER, not for PUBLIC: the owner grants EXECUTE to the web application''s role';
+
+CREATE FUNCTION tiktok_capi.tt_datalayer(pixel_code text, event text, event_id text) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT tiktok_capi.tt_datalayer(o.id)
+      FROM tiktok_capi.outbox o
+     WHERE o.pixel_code = tt_datalayer.pixel_code
+       AND o.event = tt_datalayer.event
+       AND o.event_id = tt_datalayer.event_id;
+END;
+COMMENT ON FUNCTION tiktok_capi.tt_datalayer(text, text, text) IS
+'tt_datalayer for the event queued under (pixel_code, event, event_id); NULL when there is none (not queued, not yet committed, rolled back, purged or erased). SECURITY DEFINER, not for PUBLIC: the owner grants EXECUTE to the web application''s role';
+
+REVOKE ALL ON FUNCTION tiktok_capi.tt_pixel_call(bigint, boolean),
+    tiktok_capi.tt_pixel_call(text, text, text, boolean),
+    tiktok_capi.tt_datalayer(bigint),
+    tiktok_capi.tt_datalayer(text, text, text) FROM PUBLIC;
+
+/*
  * Production duties: consent, erasure, backups and health.
  */
 

@@ -23,6 +23,7 @@ need libipc-run-perl perl -MIPC::Run -e 1
 need gcc command -v gcc
 need make command -v make
 need python3 command -v python3
+need chromium test -x /usr/bin/chromium
 need valgrind command -v valgrind
 need clang-14 command -v clang-14
 need libclang-rt-14-dev compgen -G "/usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a"

@@ -1,7 +1,7 @@
 -- The extension's SQL surface: every function exists with the declared
 -- volatility and strictness, and a role with no grants can call the pure ones.
 BEGIN;
-SELECT plan(60);
+SELECT plan(70);
 
 SELECT has_schema('tiktok_capi');
 SELECT has_extension('tiktok_capi');
@@ -32,11 +32,13 @@ FROM expected_functions;
 
 SELECT has_function('tiktok_capi', 'tt_event_names', '{}'::name[], 'tt_event_names() exists');
 SELECT has_function('tiktok_capi', 'tt_currencies', '{}'::name[], 'tt_currencies() exists');
+SELECT has_function('tiktok_capi', 'tt_ttclid', '{text}'::name[], 'tt_ttclid(text) exists');
+SELECT volatility_is('tiktok_capi', 'tt_ttclid', '{text}'::name[], 'immutable', 'tt_ttclid is immutable');
 CREATE TEMP TABLE pure_functions AS
 SELECT p.oid FROM pg_proc p
  WHERE pronamespace = 'tiktok_capi'::regnamespace
-   AND (proname IN (SELECT name FROM expected_functions) OR proname IN ('tt_event_names', 'tt_currencies'));
-SELECT is(count(*)::int, 10, 'ten pure functions') FROM pure_functions;
+   AND (proname IN (SELECT name FROM expected_functions) OR proname IN ('tt_event_names', 'tt_currencies', 'tt_ttclid'));
+SELECT is(count(*)::int, 11, 'eleven pure functions') FROM pure_functions;
 SELECT ok(bool_and(proparallel = 's'), 'every pure function is PARALLEL SAFE')
 FROM pg_proc WHERE oid IN (SELECT oid FROM pure_functions);
 
