@@ -129,7 +129,7 @@ SELECT is(tiktok_capi.tt_ttclid(u), want, d)
     ('https://shop.example/p?ttclid=&ttclid=E.C.P.later', 'E.C.P.later', 'the first non-empty one'),
     ('https://shop.example/p?ttclid=E.C.P.a%2Bb%2F%3D%3D', 'E.C.P.a+b/==', 'percent-decoded'),
     ('https://shop.example/p?ttclid=E.C.P.a+b', 'E.C.P.a+b', 'a + stays a +'),
-    ('https://shop.example/p?ttclid=%E2%82%ACuro', U&'\20ACuro', 'percent-encoded UTF-8'),
+    ('https://shop.example/p?ttclid=%E2%82%ACuro', NULL, 'an escape beyond ASCII gives NULL: click ids are ASCII'),
     ('https://shop.example/p?ttclid=%zz', NULL, 'a malformed escape gives NULL'),
     ('https://shop.example/p?ttclid=%C3', NULL, 'a truncated UTF-8 sequence gives NULL'),
     ('https://shop.example/p?ttclid=a%00b', NULL, 'an encoded NUL gives NULL'),
