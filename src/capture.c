@@ -18,6 +18,28 @@
  * the reason.  tt_attach() applies the same resolution strictly, so a typo
  * is an error when the trigger is attached, not at the first order.
  *
+ * Consent: without it, no identifier leaves the database.  The consent
+ * field (consent=column, by default the column "consent") is a boolean
+ * column, or a text column holding what PostgreSQL's boolean input takes
+ * (true/false, yes/no, on/off, 1/0, and unique prefixes such as t/f, y/n)
+ * or granted/denied, in any case, trimmed.  NULL and other text are
+ * unknown consent, which tiktok_capi.consent_unknown treats as denied (the
+ * default) or granted; other text is also noted in warnings.  A consent column the trigger
+ * cannot read (a hand-made mapping to a missing or wrongly typed column)
+ * leaves consent unknown, never granted.  Without consent,
+ * tiktok_capi.consent_denied decides: anonymous (the default) queues the
+ * event without email, phone, external_id, ip, user_agent, ttp and
+ * ttclid, noted in warnings; skip queues nothing.  A table without a
+ * consent column is as before: consent is granted.  Both settings are
+ * superuser-only, so the application role cannot loosen them.
+ *
+ * When an UPDATE changes the consent, the event still pending for the
+ * order follows it: rebuilt from the row as it is now (identifiers
+ * withheld or restored), withdrawn (skip), or queued if skip had left it
+ * out.  Events already sent or failed stay as they are, and so does one
+ * the worker is sending in that moment (see outbox.c).  Only an UPDATE
+ * that changes the consent does this extra work.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -31,6 +53,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
@@ -38,6 +61,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/formatting.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
@@ -74,6 +98,7 @@ typedef enum CaptureField
 	CF_REFERRER,
 	CF_LIMITED_DATA_USE,
 	CF_COUNTRY,
+	CF_CONSENT,
 	N_CAPTURE_FIELDS
 } CaptureField;
 
@@ -106,6 +131,7 @@ static const FieldDef field_defs[N_CAPTURE_FIELDS] = {
 	[CF_REFERRER] = {"referrer", {"referrer"}},
 	[CF_LIMITED_DATA_USE] = {"limited_data_use", {"limited_data_use"}},
 	[CF_COUNTRY] = {"country", {"country", "country_code"}},
+	[CF_CONSENT] = {"consent", {"consent"}},
 };
 
 /* Item fields of a child table, and the column names they take */
@@ -141,8 +167,45 @@ typedef struct CaptureConfig
 	char	   *items_spec;		/* contents_from, schema-qualified */
 	SPIPlanPtr	items_plan;
 	List	   *notes;			/* mapping problems, noted on every event */
+	bool		consent_unreadable; /* a consent mapping failed: unknown */
 } CaptureConfig;
 
+/* What an order row says about consent */
+typedef enum RowConsent
+{
+	ROW_CONSENT_GRANTED,
+	ROW_CONSENT_DENIED,
+	ROW_CONSENT_UNKNOWN			/* NULL, unrecognised text, unreadable column */
+} RowConsent;
+
+/* tiktok_capi.consent_denied: what is queued for an order without consent */
+typedef enum ConsentDenied
+{
+	CONSENT_DENIED_ANONYMOUS,
+	CONSENT_DENIED_SKIP
+} ConsentDenied;
+
+/* tiktok_capi.consent_unknown: how unknown consent is taken */
+typedef enum ConsentUnknown
+{
+	CONSENT_UNKNOWN_DENIED,
+	CONSENT_UNKNOWN_GRANTED
+} ConsentUnknown;
+
+static const struct config_enum_entry consent_denied_options[] = {
+	{"anonymous", CONSENT_DENIED_ANONYMOUS, false},
+	{"skip", CONSENT_DENIED_SKIP, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry consent_unknown_options[] = {
+	{"denied", CONSENT_UNKNOWN_DENIED, false},
+	{"granted", CONSENT_UNKNOWN_GRANTED, false},
+	{NULL, 0, false}
+};
+
+static int	consent_denied = CONSENT_DENIED_ANONYMOUS;
+static int	consent_unknown = CONSENT_UNKNOWN_DENIED;
 static HTAB *config_cache = NULL;
 static bool wake_pending = false;
 
@@ -162,13 +225,36 @@ static Numeric column_numeric(const MappedColumn *c, HeapTuple tup,
 							  TupleDesc desc, List **notes);
 static void read_event_input(const CaptureConfig *cfg, HeapTuple tup,
 							 TupleDesc desc, TTEventInput *in, List **notes);
+static RowConsent row_consent(const CaptureConfig *cfg, HeapTuple tup,
+							  TupleDesc desc, List **notes);
+static bool consent_given(RowConsent rc);
+static void withhold_identifiers(TTEventInput *in);
 static Jsonb *items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc);
 static void capture_xact_callback(XactEvent event, void *arg);
 
-/* Register the cache invalidation and the wake-at-commit callbacks */
+/*
+ * Register the consent settings, the cache invalidation and the
+ * wake-at-commit callbacks.  The consent settings are superuser-only:
+ * the application role, which fires the trigger, must not loosen them.
+ */
 void
 tt_capture_init(void)
 {
+	DefineCustomEnumVariable("tiktok_capi.consent_denied",
+							 "What the order trigger queues for an order without consent.",
+							 "anonymous: the event without email, phone, external_id, ip, "
+							 "user_agent, ttp and ttclid (the conversion is counted, the "
+							 "person is not matched); skip: no event.",
+							 &consent_denied, CONSENT_DENIED_ANONYMOUS,
+							 consent_denied_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("tiktok_capi.consent_unknown",
+							 "How the order trigger takes unknown consent (NULL or unrecognised text).",
+							 "denied: as no consent; granted: as consent.  A table without a "
+							 "consent column is always taken as consent granted.",
+							 &consent_unknown, CONSENT_UNKNOWN_DENIED,
+							 consent_unknown_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
 	CacheRegisterRelcacheCallback(invalidate_configs, (Datum) 0);
 	RegisterXactCallback(capture_xact_callback, NULL);
 }
@@ -224,6 +310,9 @@ type_fits(CaptureField f, Oid typid)
 			return typid == JSONBOID || typid == JSONOID;
 		case CF_LIMITED_DATA_USE:
 			return typid == BOOLOID;
+		case CF_CONSENT:
+			return typid == BOOLOID || typid == TEXTOID ||
+				typid == VARCHAROID || typid == BPCHAROID;
 		default:
 			return true;
 	}
@@ -239,6 +328,9 @@ map_column(CaptureConfig *cfg, TupleDesc desc, CaptureField f,
 	Oid			outfunc;
 	bool		varlena;
 
+	/* a consent column that cannot be read leaves consent unknown */
+	if (f == CF_CONSENT)
+		cfg->consent_unreadable = true;
 	if (attnum == InvalidAttrNumber)
 	{
 		problem(strict, &cfg->notes, "column \"%s\" does not exist (mapping %s=%s)",
@@ -255,6 +347,8 @@ map_column(CaptureConfig *cfg, TupleDesc desc, CaptureField f,
 	c->attnum = attnum;
 	getTypeOutputInfo(c->typid, &outfunc, &varlena);
 	fmgr_info_cxt(outfunc, &c->out, cxt);
+	if (f == CF_CONSENT)
+		cfg->consent_unreadable = false;
 }
 
 /*
@@ -606,6 +700,77 @@ read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
 		in->country = tt_country_or_default(NULL);
 }
 
+/*
+ * What the row says about consent.  notes, when not NULL, gets a note for
+ * text that is neither a boolean nor granted/denied.  Only called when a
+ * consent column is mapped (or its mapping failed).
+ */
+static RowConsent
+row_consent(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
+			List **notes)
+{
+	const MappedColumn *c = &cfg->cols[CF_CONSENT];
+	bool		isnull;
+	Datum		d;
+	char	   *s;
+	size_t		len;
+	bool		b;
+
+	if (cfg->consent_unreadable)
+		return ROW_CONSENT_UNKNOWN;
+	d = heap_getattr(tup, c->attnum, desc, &isnull);
+	if (isnull)
+		return ROW_CONSENT_UNKNOWN;
+	if (c->typid == BOOLOID)
+		return DatumGetBool(d) ? ROW_CONSENT_GRANTED : ROW_CONSENT_DENIED;
+
+	/* text: trimmed as boolin trims, then granted/denied or a boolean */
+	s = OutputFunctionCall((FmgrInfo *) &c->out, d);
+	len = strlen(s);
+	while (len > 0 && isspace((unsigned char) s[len - 1]))
+		len--;
+	while (len > 0 && isspace((unsigned char) *s))
+	{
+		s++;
+		len--;
+	}
+	if (len == 7 && pg_strncasecmp(s, "granted", 7) == 0)
+		return ROW_CONSENT_GRANTED;
+	if (len == 6 && pg_strncasecmp(s, "denied", 6) == 0)
+		return ROW_CONSENT_DENIED;
+	if (len > 0 && parse_bool_with_len(s, len, &b))
+		return b ? ROW_CONSENT_GRANTED : ROW_CONSENT_DENIED;
+	if (notes != NULL)
+		*notes = lappend(*notes,
+						 psprintf("consent \"%.*s\" is not granted, denied or a boolean",
+								  pg_mbcliplen(s, len, 32), s));
+	return ROW_CONSENT_UNKNOWN;
+}
+
+/* May the order's identifiers leave the database? */
+static bool
+consent_given(RowConsent rc)
+{
+	return rc == ROW_CONSENT_GRANTED ||
+		(rc == ROW_CONSENT_UNKNOWN && consent_unknown == CONSENT_UNKNOWN_GRANTED);
+}
+
+/*
+ * Without consent, the event keeps what counts the conversion and loses
+ * what matches the person.
+ */
+static void
+withhold_identifiers(TTEventInput *in)
+{
+	in->email = NULL;
+	in->phone = NULL;
+	in->external_id = NULL;
+	in->ip = NULL;
+	in->user_agent = NULL;
+	in->ttp = NULL;
+	in->ttclid = NULL;
+}
+
 /* contents[] from the child table's rows for this order, or NULL */
 static Jsonb *
 items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc)
@@ -628,6 +793,8 @@ items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc)
  * tt_capture(): AFTER INSERT OR UPDATE ... FOR EACH ROW trigger that queues
  * the row's event in the outbox, in the same transaction.  As a deferred
  * constraint trigger it fires at commit, when the order's items exist.
+ * Without the customer's consent the event goes without identifiers, or
+ * not at all; an UPDATE that changes the consent reaches the pending event.
  */
 Datum
 tt_capture(PG_FUNCTION_ARGS)
@@ -641,6 +808,9 @@ tt_capture(PG_FUNCTION_ARGS)
 	const char *failed = NULL;
 	char	   *pixel;
 	Jsonb	   *payload;
+	RowConsent	consent = ROW_CONSENT_GRANTED;
+	bool		granted = true;
+	bool		consent_changed = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -656,26 +826,60 @@ tt_capture(PG_FUNCTION_ARGS)
 	tup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 	cfg = cached_config(td);
 	notes = list_copy(cfg->notes);
+
+	/*
+	 * Consent, only when the table has it.  On an UPDATE that changes it,
+	 * the event still pending for the order must follow.
+	 */
+	if (cfg->cols[CF_CONSENT].attnum != InvalidAttrNumber || cfg->consent_unreadable)
+	{
+		consent = row_consent(cfg, tup, desc, &notes);
+		granted = consent_given(consent);
+		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+			consent_changed = consent != row_consent(cfg, td->tg_trigtuple, desc, NULL);
+		if (!granted && consent_denied == CONSENT_DENIED_SKIP && !consent_changed)
+			return PointerGetDatum(NULL);
+	}
 	read_event_input(cfg, tup, desc, &in, &notes);
+	if (!granted)
+	{
+		withhold_identifiers(&in);
+		notes = lappend(notes, consent == ROW_CONSENT_DENIED ?
+						"consent denied: identifiers withheld" :
+						"consent unknown: identifiers withheld");
+	}
 
 	SPI_connect();
-	if (cfg->items_plan != NULL)
-		in.contents = items_contents(cfg, tup, desc);
 	pixel = cfg->pixel != NULL ? cfg->pixel : tt_default_pixel(&failed);
 	if (cfg->event_problem != NULL)
 		failed = cfg->event_problem;
 	else if (in.event_id == NULL || in.event_id[strspn(in.event_id, " \t\r\n")] == '\0')
 		failed = "the row has no event_id (its order id is NULL or blank)";
 
+	/* consent withdrawn under skip: the pending event goes, nothing comes */
+	if (!granted && consent_denied == CONSENT_DENIED_SKIP)
+	{
+		if (failed == NULL)
+			(void) tt_outbox_replace_pending(pixel, cfg->event, in.event_id,
+											 NULL, NIL);
+		SPI_finish();
+		return PointerGetDatum(NULL);
+	}
+
+	if (cfg->items_plan != NULL)
+		in.contents = items_contents(cfg, tup, desc);
 	if (failed == NULL)
 		payload = tt_build_event(&in, &notes);
 	else
 		payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
-	(void) tt_outbox_insert(pixel != NULL ? pixel : "",
-							cfg->event,
-							in.event_id != NULL ? in.event_id : "",
-							in.has_event_time ? in.event_time : GetCurrentTransactionStartTimestamp(),
-							payload, notes, failed);
+	/* a pending event follows a change of consent; else the first row stands */
+	if (!consent_changed || failed != NULL ||
+		!tt_outbox_replace_pending(pixel, cfg->event, in.event_id, payload, notes))
+		(void) tt_outbox_insert(pixel != NULL ? pixel : "",
+								cfg->event,
+								in.event_id != NULL ? in.event_id : "",
+								in.has_event_time ? in.event_time : GetCurrentTransactionStartTimestamp(),
+								payload, notes, failed);
 	SPI_finish();
 	tt_wake_worker_at_commit();
 	return PointerGetDatum(NULL);

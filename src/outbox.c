@@ -9,6 +9,15 @@
  * TikTok would count it once anyway, and the first row already carries it.
  * Statements run through SPI with plans prepared once per backend.
  *
+ * The one exception to "the first row stands" is consent: when an order's
+ * consent changes while its event is still pending, the trigger replaces
+ * the pending row's payload (identifiers withheld or restored) or deletes
+ * it (tiktok_capi.consent_denied = skip).  Rows already sent or failed are
+ * never touched.  An event the worker has already claimed, and is sending
+ * in that moment, goes out as it was claimed: the worker sends the payload
+ * it read, and records that row as sent even if its payload was replaced
+ * meanwhile.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -25,9 +34,12 @@
 PG_FUNCTION_INFO_V1(tt_enqueue_sql);
 
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr replace_plan = NULL;
+static SPIPlanPtr withdraw_plan = NULL;
 static SPIPlanPtr existing_plan = NULL;
 static SPIPlanPtr default_pixel_plan = NULL;
 
+static Datum warnings_array(List *warnings, char *null);
 static const char *payload_string(Jsonb *event, const char *key);
 
 /*
@@ -84,19 +96,7 @@ tt_outbox_insert(const char *pixel_code, const char *event,
 	values[2] = CStringGetTextDatum(event_id);
 	values[3] = TimestampTzGetDatum(event_time);
 	values[4] = JsonbPGetDatum(payload);
-	if (warnings != NIL)
-	{
-		Datum	   *elems = palloc(sizeof(Datum) * list_length(warnings));
-		int			n = 0;
-		ListCell   *lc;
-
-		foreach(lc, warnings)
-			elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
-		values[5] = PointerGetDatum(construct_array(elems, n, TEXTOID, -1,
-													false, TYPALIGN_INT));
-	}
-	else
-		nulls[5] = 'n';
+	values[5] = warnings_array(warnings, &nulls[5]);
 	if (failed_reason != NULL)
 		values[6] = CStringGetTextDatum(failed_reason);
 	else
@@ -109,6 +109,86 @@ tt_outbox_insert(const char *pixel_code, const char *event,
 		return 0;
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Bring a still pending event in line with a change of the customer's
+ * consent: replace its payload and warnings with the ones built from the
+ * order as it is now, or, when payload is NULL, delete it (the consent
+ * policy is to queue nothing without consent).  The queued event_time
+ * stands, in the row and in the payload: the conversion happened when it
+ * was first queued.  Returns whether a pending row was found; rows already
+ * sent or failed are never touched.  The caller is connected to SPI.
+ *
+ * Only tt_capture() calls this, under its pinned search_path; the names
+ * are qualified all the same.
+ */
+bool
+tt_outbox_replace_pending(const char *pixel_code, const char *event,
+						  const char *event_id, Jsonb *payload,
+						  List *warnings)
+{
+	Oid			argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTARRAYOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	SPIPlanPtr	plan;
+	int			rc;
+
+	values[0] = CStringGetTextDatum(pixel_code);
+	values[1] = CStringGetTextDatum(event);
+	values[2] = CStringGetTextDatum(event_id);
+	if (payload == NULL)
+	{
+		plan = tt_prepare_once(&withdraw_plan,
+							"DELETE FROM tiktok_capi.outbox o"
+							" WHERE o.pixel_code OPERATOR(pg_catalog.=) $1"
+							"   AND o.event OPERATOR(pg_catalog.=) $2"
+							"   AND o.event_id OPERATOR(pg_catalog.=) $3"
+							"   AND o.status OPERATOR(pg_catalog.=) 'pending'",
+							3, argtypes, 0);
+		rc = SPI_execute_plan(plan, values, nulls, false, 0);
+		if (rc != SPI_OK_DELETE)
+			elog(ERROR, "outbox withdrawal failed: %s", SPI_result_code_string(rc));
+		return SPI_processed > 0;
+	}
+
+	plan = tt_prepare_once(&replace_plan,
+						"UPDATE tiktok_capi.outbox o"
+						"   SET payload = pg_catalog.jsonb_set($4, '{event_time}',"
+						"         COALESCE(o.payload OPERATOR(pg_catalog.->) 'event_time',"
+						"                    $4 OPERATOR(pg_catalog.->) 'event_time')),"
+						"       warnings = $5"
+						" WHERE o.pixel_code OPERATOR(pg_catalog.=) $1"
+						"   AND o.event OPERATOR(pg_catalog.=) $2"
+						"   AND o.event_id OPERATOR(pg_catalog.=) $3"
+						"   AND o.status OPERATOR(pg_catalog.=) 'pending'",
+						5, argtypes, 0);
+	values[3] = JsonbPGetDatum(payload);
+	values[4] = warnings_array(warnings, &nulls[4]);
+	rc = SPI_execute_plan(plan, values, nulls, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "outbox replacement failed: %s", SPI_result_code_string(rc));
+	return SPI_processed > 0;
+}
+
+/* The builder's notes as a text[] Datum, or *null = 'n' when there are none */
+static Datum
+warnings_array(List *warnings, char *null)
+{
+	Datum	   *elems;
+	int			n = 0;
+	ListCell   *lc;
+
+	if (warnings == NIL)
+	{
+		*null = 'n';
+		return (Datum) 0;
+	}
+	elems = palloc(sizeof(Datum) * list_length(warnings));
+	foreach(lc, warnings)
+		elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1,
+										   false, TYPALIGN_INT));
 }
 
 /*

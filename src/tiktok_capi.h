@@ -83,6 +83,9 @@ extern int64 tt_outbox_insert(const char *pixel_code, const char *event,
 							  const char *event_id, TimestampTz event_time,
 							  Jsonb *payload, List *warnings,
 							  const char *failed_reason);
+extern bool tt_outbox_replace_pending(const char *pixel_code, const char *event,
+									  const char *event_id, Jsonb *payload,
+									  List *warnings);
 extern char *tt_default_pixel(const char **why);
 extern char *tt_pixel_for_call(const char *named);
 
