@@ -33,6 +33,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "common/pg_prng.h"
@@ -42,6 +43,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
@@ -152,6 +154,9 @@ static TimestampTz cursor_time = DT_NOBEGIN;
 static int64 cursor_id = 0;
 static TimestampTz cursor_started = 0;
 static bool said_no_extension = false;
+/* the extension the current transaction saw: a record is only written to
+ * the outbox its events were claimed from */
+static Oid	transaction_extension = InvalidOid;
 static SPIPlanPtr pixels_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr record_plan = NULL;
@@ -248,12 +253,14 @@ run_cycle(void)
 	int			limit = tt_batch_size * TT_CLAIM_BATCHES;
 	Cycle		cycle = {0};
 	double		due_ms = tt_poll_interval_ms;
+	Oid			claimed_from;
 
 	/* when the next event is due is asked in the round's last transaction */
 	if (!begin_transaction("claiming events", true))
 		return tt_poll_interval_ms;
 	/* pixels after the claim: every claimed event's pixel is seen */
 	claim(&cycle, limit);
+	claimed_from = transaction_extension;
 	if (cycle.nevents > 0)
 		load_pixels(&cycle);
 	else
@@ -271,7 +278,13 @@ run_cycle(void)
 		release_sending_lock();
 		if (begin_transaction("recording results", false))
 		{
-			record(&cycle);
+			if (transaction_extension == claimed_from)
+				record(&cycle);
+			else
+				ereport(LOG,
+						(errmsg("tiktok_capi: the extension was created again while %d events were being sent; their results are not recorded",
+								cycle.nevents),
+						 errdetail("The events belonged to the dropped outbox.")));
 			if (cycle.nevents < limit)
 				due_ms = ms_until_due();
 			end_transaction();
@@ -299,7 +312,12 @@ run_cycle(void)
  * ended the transaction) while the extension is not installed in this
  * database; says so in the log once.
  *
- * A claim first takes the sending lock (shared, held until the claimed
+ * Each transaction first holds the extension itself in share mode: a DROP
+ * EXTENSION locks the extension before its tables, so it waits for the
+ * transaction (never the other way round, which could deadlock on the
+ * outbox and pixels locks) and runs while the requests are in flight.
+ *
+ * A claim then takes the sending lock (shared, held until the claimed
  * events' requests are done), before its snapshot: tt_forget() takes it
  * exclusively, so an erasure waits for the requests in flight, and the
  * next claim waits for the erasure to commit and then cannot see the
@@ -308,9 +326,20 @@ run_cycle(void)
 static bool
 begin_transaction(const char *activity, bool claiming)
 {
+	Oid			extension;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	if (!OidIsValid(get_extension_oid("tiktok_capi", true)))
+	extension = get_extension_oid("tiktok_capi", true);
+	if (OidIsValid(extension))
+	{
+		LockDatabaseObject(ExtensionRelationId, extension, 0, AccessShareLock);
+		/* a DROP EXTENSION we waited for has committed */
+		if (get_extension_oid("tiktok_capi", true) != extension)
+			extension = InvalidOid;
+	}
+	transaction_extension = extension;
+	if (!OidIsValid(extension))
 	{
 		CommitTransactionCommand();
 		MemoryContextSwitchTo(cycle_context);
