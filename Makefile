@@ -36,7 +36,7 @@ endif
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test deps unit demo bench fuzz fuzzers
+.PHONY: test deps unit demo bench fuzz fuzzers chaos
 
 # Install the build and test dependencies that are missing (apt)
 deps:
@@ -80,6 +80,12 @@ demo: deps
 	$(MAKE) all
 	$(SUDO) $(MAKE) install
 	bash test/demo.sh
+
+# The reliability scorecard: 50,000 events under faults, kills and shutdowns
+chaos: deps
+	$(MAKE) all
+	$(SUDO) $(MAKE) install
+	bash test/chaos/run.sh
 
 # The benchmarks at full size (several minutes); figures as ratios to baselines
 bench: deps

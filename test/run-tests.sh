@@ -6,6 +6,7 @@
 #    one throw-away cluster that preloads the extension;
 #  - test/integration: each test in a fresh cluster of its own, against
 #    the mock Events API;
+#  - test/chaos, the reliability scorecard, short (make chaos: full size);
 #  - test/fuzz for a few seconds per harness (make fuzz runs them longer);
 #  - test/bench at toy sizes (make bench runs it at full size).
 set -u
@@ -30,6 +31,12 @@ for t in test/integration/*.py; do
 	grep '^# ' "$log/$name.tap" | grep -v '^# integration' | sed "s/^/  /"
 	count_tap "integration $name" "$log/$name.tap"
 done
+
+# The reliability scorecard, short: faults, kill -9, an immediate shutdown
+# and a held snapshot under load (make chaos: the full size)
+bash test/chaos/run.sh --short > "$log/chaos.tap" 2>&1
+grep '^# ' "$log/chaos.tap" | sed "s/^/  /"
+count_tap "chaos (short)" "$log/chaos.tap"
 
 # The fuzz harnesses of the pure-C parts, a few seconds each (make fuzz: longer)
 bash test/fuzz/run.sh 5 > "$log/fuzz.tap" 2>&1
