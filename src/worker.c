@@ -38,6 +38,7 @@
 #include "commands/extension.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -505,6 +506,9 @@ claim(Cycle *cycle, int limit)
 		ev->id = DatumGetInt64(SPI_getbinval(t, d, 1, &isnull));
 		ev->pixel_code = SPI_getvalue(t, d, 2);
 		ev->payload = TextDatumGetCString(SPI_getbinval(t, d, 3, &isnull));
+		/* TikTok reads UTF-8; a LATIN1 (or other) database stores its own */
+		if (GetDatabaseEncoding() != PG_UTF8 && GetDatabaseEncoding() != PG_SQL_ASCII)
+			ev->payload = pg_server_to_any(ev->payload, strlen(ev->payload), PG_UTF8);
 		ev->attempts = DatumGetInt32(SPI_getbinval(t, d, 4, &isnull));
 		ev->age_ms = DatumGetFloat8(SPI_getbinval(t, d, 5, &isnull));
 	}
