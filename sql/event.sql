@@ -43,10 +43,17 @@ SELECT tt_event('Lead', 'L-1', '2025-06-01 12:00:00+00');
 SELECT tt_event('Lead', 'L-1', '2025-06-01 12:00:00+00', email => 'not an email', phone => '12',
                 ttclid => '  ', contents => '[]', properties => '{}');
 
--- event_time defaults to the transaction's start; before 1970 stays exact
+-- event_time defaults to the transaction's start; the first second TikTok takes is 1
 SELECT (tt_event('Purchase', '1') ->> 'event_time')::bigint = floor(extract(epoch FROM now())) AS defaults_to_now,
        (tt_event('Purchase', '1', NULL) ->> 'event_time')::bigint = floor(extract(epoch FROM now())) AS null_is_now;
-SELECT tt_event('Purchase', '1', '1969-12-31 23:59:59.5+00') ->> 'event_time' AS before_1970;
+SELECT tt_event('Purchase', '1', '1970-01-01 00:00:01+00') ->> 'event_time' AS first_second;
+
+-- a whole quantity goes as an integer; amounts just below 1e15 pass unrounded
+SELECT tt_event('Purchase', '1', '2025-01-01 00:00:00+00', value => 999999999999999.99,
+                contents => '[{"content_id": "1", "quantity": "2.00", "price": 2.50}]') -> 'properties';
+
+-- an event_id of 500 bytes is sent whole
+SELECT length(tt_event('Purchase', repeat('7', 500)) ->> 'event_id') AS event_id_500;
 
 -- standard, legacy and custom names all pass as given: never renamed
 SELECT tt_event(n, '1', '2025-01-01 00:00:00+00') ->> 'event' AS event
@@ -96,6 +103,19 @@ SELECT tt_event('Purchase', '1', ip => 'localhost');
 SELECT tt_event('Purchase', '1', ip => '1.2.3.256');
 SELECT tt_event('Purchase', '1', properties => '[1]');
 SELECT tt_event('Purchase', '1', default_country => 'ZZ');
+-- what the Events API would reject
+SELECT tt_event('Purchase', '1', event_time => '1970-01-01 00:00:00+00');
+SELECT tt_event('Purchase', '1', event_time => '1969-12-31 23:59:59.5+00');
+SELECT tt_event('Purchase', '1', contents => '[{"content_id": "1", "quantity": 2.5}]');
+SELECT tt_event('Purchase', '1', value => ('1' || repeat('0', 5000))::numeric);
+SELECT tt_event('Purchase', '1', value => 1e15);
+SELECT tt_event('Purchase', '1', contents => '[{"content_id": "1", "price": 1e15}]');
+SELECT tt_event('Purchase', '1', contents => '[{"content_id": "1", "quantity": "1000000000000000"}]');
+SELECT tt_event('Purchase', '1', contents => '[{"content_id": "1", "brand": {"n": [-1e20]}}]');
+SELECT tt_event('Purchase', '1', properties => '{"big": 1e5000}');
+SELECT tt_event('Purchase', repeat('7', 501));
+-- a quoted value is cut at a character, never inside one
+SELECT tt_event('Purchase', '1', currency => 'aéééééééé');
 
 -- a time a little ahead of this server's clock (another server's) is fine
 SELECT tt_event('Purchase', '1', event_time => now() + interval '1 minute') ? 'event_time' AS small_skew_ok;
@@ -112,4 +132,38 @@ SELECT call, pg_temp.sqlstate_of('SELECT tiktok_capi.tt_event(' || call || ')') 
 FROM (VALUES ($$'purchase', '1'$$), ($$NULL, '1'$$), ($$'Purchase', ''$$),
              ($$'Purchase', '1', currency => 'XYZ'$$), ($$'Purchase', '1', value => -1$$),
              ($$'Purchase', '1', event_time => now() + interval '1 hour'$$),
-             ($$'Purchase', '1', contents => '{}'$$), ($$'Purchase', '1', ip => 'x'$$)) AS t(call);
+             ($$'Purchase', '1', contents => '{}'$$), ($$'Purchase', '1', ip => 'x'$$),
+             ($$'Purchase', '1', event_time => '1970-01-01 00:00:00+00'$$),
+             ($$'Purchase', '1', contents => '[{"quantity": 2.5}]'$$),
+             ($$'Purchase', '1', value => 1e15$$), ($$'Purchase', repeat('7', 501)$$)) AS t(call);
+
+-- in a SQL_ASCII database text may hold any bytes: what is not UTF-8 is refused
+SET client_min_messages = warning;
+DROP DATABASE IF EXISTS tt_regress_ascii;
+RESET client_min_messages;
+CREATE DATABASE tt_regress_ascii ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C';
+\c tt_regress_ascii
+CREATE EXTENSION tiktok_capi;
+SET search_path = tiktok_capi, public;
+CREATE FUNCTION pg_temp.bytes(hex text) RETURNS text LANGUAGE sql
+    AS $$ SELECT convert_from(decode(hex, 'hex'), 'SQL_ASCII') $$;
+SELECT tt_event('Purchase', pg_temp.bytes('41ff'));
+SELECT tt_event(pg_temp.bytes('50ff'), '1');
+SELECT tt_event('Purchase', '1', user_agent => pg_temp.bytes('4dc3'));
+SELECT tt_event('Purchase', '1', page_url => pg_temp.bytes('68ff'));
+SELECT tt_event('Purchase', '1', contents => jsonb_build_array(jsonb_build_object('content_id', pg_temp.bytes('31e9'))));
+SELECT tt_event('Purchase', '1', properties => jsonb_build_object('shop', jsonb_build_array(pg_temp.bytes('ff'))));
+CREATE FUNCTION pg_temp.sqlstate_of(call text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE call;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END $$;
+SELECT pg_temp.sqlstate_of($$SELECT tiktok_capi.tt_event('Purchase', pg_temp.bytes('41ff'))$$) AS event_id,
+       pg_temp.sqlstate_of($$SELECT tiktok_capi.tt_event('Purchase', '1', referrer => pg_temp.bytes('ff'))$$) AS referrer;
+-- UTF-8 passes, and so do identifiers, which leave hashed
+SELECT tt_event('Purchase', '1', '2025-01-01 00:00:00+00', user_agent => pg_temp.bytes('4dc3a9'),
+                external_id => pg_temp.bytes('41ff')) #>> '{user,user_agent}' = pg_temp.bytes('4dc3a9') AS utf8_passes;
+\c contrib_regression
+DROP DATABASE tt_regress_ascii;

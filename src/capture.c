@@ -55,6 +55,7 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -65,6 +66,8 @@
 #include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
@@ -133,6 +136,9 @@ static const FieldDef field_defs[N_CAPTURE_FIELDS] = {
 	[CF_COUNTRY] = {"country", {"country", "country_code"}},
 	[CF_CONSENT] = {"consent", {"consent"}},
 };
+
+/* An over-long event_id is queued under this many of its first characters */
+#define SHORTENED_EVENT_ID_CHARS 100
 
 /* Item fields of a child table, and the column names they take */
 static const FieldDef item_defs[] = {
@@ -223,6 +229,8 @@ static void invalidate_configs(Datum arg, Oid relid);
 static char *column_cstring(const MappedColumn *c, HeapTuple tup, TupleDesc desc);
 static Numeric column_numeric(const MappedColumn *c, HeapTuple tup,
 							  TupleDesc desc, List **notes);
+static Jsonb *json_to_jsonb(const char *json, List **notes);
+static char *shortened_event_id(const char *event_id);
 static void read_event_input(const CaptureConfig *cfg, HeapTuple tup,
 							 TupleDesc desc, TTEventInput *in, List **notes);
 static RowConsent row_consent(const CaptureConfig *cfg, HeapTuple tup,
@@ -632,9 +640,73 @@ column_numeric(const MappedColumn *c, HeapTuple tup, TupleDesc desc, List **note
 			s = OutputFunctionCall((FmgrInfo *) &c->out, d);
 			n = tt_numeric_from_string(s, strlen(s));
 			if (n == NULL)
-				*notes = lappend(*notes, psprintf("value \"%.32s\" is not a number", s));
+				*notes = lappend(*notes, psprintf("value \"%.*s\" is not a number",
+												  pg_mbcliplen(s, strlen(s), 32), s));
 			return n;
 	}
+}
+
+/*
+ * A json column's value as jsonb, or NULL with a note when jsonb cannot
+ * hold it (\u0000, a lone surrogate, a number beyond numeric, an escape the
+ * server encoding lacks): the order must not fail on it.  PostgreSQL 15
+ * has no soft input errors, so jsonb_in runs in a subtransaction, as
+ * PL/pgSQL's exception blocks do.  jsonb columns never pay for this.
+ */
+static Jsonb *
+json_to_jsonb(const char *json, List **notes)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Jsonb	   *volatile result = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	/* the result lives in the caller's context, past the subtransaction */
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		/* a cancel is not bad data: as in PL/pgSQL, it is not caught */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+		*notes = lappend(*notes, psprintf("contents dropped: not valid as jsonb (%s)",
+										  edata->message));
+		FreeErrorData(edata);
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * An over-long event_id as a failed row keeps it: its first characters,
+ * "..." and the SHA-256 hex of the whole id.  It fits the outbox's unique
+ * index, and stays unique, so a repeat of the order adds no row.
+ */
+static char *
+shortened_event_id(const char *event_id)
+{
+	size_t		len = strlen(event_id);
+	char		hash[TT_HASH_BUFSIZE];
+
+	tt_sha256_hex(event_id, len, hash);
+	return psprintf("%.*s...%s",
+					pg_mbcharcliplen(event_id, len, SHORTENED_EVENT_ID_CHARS),
+					event_id, hash);
 }
 
 /* Fill the builder's input from an order row */
@@ -654,12 +726,21 @@ read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
 		d = heap_getattr(tup, cols[CF_EVENT_TIME].attnum, desc, &isnull);
 		if (!isnull)
 		{
-			in->has_event_time = true;
+			int			overflow = 0;
+
+			/* near their limits, dates and timestamps have no timestamptz */
 			if (cols[CF_EVENT_TIME].typid == TIMESTAMPOID)
-				d = DirectFunctionCall1(timestamp_timestamptz, d);
+				in->event_time = timestamp2timestamptz_opt_overflow(DatumGetTimestamp(d),
+																	&overflow);
 			else if (cols[CF_EVENT_TIME].typid == DATEOID)
-				d = DirectFunctionCall1(date_timestamptz, d);
-			in->event_time = DatumGetTimestampTz(d);
+				in->event_time = date2timestamptz_opt_overflow(DatumGetDateADT(d),
+															   &overflow);
+			else
+				in->event_time = DatumGetTimestampTz(d);
+			in->has_event_time = overflow == 0;
+			if (overflow != 0)
+				*notes = lappend(*notes,
+								 "event_time dropped: out of the range of timestamp with time zone");
 		}
 	}
 	in->email = column_cstring(&cols[CF_EMAIL], tup, desc);
@@ -678,8 +759,8 @@ read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
 		if (!isnull && cols[CF_CONTENTS].typid == JSONBOID)
 			in->contents = DatumGetJsonbP(d);
 		else if (!isnull)
-			in->contents = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-															  CStringGetDatum(column_cstring(&cols[CF_CONTENTS], tup, desc))));
+			in->contents = json_to_jsonb(column_cstring(&cols[CF_CONTENTS], tup, desc),
+										 notes);
 	}
 	in->content_type = column_cstring(&cols[CF_CONTENT_TYPE], tup, desc);
 	in->order_id = column_cstring(&cols[CF_ORDER_ID], tup, desc);
@@ -695,7 +776,8 @@ read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
 	}
 	country = column_cstring(&cols[CF_COUNTRY], tup, desc);
 	if (country != NULL && (in->country = tt_country_lookup(country, strlen(country))) == NULL)
-		*notes = lappend(*notes, psprintf("country \"%.16s\" is not an ISO 3166 alpha-2 code", country));
+		*notes = lappend(*notes, psprintf("country \"%.*s\" is not an ISO 3166 alpha-2 code",
+										  pg_mbcliplen(country, strlen(country), 16), country));
 	if (in->country == NULL)
 		in->country = tt_country_or_default(NULL);
 }
@@ -806,6 +888,9 @@ tt_capture(PG_FUNCTION_ARGS)
 	TTEventInput in = {0};
 	List	   *notes;
 	const char *failed = NULL;
+	const char *event_id;
+	const char *why;
+	int			sqlstate;
 	char	   *pixel;
 	Jsonb	   *payload;
 	RowConsent	consent = ROW_CONSENT_GRANTED;
@@ -855,6 +940,16 @@ tt_capture(PG_FUNCTION_ARGS)
 		failed = cfg->event_problem;
 	else if (in.event_id == NULL || in.event_id[strspn(in.event_id, " \t\r\n")] == '\0')
 		failed = "the row has no event_id (its order id is NULL or blank)";
+	else if ((why = tt_event_id_problem(in.event_id, &sqlstate)) != NULL)
+		failed = why;
+	/* the row's key: an over-long id (so a failed event) would not fit */
+	event_id = in.event_id != NULL ? in.event_id : "";
+	if (strlen(event_id) > TT_MAX_EVENT_ID_LEN)
+	{
+		event_id = shortened_event_id(event_id);
+		failed = psprintf("%s; queued under the event_id's first %d characters, \"...\" and the SHA-256 of the whole id",
+						  failed, SHORTENED_EVENT_ID_CHARS);
+	}
 
 	/* consent withdrawn under skip: the pending event goes, nothing comes */
 	if (!granted && consent_denied == CONSENT_DENIED_SKIP)
@@ -877,7 +972,7 @@ tt_capture(PG_FUNCTION_ARGS)
 		!tt_outbox_replace_pending(pixel, cfg->event, in.event_id, payload, notes))
 		(void) tt_outbox_insert(pixel != NULL ? pixel : "",
 								cfg->event,
-								in.event_id != NULL ? in.event_id : "",
+								event_id,
 								in.has_event_time ? in.event_time : GetCurrentTransactionStartTimestamp(),
 								payload, notes, failed);
 	SPI_finish();
@@ -908,12 +1003,17 @@ tt_attach(PG_FUNCTION_ARGS)
 	StringInfoData sql;
 	char	   *trigname;
 	bool		deferred;
+	text	   *result;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("the table and the event name are required")));
 	relid = PG_GETARG_OID(0);
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
 	event = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	if (!PG_ARGISNULL(2))
 	{
@@ -977,8 +1077,12 @@ tt_attach(PG_FUNCTION_ARGS)
 
 	if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not create the trigger");
+	/* the statement lives in SPI's memory, which SPI_finish frees */
+	result = SPI_palloc(VARHDRSZ + sql.len);
+	SET_VARSIZE(result, VARHDRSZ + sql.len);
+	memcpy(VARDATA(result), sql.data, sql.len);
 	SPI_finish();
-	PG_RETURN_TEXT_P(cstring_to_text(sql.data));
+	PG_RETURN_TEXT_P(result);
 }
 
 /* At commit of a transaction that queued events, wake the worker */

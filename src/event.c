@@ -23,8 +23,10 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "tiktok_capi.h"
@@ -35,6 +37,17 @@ PG_FUNCTION_INFO_V1(tt_currencies_sql);
 
 /* An event may be at most this far ahead of the server's clock */
 #define TT_MAX_FUTURE_USECS (5 * 60 * USECS_PER_SEC)
+
+/* The earliest event time sent: TikTok takes positive unix seconds only */
+#define TT_MIN_EVENT_TIME \
+	((TimestampTz) (UNIX_EPOCH_JDATE - POSTGRES_EPOCH_JDATE) * USECS_PER_DAY + USECS_PER_SEC)
+
+/*
+ * Numbers of the event stay below this in magnitude (1e15): no order total
+ * or price reaches a quadrillion in any currency, and a number of thousands
+ * of digits makes a request body the API cannot parse.
+ */
+#define TT_MAX_AMOUNT INT64CONST(1000000000000000)
 
 /* One event name TikTok knows, and what became of it */
 typedef struct EventName
@@ -86,6 +99,8 @@ static const char *const currencies[] = {
 
 #define CONTENTS_HINT \
 	"For example '[{\"content_id\": \"1077218\", \"quantity\": 2, \"price\": 8.0}]'."
+#define UTF8_HINT \
+	"A SQL_ASCII database keeps text as bytes, and TikTok takes UTF-8 only: store the text as UTF-8."
 
 /* Up to this many named fields in one object of the event */
 #define MAX_FIELDS 12
@@ -93,6 +108,7 @@ static const char *const currencies[] = {
 /* The fields of one object of the event (user, properties or page) */
 typedef struct FieldList
 {
+	const char *name;			/* the object's key, for messages */
 	int			n;
 	const char *keys[MAX_FIELDS];
 	JsonbValue	vals[MAX_FIELDS];
@@ -100,6 +116,9 @@ typedef struct FieldList
 
 static void field_problem(List **notes, int sqlstate, const char *hint,
 						  const char *fmt,...) pg_attribute_printf(4, 5);
+static bool sendable_text(const char *s, size_t len);
+static bool within_max_amount(Numeric n);
+static const char *json_problem(JsonbValue *v, int *sqlstate);
 static void squash_name(const char *in, char *out, size_t outsize);
 static int	currency_cmp(const void *key, const void *elem);
 static const char *checked_currency(const char *in, List **notes);
@@ -110,7 +129,10 @@ static bool push_content_item(JsonbParseState **st, JsonbContainer *item,
 							  List **notes);
 static void add_value(FieldList *l, const char *key, JsonbValue v);
 static void add_string(FieldList *l, const char *key, const char *s, size_t len);
-static void add_plain(FieldList *l, const char *key, const char *s);
+static void add_plain(FieldList *l, const char *key, const char *s,
+					  List **notes);
+static void add_hashed(FieldList *l, const char *key, const char *raw,
+					   const char *hash, const char *why, List **notes);
 static void add_numeric(FieldList *l, const char *key, Numeric n);
 static void push_key(JsonbParseState **st, const char *key);
 static void push_object(JsonbParseState **st, const char *key,
@@ -161,6 +183,96 @@ field_problem(List **notes, int sqlstate, const char *hint, const char *fmt,...)
 }
 
 /*
+ * Can this text go into the request body?  It must be UTF-8: in a SQL_ASCII
+ * database text may hold any bytes, and one bad byte makes the whole body
+ * invalid JSON.  Other encodings are valid text, converted when sent.
+ */
+static bool
+sendable_text(const char *s, size_t len)
+{
+	return GetDatabaseEncoding() != PG_SQL_ASCII ||
+		pg_encoding_verifymbstr(PG_UTF8, s, len) == len;
+}
+
+/* Is |n| below TT_MAX_AMOUNT?  NaN and infinities are not */
+static bool
+within_max_amount(Numeric n)
+{
+	static Numeric max = NULL;
+
+	if (max == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		max = int64_to_numeric(TT_MAX_AMOUNT);
+		MemoryContextSwitchTo(old);
+	}
+	return DatumGetBool(DirectFunctionCall2(numeric_lt,
+											DirectFunctionCall1(numeric_abs,
+																NumericGetDatum(n)),
+											NumericGetDatum(max)));
+}
+
+/*
+ * What the Events API would reject in a JSON value passed through as given
+ * (a key or value of contents[], or properties): text that is not UTF-8,
+ * or a number of absurd magnitude, at any depth.  NULL when there is none;
+ * *sqlstate gets the error code.  Walks nested values without recursion.
+ */
+static const char *
+json_problem(JsonbValue *v, int *sqlstate)
+{
+	JsonbIterator *it;
+	JsonbValue	sub;
+	JsonbIteratorToken tok;
+	const char *problem = NULL;
+
+	if (v->type == jbvString && !sendable_text(v->val.string.val, v->val.string.len))
+	{
+		*sqlstate = ERRCODE_CHARACTER_NOT_IN_REPERTOIRE;
+		return "holds text that is not valid UTF-8";
+	}
+	if (v->type == jbvNumeric && !within_max_amount(v->val.numeric))
+	{
+		*sqlstate = ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE;
+		return "holds a number of 1e15 or more in magnitude";
+	}
+	if (v->type != jbvBinary)
+		return NULL;
+	it = JsonbIteratorInit(v->val.binary.data);
+	while (problem == NULL &&
+		   (tok = JsonbIteratorNext(&it, &sub, false)) != WJB_DONE)
+		if (tok == WJB_KEY || tok == WJB_VALUE || tok == WJB_ELEM)
+			problem = json_problem(&sub, sqlstate);
+	return problem;
+}
+
+/*
+ * Why an event_id cannot be sent, or NULL: longer than TT_MAX_EVENT_ID_LEN
+ * (22001), or not UTF-8 (22021, SQL_ASCII databases only).  *sqlstate gets
+ * the error code.  Shared with the trigger, which queues such an event as
+ * failed instead of calling the builder.
+ */
+const char *
+tt_event_id_problem(const char *event_id, int *sqlstate)
+{
+	size_t		len = strlen(event_id);
+
+	if (len > TT_MAX_EVENT_ID_LEN)
+	{
+		*sqlstate = ERRCODE_STRING_DATA_RIGHT_TRUNCATION;
+		return psprintf("event_id is longer than %d bytes (%zu)",
+						TT_MAX_EVENT_ID_LEN, len);
+	}
+	if (!sendable_text(event_id, len))
+	{
+		*sqlstate = ERRCODE_CHARACTER_NOT_IN_REPERTOIRE;
+		return "event_id is not valid UTF-8";
+	}
+	return NULL;
+}
+
+/*
  * Lowercase ASCII with spaces, underscores and dashes removed: the form in
  * which "Add To Cart", "add_to_cart" and "AddToCart" are the same name.
  */
@@ -197,6 +309,12 @@ tt_check_event_name(const char *name, List **notes)
 		field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
 					  "Use a standard name such as \"Purchase\"; tiktok_capi.tt_event_names() lists them.",
 					  "event name must not be empty");
+		return false;
+	}
+	if (!sendable_text(name, strlen(name)))
+	{
+		field_problem(notes, ERRCODE_CHARACTER_NOT_IN_REPERTOIRE, UTF8_HINT,
+					  "event name is not valid UTF-8");
 		return false;
 	}
 	for (size_t i = 0; i < N_EVENT_NAMES; i++)
@@ -252,15 +370,16 @@ checked_currency(const char *in, List **notes)
 	field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
 				  "Use an ISO 4217 code from tiktok_capi.tt_currencies().",
 				  "currency \"%.*s\" is not one TikTok accepts",
-					(int) Min(len, 16), in);
+				  pg_mbcliplen(in, len, 16), in);
 	return NULL;
 }
 
-/* A money amount must be a finite number, zero or more */
+/* A money amount must be a finite number, zero or more, below 1e15 */
 static bool
 checked_value(Numeric value, const char *what, List **notes)
 {
 	const char *problem = NULL;
+	const char *hint = "Amounts are sent as JSON numbers of zero or more, in the event's currency.";
 
 	if (numeric_is_nan(value) || numeric_is_inf(value))
 		problem = "must be a finite number";
@@ -268,39 +387,47 @@ checked_value(Numeric value, const char *what, List **notes)
 											  NumericGetDatum(value),
 											  NumericGetDatum(int64_to_numeric(0)))))
 		problem = "must not be negative";
+	else if (!within_max_amount(value))
+	{
+		problem = "must be less than 1e15";
+		hint = "No total, price or quantity reaches a quadrillion in any currency: check the column's unit.";
+	}
 	if (problem == NULL)
 		return true;
-	field_problem(notes, ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-				  "Amounts are sent as JSON numbers of zero or more, in the event's currency.",
+	field_problem(notes, ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, hint,
 				  "%s %s", what, problem);
 	return false;
 }
 
 /*
- * The event time as unix seconds.  Infinite times and times more than five
- * minutes ahead of the clock are errors; in a lenient build they become
- * the current time.
+ * The event time as unix seconds, which TikTok takes positive only.
+ * Infinite times, times more than five minutes ahead of the clock and
+ * times before 1970-01-01 00:00:01 UTC are errors; in a lenient build they
+ * become the transaction's start time, as a NULL one does.
  */
 static int64
 unix_seconds(TimestampTz t, List **notes)
 {
-	TimestampTz now = GetCurrentTimestamp();
 	const char *problem = NULL;
+	const char *hint = "TikTok takes events that have happened, up to now.";
 
 	if (TIMESTAMP_NOT_FINITE(t))
 		problem = "must be finite";
-	else if (t > now + TT_MAX_FUTURE_USECS)
+	else if (t > GetCurrentTimestamp() + TT_MAX_FUTURE_USECS)
 		problem = "is in the future";
+	else if (t < TT_MIN_EVENT_TIME)
+	{
+		problem = "is before 1970-01-01 00:00:01 UTC";
+		hint = "TikTok takes event_time as unix seconds, which must be positive.";
+	}
 	if (problem != NULL)
 	{
-		field_problem(notes, ERRCODE_DATETIME_VALUE_OUT_OF_RANGE,
-				  "TikTok takes events that have happened, up to now.",
-				  "event_time %s", problem);
-		t = now;
+		field_problem(notes, ERRCODE_DATETIME_VALUE_OUT_OF_RANGE, hint,
+					  "event_time %s", problem);
+		t = GetCurrentTransactionStartTimestamp();
 	}
-	/* floor division: times before 1970 stay correct */
 	t += (TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
-	return (t >= 0) ? t / USECS_PER_SEC : -((-t + USECS_PER_SEC - 1) / USECS_PER_SEC);
+	return t / USECS_PER_SEC;
 }
 
 /*
@@ -335,9 +462,11 @@ tt_numeric_from_string(const char *s, int len)
 }
 
 /*
- * Copy one contents[] item, making content_id a string and price and
- * quantity numbers, and dropping JSON nulls.  false if it cannot be made
- * right (in a lenient build; a direct call gets an ERROR).
+ * Copy one contents[] item, making content_id a string, price and quantity
+ * numbers (quantity a whole one), and dropping JSON nulls.  false if it
+ * cannot be made right (in a lenient build; a direct call gets an ERROR).
+ * A fractional quantity, and a key or value the API would reject (text
+ * not UTF-8, a huge number), are left out of the item, noted.
  */
 static bool
 push_content_item(JsonbParseState **st, JsonbContainer *item, List **notes)
@@ -352,6 +481,8 @@ push_content_item(JsonbParseState **st, JsonbContainer *item, List **notes)
 	while ((tok = JsonbIteratorNext(&it, &k, true)) == WJB_KEY)
 	{
 		const char *bad = NULL;
+		const char *problem;
+		int			sqlstate = 0;
 
 		tok = JsonbIteratorNext(&it, &v, true);
 		Assert(tok == WJB_VALUE);
@@ -394,6 +525,23 @@ push_content_item(JsonbParseState **st, JsonbContainer *item, List **notes)
 									"contents: quantity",
 									notes))
 				return false;
+			else if (KEY_IS("quantity"))
+			{
+				/* 2.00 goes as 2; TikTok rejects 2.5 */
+				Numeric		whole = DatumGetNumeric(DirectFunctionCall2(numeric_trunc,
+																		NumericGetDatum(v.val.numeric),
+																		Int32GetDatum(0)));
+
+				if (!DatumGetBool(DirectFunctionCall2(numeric_eq,
+													  NumericGetDatum(whole),
+													  NumericGetDatum(v.val.numeric))))
+				{
+					field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
+								  "contents: quantity must be a whole number");
+					continue;
+				}
+				v.val.numeric = whole;
+			}
 		}
 #undef KEY_IS
 		if (bad != NULL)
@@ -401,6 +549,22 @@ push_content_item(JsonbParseState **st, JsonbContainer *item, List **notes)
 			field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
 				  "contents: %s", bad);
 			return false;
+		}
+		if ((problem = json_problem(&k, &sqlstate)) != NULL)
+		{
+			field_problem(notes, sqlstate,
+						  sqlstate == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE ? UTF8_HINT : CONTENTS_HINT,
+						  "contents: a key %s", problem);
+			continue;
+		}
+		if ((problem = json_problem(&v, &sqlstate)) != NULL)
+		{
+			field_problem(notes, sqlstate,
+						  sqlstate == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE ? UTF8_HINT : CONTENTS_HINT,
+						  "contents: \"%.*s\" %s",
+						  pg_mbcliplen(k.val.string.val, k.val.string.len, 32),
+						  k.val.string.val, problem);
+			continue;
 		}
 		pushJsonbValue(st, WJB_KEY, &k);
 		pushJsonbValue(st, WJB_VALUE, &v);
@@ -471,9 +635,12 @@ add_string(FieldList *l, const char *key, const char *s, size_t len)
 	add_value(l, key, v);
 }
 
-/* Add a field sent as given, trimmed; nothing when NULL or blank */
+/*
+ * Add a field sent as given, trimmed; nothing when NULL or blank.  Text
+ * that is not UTF-8 is an error, or left out and noted.
+ */
 static void
-add_plain(FieldList *l, const char *key, const char *s)
+add_plain(FieldList *l, const char *key, const char *s, List **notes)
 {
 	size_t		len;
 
@@ -481,8 +648,34 @@ add_plain(FieldList *l, const char *key, const char *s)
 		return;
 	len = strlen(s);
 	tt_trim(&s, &len);
-	if (len > 0)
+	if (len == 0)
+		return;
+	if (sendable_text(s, len))
 		add_string(l, key, s, len);
+	else
+		field_problem(notes, ERRCODE_CHARACTER_NOT_IN_REPERTOIRE, UTF8_HINT,
+					  "%s.%s is not valid UTF-8", l->name, key);
+}
+
+/*
+ * Add an identifier's hash; hash NULL means the value was unusable.  It is
+ * left out, and in a lenient build noted unless blank, so a shop learns
+ * why its events match nobody.  The note never carries the value.
+ */
+static void
+add_hashed(FieldList *l, const char *key, const char *raw, const char *hash,
+		   const char *why, List **notes)
+{
+	size_t		len = strlen(raw);
+
+	if (hash != NULL)
+	{
+		add_string(l, key, hash, 64);
+		return;
+	}
+	tt_trim(&raw, &len);
+	if (notes != NULL && len > 0)
+		*notes = lappend(*notes, psprintf("%s dropped: %s", key, why));
 }
 
 /* Add a JSON number field */
@@ -547,13 +740,16 @@ Jsonb *
 tt_build_event(const TTEventInput *in, List **notes)
 {
 	JsonbParseState *st = NULL;
-	FieldList	user = {0};
-	FieldList	props = {0};
-	FieldList	page = {0};
+	FieldList	user = {.name = "user"};
+	FieldList	props = {.name = "properties"};
+	FieldList	page = {.name = "page"};
 	JsonbValue	v;
 	char	   *hash;
 	Jsonb	   *contents = NULL;
+	Jsonb	   *properties = in->properties;
 	TimestampTz event_time;
+	const char *problem;
+	int			sqlstate = 0;
 
 	if (in->event == NULL)
 		ereport(ERROR,
@@ -566,32 +762,59 @@ tt_build_event(const TTEventInput *in, List **notes)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("event_id must not be empty"),
 				 errhint("Use the order id, the same one the pixel sends as event_id, so TikTok counts the conversion once.")));
+	if ((problem = tt_event_id_problem(in->event_id, &sqlstate)) != NULL)
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg_internal("%s", problem),
+				 errhint(sqlstate == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE ? UTF8_HINT :
+						 "Use the order id, the same one the pixel sends as event_id: order ids are short.")));
 	if (in->properties != NULL &&
 		(!JB_ROOT_IS_OBJECT(in->properties) || JB_ROOT_IS_SCALAR(in->properties)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("properties must be a JSON object"),
 				 errhint("For example '{\"shop_id\": \"s-1\"}'; its keys are added to the event's properties.")));
+	if (in->properties != NULL)
+	{
+		v.type = jbvBinary;
+		v.val.binary.data = &in->properties->root;
+		v.val.binary.len = VARSIZE(in->properties) - VARHDRSZ;
+		if ((problem = json_problem(&v, &sqlstate)) != NULL)
+		{
+			field_problem(notes, sqlstate,
+						  sqlstate == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE ? UTF8_HINT :
+						  "Numbers of the event stay below 1e15 in magnitude.",
+						  "properties %s", problem);
+			properties = NULL;
+		}
+	}
 	event_time = in->has_event_time ? in->event_time : GetCurrentTransactionStartTimestamp();
 
 	/* user: identifiers hashed, the rest plain */
-	hash = palloc(TT_HASH_BUFSIZE);
-	if (in->email != NULL && tt_hash_email(in->email, strlen(in->email), hash))
+	if (in->email != NULL)
 	{
-		add_string(&user, "email", hash, 64);
 		hash = palloc(TT_HASH_BUFSIZE);
+		add_hashed(&user, "email", in->email,
+				   tt_hash_email(in->email, strlen(in->email), hash) ? hash : NULL,
+				   "not a usable address", notes);
 	}
-	if (in->phone != NULL &&
-		tt_hash_phone(in->phone, strlen(in->phone), in->country, hash))
+	if (in->phone != NULL)
 	{
-		add_string(&user, "phone", hash, 64);
 		hash = palloc(TT_HASH_BUFSIZE);
+		add_hashed(&user, "phone", in->phone,
+				   tt_hash_phone(in->phone, strlen(in->phone), in->country, hash) ? hash : NULL,
+				   "not a usable number (E.164 with its +, or a national number with a country)",
+				   notes);
 	}
-	if (in->external_id != NULL &&
-		tt_hash_external_id(in->external_id, strlen(in->external_id), hash))
-		add_string(&user, "external_id", hash, 64);
-	add_plain(&user, "ttclid", in->ttclid);
-	add_plain(&user, "ttp", in->ttp);
+	if (in->external_id != NULL)
+	{
+		hash = palloc(TT_HASH_BUFSIZE);
+		add_hashed(&user, "external_id", in->external_id,
+				   tt_hash_external_id(in->external_id, strlen(in->external_id), hash) ? hash : NULL,
+				   "not a usable id", notes);
+	}
+	add_plain(&user, "ttclid", in->ttclid, notes);
+	add_plain(&user, "ttp", in->ttp, notes);
 	if (in->ip != NULL)
 	{
 		char	   *ip = palloc(TT_IP_BUFSIZE);
@@ -603,8 +826,8 @@ tt_build_event(const TTEventInput *in, List **notes)
 						  "Pass the customer's address as text, such as '203.0.113.7', or NULL.",
 						  "ip is not an IPv4 or IPv6 address");
 	}
-	add_plain(&user, "user_agent", in->user_agent);
-	add_plain(&user, "locale", in->locale);
+	add_plain(&user, "user_agent", in->user_agent, notes);
+	add_plain(&user, "locale", in->locale, notes);
 
 	/* properties */
 	if (in->value != NULL && checked_value(in->value, "value", notes))
@@ -629,19 +852,19 @@ tt_build_event(const TTEventInput *in, List **notes)
 	{
 		if (strcmp(in->content_type, "product") == 0 ||
 			strcmp(in->content_type, "product_group") == 0)
-			add_plain(&props, "content_type", in->content_type);
+			add_plain(&props, "content_type", in->content_type, notes);
 		else
 			field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
 				  "Use \"product\" when content_id names products, \"product_group\" when it names groups of variants.",
 				  "content_type must be \"product\" or \"product_group\"");
 	}
-	add_plain(&props, "order_id", in->order_id);
-	add_plain(&props, "description", in->description);
-	add_plain(&props, "search_string", in->search_string);
+	add_plain(&props, "order_id", in->order_id, notes);
+	add_plain(&props, "description", in->description, notes);
+	add_plain(&props, "search_string", in->search_string, notes);
 
 	/* page */
-	add_plain(&page, "url", in->page_url);
-	add_plain(&page, "referrer", in->referrer);
+	add_plain(&page, "url", in->page_url, notes);
+	add_plain(&page, "referrer", in->referrer, notes);
 
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
 	push_key(&st, "event");
@@ -658,7 +881,7 @@ tt_build_event(const TTEventInput *in, List **notes)
 	v.val.numeric = int64_to_numeric(unix_seconds(event_time, notes));
 	pushJsonbValue(&st, WJB_VALUE, &v);
 	push_object(&st, "user", &user, NULL);
-	push_object(&st, "properties", &props, in->properties);
+	push_object(&st, "properties", &props, properties);
 	push_object(&st, "page", &page, NULL);
 	if (in->has_limited_data_use)
 	{

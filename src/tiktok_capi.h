@@ -70,9 +70,16 @@ typedef struct TTEventInput
 extern void tt_hashing_init(void);
 extern const TTCountry *tt_country_or_default(const char *iso);
 
+/*
+ * The longest event_id sent, in bytes.  TikTok publishes no limit; order
+ * ids are short, and the outbox's unique index holds at most about 2,700.
+ */
+#define TT_MAX_EVENT_ID_LEN 500
+
 /* event.c */
 extern Jsonb *tt_build_event(const TTEventInput *in, List **notes);
 extern bool tt_check_event_name(const char *name, List **notes);
+extern const char *tt_event_id_problem(const char *event_id, int *sqlstate);
 extern Numeric tt_numeric_from_string(const char *s, int len);
 extern char *tt_vpsprintf(const char *fmt, va_list args) pg_attribute_printf(1, 0);
 

@@ -2,7 +2,7 @@
 -- once per key, without rights for the application on the outbox, and bad
 -- customer data never aborts an order.
 BEGIN;
-SELECT plan(42);
+SELECT plan(52);
 
 SELECT tiktok_capi.tt_add_pixel('CSHOP01', 'token-that-must-stay-secret', 'TEST123');
 
@@ -139,8 +139,10 @@ RESET ROLE;
 SELECT results_eq(
     $$SELECT status, payload ? 'user', payload #> '{properties}', warnings FROM tiktok_capi.outbox WHERE event_id = '4'$$,
     $$VALUES ('pending'::text, false, '{"order_id": "4"}'::jsonb,
-              ARRAY['value must not be negative', 'currency "BTC" is not one TikTok accepts'])$$,
-    'the bad fields are left out and noted in warnings');
+              ARRAY['email dropped: not a usable address',
+                    'phone dropped: not a usable number (E.164 with its +, or a national number with a country)',
+                    'value must not be negative', 'currency "BTC" is not one TikTok accepts'])$$,
+    'the bad fields are left out and noted in warnings, never with the identifiers');
 
 -- contents from a child table, through a deferred constraint trigger
 SELECT lives_ok($$SELECT tiktok_capi.tt_attach('orders', 'InitiateCheckout', '{email=customer_email,contents_from=order_items(order_id)}')$$,
@@ -191,6 +193,69 @@ SELECT is(tiktok_capi.tt_requeue_failed(event => 'Lead'), 1::bigint, 'tt_requeue
 SELECT is(tiktok_capi.tt_purge_sent('7 days'), 1::bigint, 'tt_purge_sent deletes old delivered rows');
 SELECT results_eq($$SELECT pixel_code, pending, sent FROM tiktok_capi.outbox_pixel_status$$,
     $$VALUES ('CSHOP01'::text, 4::bigint, 0::bigint)$$, 'outbox_pixel_status counts per pixel');
+
+-- more bad data, each order committing with the field dropped and noted
+CREATE TABLE public.dated (id bigint, event_time date);
+CREATE TABLE public.stamped (id bigint, event_time timestamp);
+CREATE TABLE public.json_items (id bigint, items json);
+CREATE TABLE public.typed (id text, total text, country text);
+CREATE TABLE public.amounts (id bigint, total numeric);
+GRANT INSERT ON public.dated, public.stamped, public.json_items, public.typed, public.amounts TO tt_app;
+SELECT tiktok_capi.tt_attach(t, 'AddToCart')
+FROM unnest(ARRAY['public.dated', 'public.stamped', 'public.json_items', 'public.typed',
+                  'public.amounts']::regclass[]) AS t;
+SET ROLE tt_app;
+SET LOCAL TimeZone = 'America/New_York';
+SELECT lives_ok($$INSERT INTO public.dated VALUES (101, '294277-01-01');
+                  INSERT INTO public.stamped VALUES (102, '294276-12-31 23:59:59'), (103, '1960-01-01')$$,
+    'orders with event times out of timestamptz''s range, or before 1970, commit');
+RESET TimeZone;
+SELECT lives_ok($$INSERT INTO public.json_items VALUES (104, '[{"content_id": "\u0000"}]'),
+                      (105, '[{"content_id": "\ud800"}]'), (106, '1e-130000'),
+                      (107, '[{"content_id": "1", "quantity": 2.5, "price": 8}]')$$,
+    'orders with json items jsonb cannot hold, or a fractional quantity, commit');
+SELECT lives_ok($$INSERT INTO public.typed VALUES ('108', 'a' || repeat('é', 20), repeat('é', 12));
+                  INSERT INTO public.amounts VALUES (109, 1e20), (110, ('1' || repeat('0', 5000))::numeric)$$,
+    'orders with a non-UTF-8-safe quoted value or an absurd amount commit');
+SELECT lives_ok($$INSERT INTO public.typed VALUES (repeat('x', 3200), '1', NULL);
+                  INSERT INTO public.typed VALUES (repeat('x', 3200), '2', NULL)$$,
+    'orders with an id too long for the outbox''s index commit, twice');
+RESET ROLE;
+SELECT results_eq(
+    $$SELECT event_id, warnings, (payload ->> 'event_time')::bigint = floor(extract(epoch FROM now()))
+        FROM tiktok_capi.outbox WHERE event_id IN ('101', '102', '103') ORDER BY event_id$$,
+    $$VALUES ('101'::text, ARRAY['event_time dropped: out of the range of timestamp with time zone'], true),
+             ('102', ARRAY['event_time dropped: out of the range of timestamp with time zone'], true),
+             ('103', ARRAY['event_time is before 1970-01-01 00:00:01 UTC'], true)$$,
+    'an event_time TikTok cannot take is noted and replaced by the transaction''s start');
+SELECT results_eq(
+    $$SELECT event_id, warnings, payload #> '{properties,contents}'
+        FROM tiktok_capi.outbox WHERE event_id BETWEEN '104' AND '107' ORDER BY event_id$$,
+    $$VALUES ('104'::text, ARRAY['contents dropped: not valid as jsonb (unsupported Unicode escape sequence)'], NULL::jsonb),
+             ('105', ARRAY['contents dropped: not valid as jsonb (invalid input syntax for type json)'], NULL),
+             ('106', ARRAY['contents dropped: not valid as jsonb (value overflows numeric format)'], NULL),
+             ('107', ARRAY['contents: quantity must be a whole number'], '[{"price": 8, "content_id": "1"}]')$$,
+    'json items jsonb cannot hold are dropped, a fractional quantity alone, noted');
+SELECT results_eq(
+    $$SELECT event_id, warnings FROM tiktok_capi.outbox WHERE event_id IN ('108', '109', '110') ORDER BY event_id$$,
+    $$VALUES ('108'::text, ARRAY['value "a' || repeat('é', 15) || '" is not a number',
+                                 'country "' || repeat('é', 8) || '" is not an ISO 3166 alpha-2 code']),
+             ('109', ARRAY['value must be less than 1e15']),
+             ('110', ARRAY['value must be less than 1e15'])$$,
+    'quoted values are cut at a character boundary; absurd amounts are dropped, noted');
+SELECT results_eq(
+    $$SELECT event_id, status, last_error, payload FROM tiktok_capi.outbox
+       WHERE event = 'AddToCart' AND event_id LIKE 'xxx%'$$,
+    $$VALUES (repeat('x', 100) || '...' || encode(sha256(convert_to(repeat('x', 3200), 'UTF8')), 'hex'),
+              'failed'::text,
+              'event_id is longer than 500 bytes (3200); queued under the event_id''s first 100 characters, "..." and the SHA-256 of the whole id',
+              '{}'::jsonb)$$,
+    'an over-long event_id queues one failed row under a shortened, unique key, saying why');
+SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox WHERE event = 'AddToCart'), 11,
+    'every one of those orders queued its event');
+SELECT ok((SELECT bool_and(array_to_string(warnings, ' ') NOT LIKE '%call me%'
+                           AND array_to_string(warnings, ' ') NOT LIKE '%not-an-email%')
+             FROM tiktok_capi.outbox), 'no warning repeats an identifier');
 
 SELECT * FROM finish();
 ROLLBACK;
