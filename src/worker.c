@@ -130,6 +130,7 @@ PGDLLEXPORT void tt_worker_main(Datum arg);
 static void set_session_options(void);
 static long run_cycle(void);
 static bool begin_transaction(const char *activity, bool claiming);
+static LOCKTAG sending_lock_tag(void);
 static void release_sending_lock(void);
 static void end_transaction(void);
 static void load_pixels(Cycle *cycle);
@@ -354,10 +355,8 @@ begin_transaction(const char *activity, bool claiming)
 	said_no_extension = false;
 	if (claiming)
 	{
-		LOCKTAG		tag;
+		LOCKTAG		tag = sending_lock_tag();
 
-		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (TT_SENDING_LOCK >> 32),
-							 (uint32) TT_SENDING_LOCK, 1);
 		if (LockAcquire(&tag, ShareLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
 		{
 			pgstat_report_activity(STATE_RUNNING, "waiting for an erasure (tt_forget) to commit");
@@ -372,14 +371,23 @@ begin_transaction(const char *activity, bool claiming)
 	return true;
 }
 
-/* The claimed events' requests are done: an erasure may go ahead */
-static void
-release_sending_lock(void)
+/* The sending lock: what pg_advisory_xact_lock(TT_SENDING_LOCK) takes */
+static LOCKTAG
+sending_lock_tag(void)
 {
 	LOCKTAG		tag;
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (TT_SENDING_LOCK >> 32),
 						 (uint32) TT_SENDING_LOCK, 1);
+	return tag;
+}
+
+/* The claimed events' requests are done: an erasure may go ahead */
+static void
+release_sending_lock(void)
+{
+	LOCKTAG		tag = sending_lock_tag();
+
 	(void) LockRelease(&tag, ShareLock, true);
 }
 

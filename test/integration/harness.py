@@ -10,6 +10,7 @@ import atexit
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -89,12 +90,14 @@ class Mock:
             self.proc.wait(10)
 
 
-def psql(sql, db=None, check=True):
+def psql(sql, db=None, check=True, port=None):
     """Run SQL (in db, else $PGDATABASE, else postgres); the unaligned,
-    tuples-only output, stripped."""
+    tuples-only output, stripped.  port: a second cluster of the test's
+    own (a standby, a restore target), as postgres over 127.0.0.1."""
     db = db or os.environ.get("PGDATABASE") or "postgres"
-    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql],
-                       capture_output=True, text=True)
+    where = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres"] if port else []
+    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", *where, "-d", db, "-c", sql],
+                       capture_output=True, text=True, timeout=60)
     if check and r.returncode != 0:
         raise RuntimeError(f"psql failed: {r.stderr.strip()}\n  in: {sql[:200]}")
     return r.stdout.strip() if r.returncode == 0 else None
@@ -113,6 +116,13 @@ def wait_until(cond, timeout, interval=0.1):
             pass
         time.sleep(interval)
     return None
+
+
+def free_port():
+    """A port of 127.0.0.1 nobody listens on now, for a second cluster"""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def server_log():
@@ -174,9 +184,9 @@ def slow_backlog(n):
     return mock, enqueue(n)
 
 
-def counts():
-    """{status: events} from the outbox"""
-    out = psql("SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY status")
+def counts(port=None):
+    """{status: events} from the outbox (of the cluster on port, if given)"""
+    out = psql("SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY status", port=port)
     return {s: int(c) for s, c in (line.split("|") for line in out.splitlines() if line)}
 
 

@@ -7,12 +7,11 @@ those the old primary had already sent -- which also proves the standby
 really had the extension loaded while it kept quiet."""
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 
-from harness import (PIXEL, Mock, Tap, configure, counts, drained, enqueue, install, psql,
+from harness import (PIXEL, Mock, Tap, configure, counts, drained, enqueue, free_port, install, psql,
                      wait_until)
 
 BIN = "/usr/lib/postgresql/15/bin"
@@ -27,29 +26,6 @@ tap = Tap(13)
 def as_postgres(*cmd, timeout=60):
     return subprocess.run(["runuser", "-u", "postgres", "--", *cmd],
                           capture_output=True, text=True, timeout=timeout)
-
-
-# A port nobody listens on, for the standby (127.0.0.1 only).
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# SQL on the standby, over TCP on 127.0.0.1 (its pg_hba trusts only that).
-def sql_standby(port, sql, check=True):
-    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                        "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres",
-                        "-c", sql], capture_output=True, text=True, timeout=30)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"psql on the standby failed: {r.stderr.strip()}\n  in: {sql[:200]}")
-    return r.stdout.strip() if r.returncode == 0 else None
-
-
-# {status: events} in the standby's outbox, as counts() gives for the primary.
-def standby_counts(port):
-    out = sql_standby(port, "SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY status")
-    return {s: int(c) for s, c in (line.split("|") for line in out.splitlines() if line)}
 
 
 # pg_basebackup connects over TCP to 127.0.0.1 with the replication
@@ -151,8 +127,8 @@ try:
     tap.diag(f"pg_basebackup and standby start: {time.time() - t0:.2f} s")
 
     # 1. it is a hot standby, with the extension preloaded and pointed at its own mock
-    tap.ok(sql_standby(port, "SELECT pg_is_in_recovery()") == "t", "the standby is in recovery")
-    seen = (sql_standby(port, "SHOW shared_preload_libraries"), sql_standby(port, "SHOW tiktok_capi.api_url"))
+    tap.ok(psql("SELECT pg_is_in_recovery()", port=port) == "t", "the standby is in recovery")
+    seen = (psql("SHOW shared_preload_libraries", port=port), psql("SHOW tiktok_capi.api_url", port=port))
     tap.ok(seen == ("tiktok_capi", standby_mock.url),
            "the standby preloads tiktok_capi and points at the second mock", seen)
 
@@ -160,16 +136,16 @@ try:
     later_ids = enqueue(LATER, prefix="later")
     want = {"sent": SENT, "pending": PENDING + LATER}
     tap.ok(counts() == want, "the primary holds its sent and pending events", counts())
-    got = wait_until(lambda: standby_counts(port) == want, 15)
+    got = wait_until(lambda: counts(port=port) == want, 15)
     tap.ok(got, f"the standby's outbox has them too: {SENT} sent, {PENDING + LATER} pending",
-           sql_standby(port, "SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY 1", check=False))
+           psql("SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY 1", check=False, port=port))
 
     # 3. a few seconds of watching: no launcher nor worker, no request, no crash
     seen_workers = set()
     deadline = time.time() + QUIET_S
     while time.time() < deadline:
-        out = sql_standby(port, "SELECT backend_type FROM pg_stat_activity "
-                                "WHERE backend_type LIKE 'tiktok_capi%'")
+        out = psql("SELECT backend_type FROM pg_stat_activity "
+                                "WHERE backend_type LIKE 'tiktok_capi%'", port=port)
         seen_workers.update(line for line in out.splitlines() if line)
         time.sleep(0.2)
     tap.ok(not seen_workers, f"no tiktok_capi launcher or worker ran on the standby in {QUIET_S} s",
@@ -183,25 +159,25 @@ try:
     tap.ok("database system is ready to accept read-only connections" in log and not bad,
            "the standby's log shows it accepting read-only connections, and no crash nor worker",
            bad[:3] or log[-1500:])
-    tap.ok(standby_counts(port) == want, "the standby's outbox is unchanged", standby_counts(port))
+    tap.ok(counts(port=port) == want, "the standby's outbox is unchanged", counts(port=port))
 
     # 4. promoted, it delivers the pending events to its own mock, and only those
     t0 = time.time()
     promote = as_postgres(f"{BIN}/pg_ctl", "-D", datadir, "-w", "-t", "30", "promote")
-    tap.ok(promote.returncode == 0 and sql_standby(port, "SELECT pg_is_in_recovery()") == "f",
+    tap.ok(promote.returncode == 0 and psql("SELECT pg_is_in_recovery()", port=port) == "f",
            "pg_ctl promote made it a primary", promote.stderr)
     total = SENT + PENDING + LATER
-    done = wait_until(lambda: standby_counts(port).get("sent", 0) == total, 20)
+    done = wait_until(lambda: counts(port=port).get("sent", 0) == total, 20)
     took = time.time() - t0
-    tap.ok(done, f"after promotion all {PENDING + LATER} pending events were sent", standby_counts(port))
+    tap.ok(done, f"after promotion all {PENDING + LATER} pending events were sent", counts(port=port))
     keys = standby_mock.keys()
     expected = {(PIXEL, "Purchase", i) for i in pending_ids | later_ids}
     tap.ok(set(keys) == expected and all(n == 1 for n in keys.values()),
            "the second mock got each pending event once, and none the first had",
            (len(keys), len(set(keys) - expected), len(expected - set(keys))))
     tap.diag(f"promotion to all pending events delivered: {took:.2f} s")
-    kinds = sql_standby(port, "SELECT string_agg(backend_type, ',' ORDER BY backend_type) "
-                              "FROM pg_stat_activity WHERE backend_type LIKE 'tiktok_capi%'")
+    kinds = psql("SELECT string_agg(backend_type, ',' ORDER BY backend_type) "
+                              "FROM pg_stat_activity WHERE backend_type LIKE 'tiktok_capi%'", port=port)
     tap.ok(kinds == "tiktok_capi launcher,tiktok_capi worker" and
            not [line for line in standby_log(logfile).splitlines() if "terminated by signal" in line],
            "the promoted server runs the launcher and the worker, and nothing crashed", kinds)

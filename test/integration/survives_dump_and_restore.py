@@ -5,21 +5,13 @@ and the restored trigger keeps queueing new orders."""
 import atexit
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 
-from harness import PIXEL, TOKEN, Mock, Tap, configure, insert_orders, psql, wait_until, worker_pid
+from harness import PIXEL, TOKEN, Mock, Tap, configure, free_port, insert_orders, psql, wait_until, worker_pid
 
 tap = Tap(9)
 PGV = os.environ["PGVERSION"]
-
-
-def free_port():
-    """A loopback port nobody listens on now, for the second cluster"""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fresh_cluster(**settings):
@@ -38,33 +30,25 @@ def fresh_cluster(**settings):
     return port, f"{d}/log"
 
 
-def on(port, sql, db="shop"):
-    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                        "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr)
-    return r.stdout.strip()
-
-
 # the shop: 200 orders delivered, 300 queued while delivery is off, one erasure
 mock = Mock()
 psql("CREATE DATABASE shop")
 configure(mock, database="shop")
 os.environ["PGDATABASE"] = "shop"
-psql("CREATE EXTENSION tiktok_capi", db="shop")
-psql(f"SELECT tiktok_capi.tt_add_pixel('{PIXEL}', '{TOKEN}')", db="shop")
+psql("CREATE EXTENSION tiktok_capi")
+psql(f"SELECT tiktok_capi.tt_add_pixel('{PIXEL}', '{TOKEN}')")
 psql("""CREATE TABLE orders (id bigserial PRIMARY KEY, email text, phone text,
-          total numeric(12,2), currency text, created_at timestamptz DEFAULT now())""", db="shop")
-psql("SELECT tiktok_capi.tt_attach('orders', 'Purchase')", db="shop")
+          total numeric(12,2), currency text, created_at timestamptz DEFAULT now())""")
+psql("SELECT tiktok_capi.tt_attach('orders', 'Purchase')")
 sent = insert_orders(200)
-wait_until(lambda: psql("SELECT count(*) FROM tiktok_capi.outbox WHERE status = 'sent'", db="shop") == "200", 30)
+wait_until(lambda: psql("SELECT count(*) FROM tiktok_capi.outbox WHERE status = 'sent'") == "200", 30)
 psql("ALTER SYSTEM SET tiktok_capi.enabled = off", db="postgres")
 psql("SELECT pg_reload_conf()", db="postgres")
 wait_until(lambda: worker_pid() is None, 10)
 pending = insert_orders(300, start=201)
-psql("SELECT tiktok_capi.tt_forget(email => 'buyer500@example.com')", db="shop")
+psql("SELECT tiktok_capi.tt_forget(email => 'buyer500@example.com')")
 pending.discard("500")
-before = psql("SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY 1 ORDER BY 1", db="shop")
+before = psql("SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY 1 ORDER BY 1")
 
 dump = os.path.join(tempfile.mkdtemp(prefix="tt-dump-"), "shop.dump")
 subprocess.run(["pg_dump", "-Fc", "-d", "shop", "-f", dump], check=True)
@@ -73,28 +57,28 @@ subprocess.run(["pg_dump", "-Fc", "-d", "shop", "-f", dump], check=True)
 mock2 = Mock()
 port, log = fresh_cluster(**{"tiktok_capi.api_url": mock2.url, "tiktok_capi.database": "shop",
                              "tiktok_capi.enabled": "off"})
-on(port, "CREATE DATABASE shop", db="postgres")
+psql("CREATE DATABASE shop", db="postgres", port=port)
 r = subprocess.run(["pg_restore", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "shop",
                     "--exit-on-error", dump], capture_output=True, text=True)
 tap.ok(r.returncode == 0, "pg_restore into the fresh cluster succeeds", r.stderr[-500:])
-tap.ok(on(port, "SELECT extversion FROM pg_extension WHERE extname = 'tiktok_capi'") == "0.2.0",
+tap.ok(psql("SELECT extversion FROM pg_extension WHERE extname = 'tiktok_capi'", port=port) == "0.2.0",
        "the extension is created by the restore")
-tap.ok(on(port, "SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY 1 ORDER BY 1") == before,
+tap.ok(psql("SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY 1 ORDER BY 1", port=port) == before,
        "the outbox comes back with every event in its status", before)
-tap.ok(on(port, f"SELECT access_token = '{TOKEN}' FROM tiktok_capi.pixels WHERE pixel_code = '{PIXEL}'") == "t",
+tap.ok(psql(f"SELECT access_token = '{TOKEN}' FROM tiktok_capi.pixels WHERE pixel_code = '{PIXEL}'", port=port) == "t",
        "the pixel comes back with its token")
-tap.ok(on(port, "SELECT identifiers::text || events_removed FROM tiktok_capi.erasures") == "{email}1",
+tap.ok(psql("SELECT identifiers::text || events_removed FROM tiktok_capi.erasures", port=port) == "{email}1",
        "the erasure audit comes back")
 
 # delivery on in the restored cluster, and a new order through the restored trigger
-on(port, "ALTER SYSTEM SET tiktok_capi.enabled = on", db="postgres")
-on(port, "SELECT pg_reload_conf()", db="postgres")
-top = int(on(port, "SELECT max(id) FROM tiktok_capi.outbox"))
-on(port, "INSERT INTO orders (id, email, total, currency) VALUES (501, 'new@example.com', 9.99, 'USD')")
+psql("ALTER SYSTEM SET tiktok_capi.enabled = on", db="postgres", port=port)
+psql("SELECT pg_reload_conf()", db="postgres", port=port)
+top = int(psql("SELECT max(id) FROM tiktok_capi.outbox", port=port))
+psql("INSERT INTO orders (id, email, total, currency) VALUES (501, 'new@example.com', 9.99, 'USD')", port=port)
 new_id = "501"
-added = on(port, "SELECT id FROM tiktok_capi.outbox WHERE event_id = '501'")
+added = psql("SELECT id FROM tiktok_capi.outbox WHERE event_id = '501'", port=port)
 tap.ok(added and int(added) > top, "the restored trigger queues a new order, and the outbox's ids continue", added)
-tap.ok(wait_until(lambda: on(port, "SELECT count(*) FROM tiktok_capi.outbox WHERE status <> 'sent'") == "0", 30),
+tap.ok(wait_until(lambda: psql("SELECT count(*) FROM tiktok_capi.outbox WHERE status <> 'sent'", port=port) == "0", 30),
        "the restored cluster's worker delivers what was pending and the new order")
 keys = mock2.keys()
 ids = {i for (_, _, i) in keys}
