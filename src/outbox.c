@@ -119,9 +119,7 @@ tt_outbox_insert(const char *pixel_code, const char *event,
  * stands, in the row and in the payload: the conversion happened when it
  * was first queued.  Returns whether a pending row was found; rows already
  * sent or failed are never touched.  The caller is connected to SPI.
- *
- * Only tt_capture() calls this, under its pinned search_path; the names
- * are qualified all the same.
+ * Only tt_capture() calls this, under its pinned search_path.
  */
 bool
 tt_outbox_replace_pending(const char *pixel_code, const char *event,
@@ -141,10 +139,10 @@ tt_outbox_replace_pending(const char *pixel_code, const char *event,
 	{
 		plan = tt_prepare_once(&withdraw_plan,
 							"DELETE FROM tiktok_capi.outbox o"
-							" WHERE o.pixel_code OPERATOR(pg_catalog.=) $1"
-							"   AND o.event OPERATOR(pg_catalog.=) $2"
-							"   AND o.event_id OPERATOR(pg_catalog.=) $3"
-							"   AND o.status OPERATOR(pg_catalog.=) 'pending'",
+							" WHERE o.pixel_code = $1"
+							"   AND o.event = $2"
+							"   AND o.event_id = $3"
+							"   AND o.status = 'pending'",
 							3, argtypes, 0);
 		rc = SPI_execute_plan(plan, values, nulls, false, 0);
 		if (rc != SPI_OK_DELETE)
@@ -154,14 +152,14 @@ tt_outbox_replace_pending(const char *pixel_code, const char *event,
 
 	plan = tt_prepare_once(&replace_plan,
 						"UPDATE tiktok_capi.outbox o"
-						"   SET payload = pg_catalog.jsonb_set($4, '{event_time}',"
-						"         COALESCE(o.payload OPERATOR(pg_catalog.->) 'event_time',"
-						"                    $4 OPERATOR(pg_catalog.->) 'event_time')),"
+						"   SET payload = jsonb_set($4, '{event_time}',"
+						"         COALESCE(o.payload -> 'event_time',"
+						"                    $4 -> 'event_time')),"
 						"       warnings = $5"
-						" WHERE o.pixel_code OPERATOR(pg_catalog.=) $1"
-						"   AND o.event OPERATOR(pg_catalog.=) $2"
-						"   AND o.event_id OPERATOR(pg_catalog.=) $3"
-						"   AND o.status OPERATOR(pg_catalog.=) 'pending'",
+						" WHERE o.pixel_code = $1"
+						"   AND o.event = $2"
+						"   AND o.event_id = $3"
+						"   AND o.status = 'pending'",
 						5, argtypes, 0);
 	values[3] = JsonbPGetDatum(payload);
 	values[4] = warnings_array(warnings, &nulls[4]);
