@@ -1,32 +1,41 @@
 #!/usr/bin/env bash
 # Installs, with apt, what building and testing tiktok_capi needs and this
 # machine lacks.  Does nothing when everything is there.
+#
+# A package counts as present only when dpkg says it is installed: a file
+# test would be fooled by another package shipping the same file (pgxs.mk
+# comes with postgresql-client, the server headers only with -dev).
 set -euo pipefail
 
 PGVER=${PGVER:-15}
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 
-missing=()
-need() { # package, test command
-	local pkg=$1; shift
-	"$@" >/dev/null 2>&1 || missing+=("$pkg")
+packages=(
+	postgresql-$PGVER
+	postgresql-server-dev-$PGVER
+	postgresql-$PGVER-pgtap
+	libcurl4-openssl-dev
+	libssl-dev
+	libtap-parser-sourcehandler-pgtap-perl
+	libipc-run-perl
+	gcc
+	make
+	python3
+	chromium
+	valgrind
+	clang-14
+	libclang-rt-14-dev
+)
+
+installed() {
+	dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
 }
 
-need postgresql-$PGVER test -x /usr/lib/postgresql/$PGVER/bin/postgres
-need postgresql-server-dev-$PGVER test -f /usr/lib/postgresql/$PGVER/lib/pgxs/src/makefiles/pgxs.mk
-need postgresql-$PGVER-pgtap test -f /usr/share/postgresql/$PGVER/extension/pgtap.control
-need libcurl4-openssl-dev compgen -G "/usr/include/*/curl/curl.h"
-need libssl-dev test -f /usr/include/openssl/sha.h
-need libtap-parser-sourcehandler-pgtap-perl command -v pg_prove
-need libipc-run-perl perl -MIPC::Run -e 1
-need gcc command -v gcc
-need make command -v make
-need python3 command -v python3
-need chromium test -x /usr/bin/chromium
-need valgrind command -v valgrind
-need clang-14 command -v clang-14
-need libclang-rt-14-dev compgen -G "/usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a"
+missing=()
+for pkg in "${packages[@]}"; do
+	installed "$pkg" || missing+=("$pkg")
+done
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
