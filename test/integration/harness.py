@@ -81,6 +81,10 @@ class Mock:
         """{(pixel, event, event_id): times accepted}"""
         return {(p, e, i): n for p, e, i, n, _ in self._call("/_mock/keys")}
 
+    def events(self):
+        """{(pixel, event, event_id): the event as last accepted}"""
+        return {(p, e, i): ev for p, e, i, ev in self._call("/_mock/events")}
+
     def first_seen(self):
         return {(p, e, i): t for p, e, i, _, t in self._call("/_mock/keys")}
 

@@ -21,6 +21,8 @@ http://127.0.0.1:PORT, and drive it through control endpoints (no token needed):
                          not_found (requests answered 404: a wrong path, or GET on the
                          track path, as a client following a 302 would send)
     GET  /_mock/keys     [[pixel, event, event_id, times_accepted, first_seen], ...]
+    GET  /_mock/events   [[pixel, event, event_id, the event as last accepted], ...] (not kept
+                         with --count-only)
     POST /_mock/config   merge a JSON object into the config; answers the config, tokens masked
     POST /_mock/reset    counters and config back to the defaults
 
@@ -64,6 +66,7 @@ class State:
         with self.lock:
             self.config = json.loads(json.dumps(self.defaults))
             self.keys = {}  # (pixel, event, event_id) -> [times accepted, first accepted]
+            self.events = {}  # (pixel, event, event_id) -> the event as last accepted
             self.stats = {"requests": 0, "accepted_requests": 0, "events_accepted": 0,
                           "max_batch": 0, "faults": {}, "rejected": {}, "test_event_codes": {},
                           "redirects": 0, "not_found": 0}
@@ -114,6 +117,8 @@ class State:
                 key = tuple(json.dumps(v) if isinstance(v, (dict, list)) else v
                             for v in (pixel, ev.get("event"), ev.get("event_id")))
                 self.keys.setdefault(key, [0, now])[0] += 1
+                if not self.config["count_only"]:
+                    self.events[key] = ev
 
     def snapshot(self):
         with self.lock:
@@ -125,6 +130,10 @@ class State:
     def key_list(self):
         with self.lock:
             return [[*k, n, first] for k, (n, first) in self.keys.items()]
+
+    def event_list(self):
+        with self.lock:
+            return [[*k, ev] for k, ev in self.events.items()]
 
 
 def is_int(v):  # JSON true/false parse to bool, a subclass of int: not a number here
@@ -276,6 +285,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, state.snapshot())
         elif self.path == "/_mock/keys":
             self.reply(200, state.key_list())
+        elif self.path == "/_mock/events":
+            self.reply(200, state.event_list())
         else:
             self.not_found()
 

@@ -103,6 +103,10 @@ def run(m):
     s = m.stats()
     check(s["duplicate_keys"] == 1 and s["unique_keys"] == 3 and s["events_accepted"] == 4,
           "a resent key is counted in duplicate_keys", s)
+    evs = {e[2]: e[3] for e in m.call("GET", "/_mock/events")[1]}
+    check(sorted(evs) == ["order-1", "order-2", "order-3"]
+          and evs["order-2"]["user"]["email"] == [sha("a2@example.com")],
+          "/_mock/events answers each key's event as accepted", evs)
 
     def rejects(body, want_code, want_in, desc, **kw):
         before = m.stats()["events_accepted"]
@@ -354,7 +358,7 @@ def main():
             time.sleep(0.02)
         port = int(open(port_file).read()) if os.path.exists(port_file) else 0
         line = proc.stdout.readline().strip() if port else ""
-        print("1..63")
+        print("1..64")
         check(port > 0 and line == "listening on 127.0.0.1:%d" % port,
               "mock starts, writes --port-file and prints the port", line)
         if port:
