@@ -5,6 +5,7 @@ EXTENSION = tiktok_capi
 MODULE_big = tiktok_capi
 OBJS = \
 	src/tiktok_capi.o \
+	src/util.o \
 	src/normalize.o \
 	src/countries.o \
 	src/hashing.o \

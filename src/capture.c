@@ -137,6 +137,17 @@ static const FieldDef field_defs[N_CAPTURE_FIELDS] = {
 	[CF_CONSENT] = {"consent", {"consent"}},
 };
 
+/* A mapping's hint, for every mapping problem */
+#define MAPPING_HINT "Mappings are field=column, pixel=CODE or contents_from=table(column)."
+
+/*
+ * A mapping problem: an ERROR when attaching (strict), a note for every
+ * event otherwise.
+ */
+#define mapping_problem(strict, notes, ...) \
+	tt_problem((strict) ? NULL : (notes), ERRCODE_INVALID_PARAMETER_VALUE, \
+			   MAPPING_HINT, __VA_ARGS__)
+
 /* An over-long event_id is queued under this many of its first characters */
 #define SHORTENED_EVENT_ID_CHARS 100
 
@@ -215,7 +226,6 @@ static int	consent_unknown = CONSENT_UNKNOWN_DENIED;
 static HTAB *config_cache = NULL;
 static bool wake_pending = false;
 
-static void problem(bool strict, List **notes, const char *fmt,...) pg_attribute_printf(3, 4);
 static AttrNumber column_by_name(TupleDesc desc, const char *name);
 static bool type_fits(CaptureField f, Oid typid);
 static void map_column(CaptureConfig *cfg, TupleDesc desc, CaptureField f,
@@ -265,27 +275,6 @@ tt_capture_init(void)
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	CacheRegisterRelcacheCallback(invalidate_configs, (Datum) 0);
 	RegisterXactCallback(capture_xact_callback, NULL);
-}
-
-/*
- * A mapping problem: an ERROR when attaching (strict), a note for every
- * event otherwise.
- */
-static void
-problem(bool strict, List **notes, const char *fmt,...)
-{
-	va_list		args;
-	char	   *msg;
-
-	va_start(args, fmt);
-	msg = tt_vpsprintf(fmt, args);
-	va_end(args);
-	if (strict)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg_internal("%s", msg),
-				 errhint("Mappings are field=column, pixel=CODE or contents_from=table(column).")));
-	*notes = lappend(*notes, msg);
 }
 
 /* A live column's number, or InvalidAttrNumber */
@@ -341,15 +330,15 @@ map_column(CaptureConfig *cfg, TupleDesc desc, CaptureField f,
 		cfg->consent_unreadable = true;
 	if (attnum == InvalidAttrNumber)
 	{
-		problem(strict, &cfg->notes, "column \"%s\" does not exist (mapping %s=%s)",
-				column, field_defs[f].name, column);
+		mapping_problem(strict, &cfg->notes, "column \"%s\" does not exist (mapping %s=%s)",
+						column, field_defs[f].name, column);
 		return;
 	}
 	c->typid = TupleDescAttr(desc, attnum - 1)->atttypid;
 	if (!type_fits(f, c->typid))
 	{
-		problem(strict, &cfg->notes, "column \"%s\" of type %s cannot feed %s",
-				column, format_type_be(c->typid), field_defs[f].name);
+		mapping_problem(strict, &cfg->notes, "column \"%s\" of type %s cannot feed %s",
+						column, format_type_be(c->typid), field_defs[f].name);
 		return;
 	}
 	c->attnum = attnum;
@@ -378,7 +367,7 @@ items_query(const char *spec, bool strict, List **notes, char **qualified_spec)
 
 	if (open == NULL || close == NULL || close < open || close[1] != '\0')
 	{
-		problem(strict, notes, "contents_from must be table(column), not \"%s\"", spec);
+		mapping_problem(strict, notes, "contents_from must be table(column), not \"%s\"", spec);
 		return NULL;
 	}
 	*open = '\0';
@@ -388,15 +377,15 @@ items_query(const char *spec, bool strict, List **notes, char **qualified_spec)
 							 AccessShareLock, true);
 	if (!OidIsValid(relid))
 	{
-		problem(strict, notes, "contents_from table \"%s\" does not exist", copy);
+		mapping_problem(strict, notes, "contents_from table \"%s\" does not exist", copy);
 		return NULL;
 	}
 	child = table_open(relid, NoLock);
 	desc = RelationGetDescr(child);
 	if (column_by_name(desc, fkcol) == InvalidAttrNumber)
 	{
-		problem(strict, notes, "column \"%s\" of contents_from table \"%s\" does not exist",
-				fkcol, copy);
+		mapping_problem(strict, notes, "column \"%s\" of contents_from table \"%s\" does not exist",
+						fkcol, copy);
 		table_close(child, NoLock);
 		return NULL;
 	}
@@ -420,8 +409,8 @@ items_query(const char *spec, bool strict, List **notes, char **qualified_spec)
 		}
 		if (i == 0 && !any)
 		{
-			problem(strict, notes, "contents_from table \"%s\" has no content_id, product_id or sku column",
-					copy);
+			mapping_problem(strict, notes, "contents_from table \"%s\" has no content_id, product_id or sku column",
+							copy);
 			table_close(child, NoLock);
 			return NULL;
 		}
@@ -468,7 +457,7 @@ resolve_config(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 
 		if (eq == NULL)
 		{
-			problem(strict, &cfg->notes, "mapping \"%s\" is not field=column", args[i]);
+			mapping_problem(strict, &cfg->notes, "mapping \"%s\" is not field=column", args[i]);
 			continue;
 		}
 		key = pnstrdup(args[i], eq - args[i]);
@@ -491,7 +480,7 @@ resolve_config(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 				break;
 		if (f == N_CAPTURE_FIELDS)
 		{
-			problem(strict, &cfg->notes, "unknown field \"%s\" in mapping \"%s\"", key, args[i]);
+			mapping_problem(strict, &cfg->notes, "unknown field \"%s\" in mapping \"%s\"", key, args[i]);
 			continue;
 		}
 		explicit[f] = true;
@@ -512,11 +501,11 @@ resolve_config(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 		}
 	}
 	if (cfg->cols[CF_EVENT_ID].attnum == InvalidAttrNumber)
-		problem(strict, &cfg->notes, "no event_id column: the table has no order_id or id column; map one with event_id=column");
+		mapping_problem(strict, &cfg->notes, "no event_id column: the table has no order_id or id column; map one with event_id=column");
 	if (cfg->items_sql != NULL)
 	{
 		if (cfg->cols[CF_ORDER_ID].attnum == InvalidAttrNumber)
-			problem(strict, &cfg->notes, "contents_from needs the order id: map it with order_id=column");
+			mapping_problem(strict, &cfg->notes, "contents_from needs the order id: map it with order_id=column");
 		else
 		{
 			/* when attaching, this proves the query (and its = operator) */
@@ -938,7 +927,7 @@ tt_capture(PG_FUNCTION_ARGS)
 	pixel = cfg->pixel != NULL ? cfg->pixel : tt_default_pixel(&failed);
 	if (cfg->event_problem != NULL)
 		failed = cfg->event_problem;
-	else if (in.event_id == NULL || in.event_id[strspn(in.event_id, " \t\r\n")] == '\0')
+	else if (tt_is_blank(in.event_id))
 		failed = "the row has no event_id (its order id is NULL or blank)";
 	else if ((why = tt_event_id_problem(in.event_id, &sqlstate)) != NULL)
 		failed = why;

@@ -114,8 +114,6 @@ typedef struct FieldList
 	JsonbValue	vals[MAX_FIELDS];
 } FieldList;
 
-static void field_problem(List **notes, int sqlstate, const char *hint,
-						  const char *fmt,...) pg_attribute_printf(4, 5);
 static bool sendable_text(const char *s, size_t len);
 static bool within_max_amount(Numeric n);
 static const char *json_problem(JsonbValue *v, int *sqlstate);
@@ -138,49 +136,6 @@ static void push_key(JsonbParseState **st, const char *key);
 static void push_object(JsonbParseState **st, const char *key,
 						FieldList *l, Jsonb *extra);
 static char *arg_cstring(FunctionCallInfo fcinfo, int argno);
-
-/* vsprintf into palloc'd memory (what psprintf does, for a va_list) */
-char *
-tt_vpsprintf(const char *fmt, va_list args)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (;;)
-	{
-		va_list		copy;
-		int			needed;
-
-		va_copy(copy, args);
-		needed = appendStringInfoVA(&buf, fmt, copy);
-		va_end(copy);
-		if (needed == 0)
-			break;
-		enlargeStringInfo(&buf, needed);
-	}
-	return buf.data;
-}
-
-/*
- * A bad field: an ERROR for a direct call; in a lenient build (notes not
- * NULL) a note for the outbox row, and the caller drops the field.
- */
-static void
-field_problem(List **notes, int sqlstate, const char *hint, const char *fmt,...)
-{
-	va_list		args;
-	char	   *msg;
-
-	va_start(args, fmt);
-	msg = tt_vpsprintf(fmt, args);
-	va_end(args);
-	if (notes == NULL)
-		ereport(ERROR,
-				(errcode(sqlstate),
-				 errmsg_internal("%s", msg),
-				 errhint("%s", hint)));
-	*notes = lappend(*notes, msg);
-}
 
 /*
  * Can this text go into the request body?  It must be UTF-8: in a SQL_ASCII
@@ -306,15 +261,15 @@ tt_check_event_name(const char *name, List **notes)
 
 	if (name[0] == '\0')
 	{
-		field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
-					  "Use a standard name such as \"Purchase\"; tiktok_capi.tt_event_names() lists them.",
-					  "event name must not be empty");
+		tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
+				   "Use a standard name such as \"Purchase\"; tiktok_capi.tt_event_names() lists them.",
+				   "event name must not be empty");
 		return false;
 	}
 	if (!sendable_text(name, strlen(name)))
 	{
-		field_problem(notes, ERRCODE_CHARACTER_NOT_IN_REPERTOIRE, UTF8_HINT,
-					  "event name is not valid UTF-8");
+		tt_problem(notes, ERRCODE_CHARACTER_NOT_IN_REPERTOIRE, UTF8_HINT,
+				   "event name is not valid UTF-8");
 		return false;
 	}
 	for (size_t i = 0; i < N_EVENT_NAMES; i++)
@@ -327,14 +282,14 @@ tt_check_event_name(const char *name, List **notes)
 		squash_name(event_names[i].name, known, sizeof(known));
 		if (strcmp(squashed, known) != 0)
 			continue;
-		field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
-					  event_names[i].current != NULL ?
-					  psprintf("Event names are case-sensitive. Use \"%s\" (legacy) or its current name \"%s\", the same as the pixel does.",
-							   event_names[i].name, event_names[i].current) :
-					  psprintf("Event names are case-sensitive. Use \"%s\", the same as the pixel does.",
-							   event_names[i].name),
-					  "event name \"%s\" is not spelled as TikTok's \"%s\"",
-					  name, event_names[i].name);
+		tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
+				   event_names[i].current != NULL ?
+				   psprintf("Event names are case-sensitive. Use \"%s\" (legacy) or its current name \"%s\", the same as the pixel does.",
+							event_names[i].name, event_names[i].current) :
+				   psprintf("Event names are case-sensitive. Use \"%s\", the same as the pixel does.",
+							event_names[i].name),
+				   "event name \"%s\" is not spelled as TikTok's \"%s\"",
+				   name, event_names[i].name);
 		return false;
 	}
 	return true;
@@ -367,10 +322,10 @@ checked_currency(const char *in, List **notes)
 					currency_cmp) != NULL)
 			return pstrdup(code);
 	}
-	field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
-				  "Use an ISO 4217 code from tiktok_capi.tt_currencies().",
-				  "currency \"%.*s\" is not one TikTok accepts",
-				  pg_mbcliplen(in, len, 16), in);
+	tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
+			   "Use an ISO 4217 code from tiktok_capi.tt_currencies().",
+			   "currency \"%.*s\" is not one TikTok accepts",
+			   pg_mbcliplen(in, len, 16), in);
 	return NULL;
 }
 
@@ -394,8 +349,8 @@ checked_value(Numeric value, const char *what, List **notes)
 	}
 	if (problem == NULL)
 		return true;
-	field_problem(notes, ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, hint,
-				  "%s %s", what, problem);
+	tt_problem(notes, ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, hint,
+			   "%s %s", what, problem);
 	return false;
 }
 
@@ -422,8 +377,8 @@ unix_seconds(TimestampTz t, List **notes)
 	}
 	if (problem != NULL)
 	{
-		field_problem(notes, ERRCODE_DATETIME_VALUE_OUT_OF_RANGE, hint,
-					  "event_time %s", problem);
+		tt_problem(notes, ERRCODE_DATETIME_VALUE_OUT_OF_RANGE, hint,
+				   "event_time %s", problem);
 		t = GetCurrentTransactionStartTimestamp();
 	}
 	t += (TimestampTz) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
@@ -536,8 +491,8 @@ push_content_item(JsonbParseState **st, JsonbContainer *item, List **notes)
 													  NumericGetDatum(whole),
 													  NumericGetDatum(v.val.numeric))))
 				{
-					field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
-								  "contents: quantity must be a whole number");
+					tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
+							   "contents: quantity must be a whole number");
 					continue;
 				}
 				v.val.numeric = whole;
@@ -546,24 +501,24 @@ push_content_item(JsonbParseState **st, JsonbContainer *item, List **notes)
 #undef KEY_IS
 		if (bad != NULL)
 		{
-			field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
-				  "contents: %s", bad);
+			tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
+					   "contents: %s", bad);
 			return false;
 		}
 		if ((problem = json_problem(&k, &sqlstate)) != NULL)
 		{
-			field_problem(notes, sqlstate,
-						  sqlstate == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE ? UTF8_HINT : CONTENTS_HINT,
-						  "contents: a key %s", problem);
+			tt_problem(notes, sqlstate,
+					   sqlstate == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE ? UTF8_HINT : CONTENTS_HINT,
+					   "contents: a key %s", problem);
 			continue;
 		}
 		if ((problem = json_problem(&v, &sqlstate)) != NULL)
 		{
-			field_problem(notes, sqlstate,
-						  sqlstate == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE ? UTF8_HINT : CONTENTS_HINT,
-						  "contents: \"%.*s\" %s",
-						  pg_mbcliplen(k.val.string.val, k.val.string.len, 32),
-						  k.val.string.val, problem);
+			tt_problem(notes, sqlstate,
+					   sqlstate == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE ? UTF8_HINT : CONTENTS_HINT,
+					   "contents: \"%.*s\" %s",
+					   pg_mbcliplen(k.val.string.val, k.val.string.len, 32),
+					   k.val.string.val, problem);
 			continue;
 		}
 		pushJsonbValue(st, WJB_KEY, &k);
@@ -589,8 +544,8 @@ checked_contents(Jsonb *contents, List **notes)
 
 	if (!JB_ROOT_IS_ARRAY(contents) || JB_ROOT_IS_SCALAR(contents))
 	{
-		field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
-				  "contents must be a JSON array of objects");
+		tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
+				   "contents must be a JSON array of objects");
 		return NULL;
 	}
 	it = JsonbIteratorInit(&contents->root);
@@ -600,9 +555,9 @@ checked_contents(Jsonb *contents, List **notes)
 	{
 		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
 		{
-			field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
-						  "contents must be a JSON array of objects (item %d is not an object)",
-						  n + 1);
+			tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
+					   "contents must be a JSON array of objects (item %d is not an object)",
+					   n + 1);
 			return NULL;
 		}
 		if (!push_content_item(&st, v.val.binary.data, notes))
@@ -653,8 +608,8 @@ add_plain(FieldList *l, const char *key, const char *s, List **notes)
 	if (sendable_text(s, len))
 		add_string(l, key, s, len);
 	else
-		field_problem(notes, ERRCODE_CHARACTER_NOT_IN_REPERTOIRE, UTF8_HINT,
-					  "%s.%s is not valid UTF-8", l->name, key);
+		tt_problem(notes, ERRCODE_CHARACTER_NOT_IN_REPERTOIRE, UTF8_HINT,
+				   "%s.%s is not valid UTF-8", l->name, key);
 }
 
 /*
@@ -757,7 +712,7 @@ tt_build_event(const TTEventInput *in, List **notes)
 				 errmsg("event name must not be NULL"),
 				 errhint("Use a standard name such as \"Purchase\"; tiktok_capi.tt_event_names() lists them.")));
 	(void) tt_check_event_name(in->event, NULL);
-	if (in->event_id == NULL || in->event_id[strspn(in->event_id, " \t\r\n")] == '\0')
+	if (tt_is_blank(in->event_id))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("event_id must not be empty"),
@@ -781,10 +736,10 @@ tt_build_event(const TTEventInput *in, List **notes)
 		v.val.binary.len = VARSIZE(in->properties) - VARHDRSZ;
 		if ((problem = json_problem(&v, &sqlstate)) != NULL)
 		{
-			field_problem(notes, sqlstate,
-						  sqlstate == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE ? UTF8_HINT :
-						  "Numbers of the event stay below 1e15 in magnitude.",
-						  "properties %s", problem);
+			tt_problem(notes, sqlstate,
+					   sqlstate == ERRCODE_CHARACTER_NOT_IN_REPERTOIRE ? UTF8_HINT :
+					   "Numbers of the event stay below 1e15 in magnitude.",
+					   "properties %s", problem);
 			properties = NULL;
 		}
 	}
@@ -822,9 +777,9 @@ tt_build_event(const TTEventInput *in, List **notes)
 		if (tt_normalize_ip(in->ip, strlen(in->ip), ip))
 			add_string(&user, "ip", ip, strlen(ip));
 		else
-			field_problem(notes, ERRCODE_INVALID_TEXT_REPRESENTATION,
-						  "Pass the customer's address as text, such as '203.0.113.7', or NULL.",
-						  "ip is not an IPv4 or IPv6 address");
+			tt_problem(notes, ERRCODE_INVALID_TEXT_REPRESENTATION,
+					   "Pass the customer's address as text, such as '203.0.113.7', or NULL.",
+					   "ip is not an IPv4 or IPv6 address");
 	}
 	add_plain(&user, "user_agent", in->user_agent, notes);
 	add_plain(&user, "locale", in->locale, notes);
@@ -854,9 +809,9 @@ tt_build_event(const TTEventInput *in, List **notes)
 			strcmp(in->content_type, "product_group") == 0)
 			add_plain(&props, "content_type", in->content_type, notes);
 		else
-			field_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
-				  "Use \"product\" when content_id names products, \"product_group\" when it names groups of variants.",
-				  "content_type must be \"product\" or \"product_group\"");
+			tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
+					   "Use \"product\" when content_id names products, \"product_group\" when it names groups of variants.",
+					   "content_type must be \"product\" or \"product_group\"");
 	}
 	add_plain(&props, "order_id", in->order_id, notes);
 	add_plain(&props, "description", in->description, notes);

@@ -66,6 +66,16 @@ typedef struct TTEventInput
  */
 #define TT_SENDING_LOCK INT64CONST(0x74696b746f6b0001)
 
+/* util.c */
+extern char *tt_vpsprintf(const char *fmt, va_list args) pg_attribute_printf(1, 0);
+extern void tt_problem(List **notes, int sqlstate, const char *hint,
+					   const char *fmt,...) pg_attribute_printf(4, 5);
+extern bool tt_is_blank(const char *s);
+extern SPIPlanPtr tt_prepare_once(SPIPlanPtr *plan, const char *sql,
+								  int nargs, Oid *argtypes, int cursor_options);
+extern Datum tt_array_datum(Datum *elems, int n, Oid elemtype);
+extern Datum tt_text_array(List *strings, char *null);
+
 /* hashing.c */
 extern void tt_hashing_init(void);
 extern const TTCountry *tt_country_or_default(const char *iso);
@@ -81,11 +91,8 @@ extern Jsonb *tt_build_event(const TTEventInput *in, List **notes);
 extern bool tt_check_event_name(const char *name, List **notes);
 extern const char *tt_event_id_problem(const char *event_id, int *sqlstate);
 extern Numeric tt_numeric_from_string(const char *s, int len);
-extern char *tt_vpsprintf(const char *fmt, va_list args) pg_attribute_printf(1, 0);
 
 /* outbox.c */
-extern SPIPlanPtr tt_prepare_once(SPIPlanPtr *plan, const char *sql,
-								  int nargs, Oid *argtypes, int cursor_options);
 extern int64 tt_outbox_insert(const char *pixel_code, const char *event,
 							  const char *event_id, TimestampTz event_time,
 							  Jsonb *payload, List *warnings,

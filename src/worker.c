@@ -148,7 +148,6 @@ static void record_group(Cycle *cycle, const Claimed *lead, Datum *ids, int n);
 static void record_pixels(Cycle *cycle);
 static int	delete_old_sent(void);
 static double ms_until_due(void);
-static Datum array_of(Datum *elems, bool *nulls, int n, Oid elemtype);
 
 static MemoryContext cycle_context = NULL;
 /* where the next claim starts; DT_NOBEGIN: from the first due event */
@@ -823,7 +822,7 @@ record_group(Cycle *cycle, const Claimed *lead, Datum *ids, int n)
 									   " WHERE id = ANY ($1) AND status <> 'sent' AND status <> 'failed'",
 									   7, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
-	values[0] = array_of(ids, NULL, n, INT8OID);
+	values[0] = tt_array_datum(ids, n, INT8OID);
 	values[1] = CStringGetTextDatum(status_of[lead->fate]);
 	/* a deferred event's attempt does not count: its pixel was at fault */
 	values[2] = Int32GetDatum(lead->fate == FATE_DEFERRED ? 0 : 1);
@@ -927,19 +926,4 @@ ms_until_due(void)
 	if (isnull)
 		return tt_poll_interval_ms;
 	return Max(ms + 1, 0);
-}
-
-/* A one-dimensional array of n elements of elemtype (nulls may be NULL) */
-static Datum
-array_of(Datum *elems, bool *nulls, int n, Oid elemtype)
-{
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	int			dims[1] = {n};
-	int			lbs[1] = {1};
-
-	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
-	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs, elemtype,
-											  typlen, typbyval, typalign));
 }
