@@ -4,7 +4,7 @@
 EXTENSION = tiktok_capi
 MODULE_big = tiktok_capi
 OBJS = \
-	src/tiktok_capi.o \
+	src/settings.o \
 	src/util.o \
 	src/normalize.o \
 	src/countries.o \
@@ -14,9 +14,9 @@ OBJS = \
 	src/capture.o \
 	src/policy.o \
 	src/http.o \
+	src/wake.o \
 	src/launcher.o \
-	src/worker.o \
-	src/health.o
+	src/worker.o
 
 DATA = sql/tiktok_capi--0.1.0.sql sql/tiktok_capi--0.1.0--0.2.0.sql
 REGRESS = hashing phone event

@@ -75,7 +75,6 @@
 
 PG_FUNCTION_INFO_V1(tt_capture);
 PG_FUNCTION_INFO_V1(tt_attach);
-PG_FUNCTION_INFO_V1(tt_wake_worker_sql);
 
 /* The event fields a column can feed */
 typedef enum CaptureField
@@ -195,36 +194,7 @@ typedef enum RowConsent
 	ROW_CONSENT_UNKNOWN			/* NULL, unrecognised text, unreadable column */
 } RowConsent;
 
-/* tiktok_capi.consent_denied: what is queued for an order without consent */
-typedef enum ConsentDenied
-{
-	CONSENT_DENIED_ANONYMOUS,
-	CONSENT_DENIED_SKIP
-} ConsentDenied;
-
-/* tiktok_capi.consent_unknown: how unknown consent is taken */
-typedef enum ConsentUnknown
-{
-	CONSENT_UNKNOWN_DENIED,
-	CONSENT_UNKNOWN_GRANTED
-} ConsentUnknown;
-
-static const struct config_enum_entry consent_denied_options[] = {
-	{"anonymous", CONSENT_DENIED_ANONYMOUS, false},
-	{"skip", CONSENT_DENIED_SKIP, false},
-	{NULL, 0, false}
-};
-
-static const struct config_enum_entry consent_unknown_options[] = {
-	{"denied", CONSENT_UNKNOWN_DENIED, false},
-	{"granted", CONSENT_UNKNOWN_GRANTED, false},
-	{NULL, 0, false}
-};
-
-static int	consent_denied = CONSENT_DENIED_ANONYMOUS;
-static int	consent_unknown = CONSENT_UNKNOWN_DENIED;
 static HTAB *config_cache = NULL;
-static bool wake_pending = false;
 
 static AttrNumber column_by_name(TupleDesc desc, const char *name);
 static bool type_fits(CaptureField f, Oid typid);
@@ -248,33 +218,12 @@ static RowConsent row_consent(const CaptureConfig *cfg, HeapTuple tup,
 static bool consent_given(RowConsent rc);
 static void withhold_identifiers(TTEventInput *in);
 static Jsonb *items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc);
-static void capture_xact_callback(XactEvent event, void *arg);
 
-/*
- * Register the consent settings, the cache invalidation and the
- * wake-at-commit callbacks.  The consent settings are superuser-only:
- * the application role, which fires the trigger, must not loosen them.
- */
+/* Register the invalidation of cached configs after DDL */
 void
 tt_capture_init(void)
 {
-	DefineCustomEnumVariable("tiktok_capi.consent_denied",
-							 "What the order trigger queues for an order without consent.",
-							 "anonymous: the event without email, phone, external_id, ip, "
-							 "user_agent, ttp and ttclid (the conversion is counted, the "
-							 "person is not matched); skip: no event.",
-							 &consent_denied, CONSENT_DENIED_ANONYMOUS,
-							 consent_denied_options,
-							 PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomEnumVariable("tiktok_capi.consent_unknown",
-							 "How the order trigger takes unknown consent (NULL or unrecognised text).",
-							 "denied: as no consent; granted: as consent.  A table without a "
-							 "consent column is always taken as consent granted.",
-							 &consent_unknown, CONSENT_UNKNOWN_DENIED,
-							 consent_unknown_options,
-							 PGC_SUSET, 0, NULL, NULL, NULL);
 	CacheRegisterRelcacheCallback(invalidate_configs, (Datum) 0);
-	RegisterXactCallback(capture_xact_callback, NULL);
 }
 
 /* A live column's number, or InvalidAttrNumber */
@@ -823,7 +772,7 @@ static bool
 consent_given(RowConsent rc)
 {
 	return rc == ROW_CONSENT_GRANTED ||
-		(rc == ROW_CONSENT_UNKNOWN && consent_unknown == CONSENT_UNKNOWN_GRANTED);
+		(rc == ROW_CONSENT_UNKNOWN && tt_consent_unknown == CONSENT_UNKNOWN_GRANTED);
 }
 
 /*
@@ -911,7 +860,7 @@ tt_capture(PG_FUNCTION_ARGS)
 		granted = consent_given(consent);
 		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 			consent_changed = consent != row_consent(cfg, td->tg_trigtuple, desc, NULL);
-		if (!granted && consent_denied == CONSENT_DENIED_SKIP && !consent_changed)
+		if (!granted && tt_consent_denied == CONSENT_DENIED_SKIP && !consent_changed)
 			return PointerGetDatum(NULL);
 	}
 	read_event_input(cfg, tup, desc, &in, &notes);
@@ -941,7 +890,7 @@ tt_capture(PG_FUNCTION_ARGS)
 	}
 
 	/* consent withdrawn under skip: the pending event goes, nothing comes */
-	if (!granted && consent_denied == CONSENT_DENIED_SKIP)
+	if (!granted && tt_consent_denied == CONSENT_DENIED_SKIP)
 	{
 		if (failed == NULL)
 			(void) tt_outbox_replace_pending(pixel, cfg->event, in.event_id,
@@ -965,7 +914,6 @@ tt_capture(PG_FUNCTION_ARGS)
 								in.has_event_time ? in.event_time : GetCurrentTransactionStartTimestamp(),
 								payload, notes, failed);
 	SPI_finish();
-	tt_wake_worker_at_commit();
 	return PointerGetDatum(NULL);
 }
 
@@ -1072,43 +1020,4 @@ tt_attach(PG_FUNCTION_ARGS)
 	memcpy(VARDATA(result), sql.data, sql.len);
 	SPI_finish();
 	PG_RETURN_TEXT_P(result);
-}
-
-/* At commit of a transaction that queued events, wake the worker */
-static void
-capture_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_pending)
-				tt_wake_worker();
-			wake_pending = false;
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-			wake_pending = false;
-			break;
-		default:
-			break;
-	}
-}
-
-/* Ask for the delivery worker to be woken when this transaction commits */
-void
-tt_wake_worker_at_commit(void)
-{
-	wake_pending = true;
-}
-
-/*
- * tt_wake_worker(): wake the worker when this transaction commits (for SQL
- * that changes what is due without queueing, such as fixing a pixel)
- */
-Datum
-tt_wake_worker_sql(PG_FUNCTION_ARGS)
-{
-	tt_wake_worker_at_commit();
-	PG_RETURN_VOID();
 }

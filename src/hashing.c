@@ -34,41 +34,7 @@ typedef struct CountryCache
 	const TTCountry *country;
 } CountryCache;
 
-static bool check_default_country(char **newval, void **extra, GucSource source);
 static const TTCountry *country_arg(FunctionCallInfo fcinfo, int argno);
-
-/* tiktok_capi.default_country: ISO 3166 alpha-2, or '' for none */
-static char *default_country = NULL;
-
-/* Register this stage's settings */
-void
-tt_hashing_init(void)
-{
-	DefineCustomStringVariable("tiktok_capi.default_country",
-							   "Country of phone numbers stored without a country code.",
-							   "ISO 3166 alpha-2 code such as US or GB; empty for none. "
-							   "National numbers need it to become E.164.",
-							   &default_country,
-							   "",
-							   PGC_USERSET,
-							   0,
-							   check_default_country, NULL, NULL);
-}
-
-/* Refuse a country the table does not know, when it is set, not when used */
-static bool
-check_default_country(char **newval, void **extra, GucSource source)
-{
-	if (*newval == NULL || (*newval)[0] == '\0')
-		return true;
-	if (tt_country_lookup(*newval, strlen(*newval)) == NULL)
-	{
-		GUC_check_errdetail("\"%s\" is not an ISO 3166 alpha-2 country code.",
-							*newval);
-		return false;
-	}
-	return true;
-}
 
 /*
  * The country for a national phone number: the one named (an error when it
@@ -80,7 +46,7 @@ tt_country_or_default(const char *iso)
 	const TTCountry *c;
 
 	if (iso == NULL)
-		iso = default_country;
+		iso = tt_default_country;
 	if (iso == NULL || iso[0] == '\0')
 		return NULL;
 	c = tt_country_lookup(iso, strlen(iso));
@@ -117,7 +83,7 @@ country_arg(FunctionCallInfo fcinfo, int argno)
 	}
 	else
 	{
-		iso = default_country;
+		iso = tt_default_country;
 		len = (iso != NULL) ? strlen(iso) : 0;
 	}
 	if (len == 0)

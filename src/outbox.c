@@ -83,6 +83,7 @@ tt_outbox_insert(const char *pixel_code, const char *event,
 	rc = SPI_execute_plan(plan, values, nulls, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(rc));
+	tt_wake_worker_at_commit();
 	if (SPI_processed == 0)
 		return 0;
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -144,6 +145,7 @@ tt_outbox_replace_pending(const char *pixel_code, const char *event,
 	rc = SPI_execute_plan(plan, values, nulls, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "outbox replacement failed: %s", SPI_result_code_string(rc));
+	tt_wake_worker_at_commit();
 	return SPI_processed > 0;
 }
 
@@ -280,6 +282,5 @@ tt_enqueue_sql(PG_FUNCTION_ARGS)
 										 SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	SPI_finish();
-	tt_wake_worker_at_commit();
 	PG_RETURN_INT64(id);
 }

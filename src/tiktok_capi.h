@@ -66,6 +66,35 @@ typedef struct TTEventInput
  */
 #define TT_SENDING_LOCK INT64CONST(0x74696b746f6b0001)
 
+/* settings.c */
+/* tiktok_capi.consent_denied: what is queued for an order without consent */
+typedef enum ConsentDenied
+{
+	CONSENT_DENIED_ANONYMOUS,
+	CONSENT_DENIED_SKIP
+} ConsentDenied;
+
+/* tiktok_capi.consent_unknown: how unknown consent is taken */
+typedef enum ConsentUnknown
+{
+	CONSENT_UNKNOWN_DENIED,
+	CONSENT_UNKNOWN_GRANTED
+} ConsentUnknown;
+
+extern char *tt_default_country;
+extern int	tt_consent_denied;
+extern int	tt_consent_unknown;
+extern char *tt_database;
+extern char *tt_api_url;
+extern int	tt_batch_size;
+extern int	tt_poll_interval_ms;
+extern int	tt_http_timeout_ms;
+extern int	tt_max_attempts;
+extern int	tt_retention_s;
+extern bool tt_enabled;
+extern int	tt_retry_delay_ms;
+extern int	tt_retry_delay_max_ms;
+
 /* util.c */
 extern char *tt_vpsprintf(const char *fmt, va_list args) pg_attribute_printf(1, 0);
 extern void tt_problem(List **notes, int sqlstate, const char *hint,
@@ -77,7 +106,6 @@ extern Datum tt_array_datum(Datum *elems, int n, Oid elemtype);
 extern Datum tt_text_array(List *strings, char *null);
 
 /* hashing.c */
-extern void tt_hashing_init(void);
 extern const TTCountry *tt_country_or_default(const char *iso);
 
 /*
@@ -103,26 +131,16 @@ extern bool tt_outbox_replace_pending(const char *pixel_code, const char *event,
 extern char *tt_default_pixel(const char **why);
 extern char *tt_pixel_for_call(const char *named);
 
-/* launcher.c: settings, shared state, the launcher */
-extern char *tt_database;
-extern char *tt_api_url;
-extern int	tt_batch_size;
-extern int	tt_poll_interval_ms;
-extern int	tt_http_timeout_ms;
-extern int	tt_max_attempts;
-extern int	tt_retention_s;
-extern bool tt_enabled;
-extern int	tt_retry_delay_ms;
-extern int	tt_retry_delay_max_ms;
-extern void tt_launcher_init(void);
+/* wake.c */
+extern void tt_wake_init(void);
+extern void tt_wake_worker_at_commit(void);
 extern void tt_wake_worker(void);
 extern void tt_publish_worker_latch(void);
 
-/* health.c */
-extern void tt_health_init(void);
+/* launcher.c */
+extern void tt_launcher_init(void);
 
 /* capture.c */
 extern void tt_capture_init(void);
-extern void tt_wake_worker_at_commit(void);
 
 #endif							/* TIKTOK_CAPI_H */
