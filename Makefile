@@ -7,8 +7,9 @@ OBJS = \
 	src/settings.o \
 	src/util.o \
 	src/normalize.o \
+	src/digest.o \
 	src/countries.o \
-	src/hashing.o \
+	src/normalize_sql.o \
 	src/event.o \
 	src/outbox.o \
 	src/capture.o \
@@ -47,8 +48,8 @@ deps:
 UNIT_CFLAGS = -std=c99 -D_DEFAULT_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc
 unit: test/unit/normalize_test test/unit/policy_test
 
-test/unit/normalize_test: test/unit/tap.h test/unit/normalize_test.c src/normalize.c src/countries.c src/normalize.h
-	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/normalize_test.c src/normalize.c src/countries.c -lcrypto
+test/unit/normalize_test: test/unit/tap.h test/unit/normalize_test.c src/normalize.c src/digest.c src/countries.c src/normalize.h
+	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/normalize_test.c src/normalize.c src/digest.c src/countries.c -lcrypto
 
 test/unit/policy_test: test/unit/tap.h test/unit/policy_test.c src/policy.c src/policy.h
 	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/policy_test.c src/policy.c
@@ -60,8 +61,8 @@ FUZZERS = test/fuzz/normalize_fuzz test/fuzz/policy_fuzz
 FUZZ_SECONDS ?= 60
 fuzzers: $(FUZZERS)
 
-test/fuzz/normalize_fuzz: test/fuzz/normalize_fuzz.c src/normalize.c src/countries.c src/normalize.h
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ test/fuzz/normalize_fuzz.c src/normalize.c src/countries.c -lcrypto
+test/fuzz/normalize_fuzz: test/fuzz/normalize_fuzz.c src/normalize.c src/digest.c src/countries.c src/normalize.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ test/fuzz/normalize_fuzz.c src/normalize.c src/digest.c src/countries.c -lcrypto
 
 test/fuzz/policy_fuzz: test/fuzz/policy_fuzz.c src/policy.c src/policy.h
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ test/fuzz/policy_fuzz.c src/policy.c

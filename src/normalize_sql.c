@@ -1,10 +1,11 @@
 /*-------------------------------------------------------------------------
  *
- * hashing.c
+ * normalize_sql.c
  *	  SQL functions that normalize and hash customer identifiers
  *	  (tt_hash_email, tt_hash_phone, tt_hash_external_id and the
- *	  tt_normalize_* functions that show what gets hashed), and the
- *	  tiktok_capi.default_country setting for national phone numbers.
+ *	  tt_normalize_* functions that show what gets hashed), over the pure-C
+ *	  rules of normalize.c, and the country of national phone numbers
+ *	  (tiktok_capi.default_country, defined in settings.c).
  *
  * Unusable input gives NULL, never an error: a bad email must not abort an
  * order.  Only a caller's own mistake (a country code that does not exist)
@@ -16,7 +17,6 @@
 
 #include "fmgr.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 
 #include "tiktok_capi.h"
 
@@ -113,30 +113,57 @@ country_arg(FunctionCallInfo fcinfo, int argno)
 	return c;
 }
 
-/*
- * A new text of TT_HASH_BUFSIZE bytes whose data the tt_hash_* functions
- * fill in place: no copy of the digest through cstring_to_text.
- */
-static text *
-new_hash_text(void)
+/* The identifiers the tt_hash_* functions hash */
+typedef enum Identifier
 {
-	return (text *) palloc(VARHDRSZ + TT_HASH_BUFSIZE);
-}
+	ID_EMAIL,
+	ID_PHONE,
+	ID_EXTERNAL_ID
+} Identifier;
 
-/* tt_hash_email(text): hex SHA-256 of the trimmed, lowercased email */
-Datum
-tt_hash_email_sql(PG_FUNCTION_ARGS)
+/*
+ * The body of every tt_hash_* function: the hex SHA-256 of the normalized
+ * identifier in its first argument, or NULL when it is unusable.  The
+ * digest is written in place into a new text of TT_HASH_BUFSIZE bytes: no
+ * copy through cstring_to_text.  tt_hash_phone's optional second argument
+ * is the country.
+ */
+static Datum
+hash_sql(FunctionCallInfo fcinfo, Identifier id)
 {
 	text	   *in = PG_GETARG_TEXT_PP(0);
-	text	   *result = new_hash_text();
+	const TTCountry *country = id == ID_PHONE ? country_arg(fcinfo, 1) : NULL;
+	text	   *result = (text *) palloc(VARHDRSZ + TT_HASH_BUFSIZE);
+	bool		ok;
 
-	if (!tt_hash_email(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), VARDATA(result)))
+	switch (id)
+	{
+		case ID_EMAIL:
+			ok = tt_hash_email(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), VARDATA(result));
+			break;
+		case ID_PHONE:
+			ok = tt_hash_phone(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), country,
+							   VARDATA(result));
+			break;
+		default:
+			ok = tt_hash_external_id(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in),
+									 VARDATA(result));
+			break;
+	}
+	if (!ok)
 	{
 		pfree(result);
 		PG_RETURN_NULL();
 	}
 	SET_VARSIZE(result, VARHDRSZ + 64);
 	PG_RETURN_TEXT_P(result);
+}
+
+/* tt_hash_email(text): hex SHA-256 of the trimmed, lowercased email */
+Datum
+tt_hash_email_sql(PG_FUNCTION_ARGS)
+{
+	return hash_sql(fcinfo, ID_EMAIL);
 }
 
 /* tt_normalize_email(text): what tt_hash_email hashes */
@@ -156,18 +183,7 @@ tt_normalize_email_sql(PG_FUNCTION_ARGS)
 Datum
 tt_hash_phone_sql(PG_FUNCTION_ARGS)
 {
-	text	   *in = PG_GETARG_TEXT_PP(0);
-	const TTCountry *country = country_arg(fcinfo, 1);
-	text	   *result = new_hash_text();
-
-	if (!tt_hash_phone(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), country,
-					   VARDATA(result)))
-	{
-		pfree(result);
-		PG_RETURN_NULL();
-	}
-	SET_VARSIZE(result, VARHDRSZ + 64);
-	PG_RETURN_TEXT_P(result);
+	return hash_sql(fcinfo, ID_PHONE);
 }
 
 /* tt_normalize_phone(text [, country text]): the E.164 form, with '+' */
@@ -187,15 +203,5 @@ tt_normalize_phone_sql(PG_FUNCTION_ARGS)
 Datum
 tt_hash_external_id_sql(PG_FUNCTION_ARGS)
 {
-	text	   *in = PG_GETARG_TEXT_PP(0);
-	text	   *result = new_hash_text();
-
-	if (!tt_hash_external_id(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in),
-							 VARDATA(result)))
-	{
-		pfree(result);
-		PG_RETURN_NULL();
-	}
-	SET_VARSIZE(result, VARHDRSZ + 64);
-	PG_RETURN_TEXT_P(result);
+	return hash_sql(fcinfo, ID_EXTERNAL_ID);
 }
