@@ -10,6 +10,8 @@ OBJS = \
 	src/digest.o \
 	src/countries.o \
 	src/normalize_sql.o \
+	src/event_rules.o \
+	src/event_contents.o \
 	src/event.o \
 	src/outbox.o \
 	src/capture.o \

@@ -114,11 +114,24 @@ extern const TTCountry *tt_country_or_default(const char *iso);
  */
 #define TT_MAX_EVENT_ID_LEN 500
 
+/* event_rules.c */
+#define TT_UTF8_HINT \
+	"A SQL_ASCII database keeps text as bytes, and TikTok takes UTF-8 only: store the text as UTF-8."
+extern bool tt_sendable_text(const char *s, size_t len);
+extern const char *tt_json_problem(JsonbValue *v, int *sqlstate);
+extern const char *tt_hint_for(int sqlstate, const char *otherwise);
+extern const char *tt_event_id_problem(const char *event_id, int *sqlstate);
+extern bool tt_check_event_name(const char *name, List **notes);
+extern const char *tt_checked_currency(const char *in, List **notes);
+extern bool tt_checked_value(Numeric value, const char *what, List **notes);
+extern int64 tt_unix_seconds(TimestampTz t, List **notes);
+extern Numeric tt_numeric_from_string(const char *s, int len);
+
+/* event_contents.c */
+extern Jsonb *tt_checked_contents(Jsonb *contents, List **notes);
+
 /* event.c */
 extern Jsonb *tt_build_event(const TTEventInput *in, List **notes);
-extern bool tt_check_event_name(const char *name, List **notes);
-extern const char *tt_event_id_problem(const char *event_id, int *sqlstate);
-extern Numeric tt_numeric_from_string(const char *s, int len);
 
 /* outbox.c */
 extern int64 tt_outbox_insert(const char *pixel_code, const char *event,
