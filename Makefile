@@ -14,6 +14,8 @@ OBJS = \
 	src/event_contents.o \
 	src/event.o \
 	src/outbox.o \
+	src/capture_mapping.o \
+	src/capture_consent.o \
 	src/capture.o \
 	src/policy.o \
 	src/http.o \
