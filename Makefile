@@ -21,6 +21,9 @@ OBJS = \
 	src/http.o \
 	src/wake.o \
 	src/launcher.o \
+	src/worker_claim.o \
+	src/worker_send.o \
+	src/worker_record.o \
 	src/worker.o
 
 DATA = sql/tiktok_capi--0.1.0.sql sql/tiktok_capi--0.1.0--0.2.0.sql
