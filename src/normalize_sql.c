@@ -113,7 +113,7 @@ country_arg(FunctionCallInfo fcinfo, int argno)
 	return c;
 }
 
-/* The identifiers the tt_hash_* functions hash */
+/* The identifiers the SQL functions take */
 typedef enum Identifier
 {
 	ID_EMAIL,
@@ -122,40 +122,42 @@ typedef enum Identifier
 } Identifier;
 
 /*
- * The body of every tt_hash_* function: the hex SHA-256 of the normalized
- * identifier in its first argument, or NULL when it is unusable.  The
- * digest is written in place into a new text of TT_HASH_BUFSIZE bytes: no
- * copy through cstring_to_text.  tt_hash_phone's optional second argument
- * is the country.
+ * The body of every tt_hash_* and tt_normalize_* function: the identifier
+ * in the first argument, hashed (hex SHA-256 of its normalized form) or
+ * normalized, or NULL when it is unusable.  The result is written in
+ * place into a new text: no copy through cstring_to_text.  The phone
+ * functions' optional second argument is the country.
  */
 static Datum
-hash_sql(FunctionCallInfo fcinfo, Identifier id)
+identifier_sql(FunctionCallInfo fcinfo, Identifier id, bool hashed)
 {
 	text	   *in = PG_GETARG_TEXT_PP(0);
+	const char *s = VARDATA_ANY(in);
+	size_t		len = VARSIZE_ANY_EXHDR(in);
 	const TTCountry *country = id == ID_PHONE ? country_arg(fcinfo, 1) : NULL;
-	text	   *result = (text *) palloc(VARHDRSZ + TT_HASH_BUFSIZE);
+	size_t		size = hashed ? TT_HASH_BUFSIZE :
+		id == ID_EMAIL ? TT_EMAIL_MAXLEN + 1 : TT_PHONE_BUFSIZE;
+	text	   *result = (text *) palloc(VARHDRSZ + size);
+	char	   *out = VARDATA(result);
+	size_t		outlen = 64;
 	bool		ok;
 
-	switch (id)
-	{
-		case ID_EMAIL:
-			ok = tt_hash_email(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), VARDATA(result));
-			break;
-		case ID_PHONE:
-			ok = tt_hash_phone(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), country,
-							   VARDATA(result));
-			break;
-		default:
-			ok = tt_hash_external_id(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in),
-									 VARDATA(result));
-			break;
-	}
+	if (id == ID_EMAIL)
+		ok = hashed ? tt_hash_email(s, len, out) :
+			tt_normalize_email(s, len, out, &outlen);
+	else if (id == ID_PHONE)
+		ok = hashed ? tt_hash_phone(s, len, country, out) :
+			tt_normalize_phone(s, len, country, out);
+	else
+		ok = tt_hash_external_id(s, len, out);
 	if (!ok)
 	{
 		pfree(result);
 		PG_RETURN_NULL();
 	}
-	SET_VARSIZE(result, VARHDRSZ + 64);
+	if (id == ID_PHONE && !hashed)
+		outlen = strlen(out);
+	SET_VARSIZE(result, VARHDRSZ + outlen);
 	PG_RETURN_TEXT_P(result);
 }
 
@@ -163,45 +165,33 @@ hash_sql(FunctionCallInfo fcinfo, Identifier id)
 Datum
 tt_hash_email_sql(PG_FUNCTION_ARGS)
 {
-	return hash_sql(fcinfo, ID_EMAIL);
+	return identifier_sql(fcinfo, ID_EMAIL, true);
 }
 
 /* tt_normalize_email(text): what tt_hash_email hashes */
 Datum
 tt_normalize_email_sql(PG_FUNCTION_ARGS)
 {
-	text	   *in = PG_GETARG_TEXT_PP(0);
-	char		out[TT_EMAIL_MAXLEN + 1];
-	size_t		len;
-
-	if (!tt_normalize_email(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), out, &len))
-		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(out, len));
+	return identifier_sql(fcinfo, ID_EMAIL, false);
 }
 
 /* tt_hash_phone(text [, country text]): hex SHA-256 of the E.164 number */
 Datum
 tt_hash_phone_sql(PG_FUNCTION_ARGS)
 {
-	return hash_sql(fcinfo, ID_PHONE);
+	return identifier_sql(fcinfo, ID_PHONE, true);
 }
 
 /* tt_normalize_phone(text [, country text]): the E.164 form, with '+' */
 Datum
 tt_normalize_phone_sql(PG_FUNCTION_ARGS)
 {
-	text	   *in = PG_GETARG_TEXT_PP(0);
-	const TTCountry *country = country_arg(fcinfo, 1);
-	char		out[TT_PHONE_BUFSIZE];
-
-	if (!tt_normalize_phone(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), country, out))
-		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(out));
+	return identifier_sql(fcinfo, ID_PHONE, false);
 }
 
 /* tt_hash_external_id(text): hex SHA-256 of the trimmed id */
 Datum
 tt_hash_external_id_sql(PG_FUNCTION_ARGS)
 {
-	return hash_sql(fcinfo, ID_EXTERNAL_ID);
+	return identifier_sql(fcinfo, ID_EXTERNAL_ID, true);
 }
