@@ -28,7 +28,7 @@ OBJS = \
 
 DATA = sql/tiktok_capi--0.1.0.sql sql/tiktok_capi--0.1.0--0.2.0.sql
 REGRESS = hashing phone event
-REGRESS_OPTS = --load-extension=tiktok_capi
+REGRESS_OPTS = --inputdir=test/regress --load-extension=tiktok_capi
 
 # Warnings flags go in PG_CPPFLAGS so they reach gcc and the clang bitcode step
 PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
