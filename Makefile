@@ -6,25 +6,25 @@ MODULE_big = tiktok_capi
 OBJS = \
 	src/settings.o \
 	src/util.o \
-	src/normalize.o \
 	src/digest.o \
+	src/normalize.o \
 	src/countries.o \
 	src/normalize_sql.o \
 	src/event_rules.o \
 	src/event_contents.o \
 	src/event.o \
-	src/outbox.o \
 	src/capture_mapping.o \
 	src/capture_consent.o \
 	src/capture.o \
-	src/policy.o \
-	src/http.o \
+	src/outbox.o \
 	src/wake.o \
 	src/launcher.o \
+	src/worker.o \
 	src/worker_claim.o \
 	src/worker_send.o \
 	src/worker_record.o \
-	src/worker.o
+	src/http.o \
+	src/policy.o
 
 DATA = sql/tiktok_capi--0.1.0.sql sql/tiktok_capi--0.1.0--0.2.0.sql
 REGRESS = hashing phone event
