@@ -4,22 +4,31 @@
 EXTENSION = tiktok_capi
 MODULE_big = tiktok_capi
 OBJS = \
-	src/tiktok_capi.o \
+	src/settings.o \
+	src/util.o \
+	src/digest.o \
 	src/normalize.o \
 	src/countries.o \
-	src/hashing.o \
+	src/normalize_sql.o \
+	src/event_rules.o \
+	src/event_contents.o \
 	src/event.o \
-	src/outbox.o \
+	src/capture_mapping.o \
+	src/capture_consent.o \
 	src/capture.o \
-	src/policy.o \
-	src/http.o \
+	src/outbox.o \
+	src/wake.o \
 	src/launcher.o \
 	src/worker.o \
-	src/health.o
+	src/worker_claim.o \
+	src/worker_send.o \
+	src/worker_record.o \
+	src/http.o \
+	src/policy.o
 
 DATA = sql/tiktok_capi--0.1.0.sql sql/tiktok_capi--0.1.0--0.2.0.sql
 REGRESS = hashing phone event
-REGRESS_OPTS = --load-extension=tiktok_capi
+REGRESS_OPTS = --inputdir=test/regress --load-extension=tiktok_capi
 
 # Warnings flags go in PG_CPPFLAGS so they reach gcc and the clang bitcode step
 PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
@@ -46,8 +55,8 @@ deps:
 UNIT_CFLAGS = -std=c99 -D_DEFAULT_SOURCE -O1 -g -Wall -Wextra -Werror -Isrc
 unit: test/unit/normalize_test test/unit/policy_test
 
-test/unit/normalize_test: test/unit/tap.h test/unit/normalize_test.c src/normalize.c src/countries.c src/normalize.h
-	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/normalize_test.c src/normalize.c src/countries.c -lcrypto
+test/unit/normalize_test: test/unit/tap.h test/unit/normalize_test.c src/normalize.c src/digest.c src/countries.c src/normalize.h
+	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/normalize_test.c src/normalize.c src/digest.c src/countries.c -lcrypto
 
 test/unit/policy_test: test/unit/tap.h test/unit/policy_test.c src/policy.c src/policy.h
 	$(CC) $(UNIT_CFLAGS) -o $@ test/unit/policy_test.c src/policy.c
@@ -59,8 +68,8 @@ FUZZERS = test/fuzz/normalize_fuzz test/fuzz/policy_fuzz
 FUZZ_SECONDS ?= 60
 fuzzers: $(FUZZERS)
 
-test/fuzz/normalize_fuzz: test/fuzz/normalize_fuzz.c src/normalize.c src/countries.c src/normalize.h
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ test/fuzz/normalize_fuzz.c src/normalize.c src/countries.c -lcrypto
+test/fuzz/normalize_fuzz: test/fuzz/normalize_fuzz.c src/normalize.c src/digest.c src/countries.c src/normalize.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ test/fuzz/normalize_fuzz.c src/normalize.c src/digest.c src/countries.c -lcrypto
 
 test/fuzz/policy_fuzz: test/fuzz/policy_fuzz.c src/policy.c src/policy.h
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ test/fuzz/policy_fuzz.c src/policy.c

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.c
- *	  Starting and supervising the delivery worker: its settings, the
- *	  shared memory that lets a committing backend wake it, and the
- *	  launcher process.
+ *	  Starting and supervising the delivery worker: the launcher's
+ *	  registration and its loop.  The worker's settings are in settings.c,
+ *	  the shared memory that lets a committing backend wake it in wake.c.
  *
  * Vocabulary:
  *	- the launcher: a background worker registered at server start (only
@@ -23,8 +23,6 @@
  */
 #include "postgres.h"
 
-#include <limits.h>
-
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -37,72 +35,30 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
-#include "storage/lwlock.h"
-#include "storage/shmem.h"
-#include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "policy.h"
 #include "tiktok_capi.h"
-
-#define TT_DEFAULT_API_URL "https://business-api.tiktok.com/open_api/v1.3/event/track/"
-
-/* Settings; see the README's table.  All but enabled steer the worker only. */
-char	   *tt_database = NULL;
-char	   *tt_api_url = NULL;
-int			tt_batch_size = 1000;
-int			tt_poll_interval_ms = 10000;
-int			tt_http_timeout_ms = 30000;
-int			tt_max_attempts = 100;
-int			tt_retention_s = 7 * 24 * 3600;
-bool		tt_enabled = true;
-int			tt_retry_delay_ms = 1000;
-int			tt_retry_delay_max_ms = 300000;
-
-/* What backends share with the worker */
-typedef struct TTSharedState
-{
-	slock_t		mutex;
-	Latch	   *worker_latch;	/* NULL while no worker runs */
-} TTSharedState;
-
-static TTSharedState *shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 PGDLLEXPORT void tt_launcher_main(Datum arg);
 
-static void define_settings(void);
-static bool check_api_url(char **newval, void **extra, GucSource source);
-static void shmem_request(void);
-static void shmem_startup(void);
-static void forget_worker_latch(int code, Datum arg);
 static bool database_exists(const char *name);
 static BackgroundWorkerHandle *start_worker(void);
 
 /*
- * Register the settings, and when preloaded, the shared memory and the
- * launcher.  Loaded later (on first use of a function), the library has
- * no worker to wake and wake-ups are skipped.
+ * When preloaded, register the launcher.  Loaded later (on first use of a
+ * function), the library starts no worker.
  */
 void
 tt_launcher_init(void)
 {
 	BackgroundWorker launcher;
 
-	define_settings();
 	if (!process_shared_preload_libraries_in_progress)
 		return;
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = shmem_startup;
-
 	memset(&launcher, 0, sizeof(launcher));
 	launcher.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	launcher.bgw_start_time = BgWorkerStart_RecoveryFinished;
@@ -112,135 +68,6 @@ tt_launcher_init(void)
 	snprintf(launcher.bgw_name, BGW_MAXLEN, "tiktok_capi launcher");
 	snprintf(launcher.bgw_type, BGW_MAXLEN, "tiktok_capi launcher");
 	RegisterBackgroundWorker(&launcher);
-}
-
-/*
- * The worker's settings.  They are read by the worker, so they are set in
- * postgresql.conf or with ALTER SYSTEM (PGC_SIGHUP: superuser only) and
- * take effect on reload; a SET in a session could not reach the worker.
- */
-static void
-define_settings(void)
-{
-	DefineCustomStringVariable("tiktok_capi.database",
-							   "Database whose outbox the worker delivers.",
-							   NULL, &tt_database, "postgres",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomStringVariable("tiktok_capi.api_url",
-							   "Events API track URL events are posted to.",
-							   "https is required, except to a loopback host.",
-							   &tt_api_url, TT_DEFAULT_API_URL,
-							   PGC_SIGHUP, 0, check_api_url, NULL, NULL);
-	DefineCustomIntVariable("tiktok_capi.batch_size",
-							"Most events in one request.",
-							"TikTok takes 1 to 1000.",
-							&tt_batch_size, 1000, 1, 1000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("tiktok_capi.poll_interval",
-							"Longest the worker sleeps between looks at the outbox.",
-							"Commits wake it at once; this is the fallback.",
-							&tt_poll_interval_ms, 10000, 10, 3600 * 1000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("tiktok_capi.http_timeout",
-							"Longest wait for one Events API request.",
-							NULL, &tt_http_timeout_ms, 30000, 100, 600 * 1000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("tiktok_capi.max_attempts",
-							"Attempts after which an event that keeps meeting errors is failed.",
-							"Events are also failed once their first attempt is 47 hours old.",
-							&tt_max_attempts, 100, 1, 100000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("tiktok_capi.retention",
-							"How long sent events are kept before the worker deletes them.",
-							"-1 keeps them forever.",
-							&tt_retention_s, 7 * 24 * 3600, -1, INT_MAX,
-							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
-	DefineCustomBoolVariable("tiktok_capi.enabled",
-							 "Whether the worker delivers events.",
-							 "Off stops the worker; events keep being queued.",
-							 &tt_enabled, true,
-							 PGC_SIGHUP, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("tiktok_capi.retry_delay",
-							"First retry's longest wait; each retry doubles it.",
-							NULL, &tt_retry_delay_ms, 1000, 1, 3600 * 1000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	DefineCustomIntVariable("tiktok_capi.retry_delay_max",
-							"Cap on the wait between retries.",
-							NULL, &tt_retry_delay_max_ms, 300000, 1, 24 * 3600 * 1000,
-							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-}
-
-/* Refuse an api_url that would send events in the clear to another host */
-static bool
-check_api_url(char **newval, void **extra, GucSource source)
-{
-	const char *why;
-
-	if (tt_url_allowed(*newval, &why))
-		return true;
-	GUC_check_errdetail("%s", why);
-	return false;
-}
-
-static void
-shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(TTSharedState)));
-}
-
-static void
-shmem_startup(void)
-{
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("tiktok_capi", sizeof(TTSharedState), &found);
-	if (!found)
-	{
-		SpinLockInit(&shared->mutex);
-		shared->worker_latch = NULL;
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Wake the worker now (a no-op when none runs, or not preloaded) */
-void
-tt_wake_worker(void)
-{
-	Latch	   *latch;
-
-	if (shared == NULL)
-		return;
-	SpinLockAcquire(&shared->mutex);
-	latch = shared->worker_latch;
-	SpinLockRelease(&shared->mutex);
-	if (latch)
-		SetLatch(latch);
-}
-
-/* Called by the worker: make its latch the one commits set */
-void
-tt_publish_worker_latch(void)
-{
-	if (shared == NULL)
-		elog(ERROR, "tiktok_capi must be in shared_preload_libraries");
-	SpinLockAcquire(&shared->mutex);
-	shared->worker_latch = MyLatch;
-	SpinLockRelease(&shared->mutex);
-	before_shmem_exit(forget_worker_latch, (Datum) 0);
-}
-
-static void
-forget_worker_latch(int code, Datum arg)
-{
-	SpinLockAcquire(&shared->mutex);
-	if (shared->worker_latch == MyLatch)
-		shared->worker_latch = NULL;
-	SpinLockRelease(&shared->mutex);
 }
 
 /*

@@ -41,12 +41,16 @@ typedef struct TTCountry
 								 * its leading digits (Italy) */
 } TTCountry;
 
+/* in countries.c */
 extern const TTCountry *tt_country_lookup(const char *iso, size_t len);
 
-extern void tt_trim(const char **s, size_t *len);
+/* in digest.c */
 extern bool tt_is_hashed(const char *s, size_t len);
+extern void tt_lower_hex_copy(const char *in, char *out);
 extern void tt_sha256_hex(const char *data, size_t len, char *out);
 
+/* in normalize.c */
+extern void tt_trim(const char **s, size_t *len);
 extern bool tt_normalize_email(const char *in, size_t len, char *out,
 							   size_t *outlen);
 extern bool tt_normalize_phone(const char *in, size_t len,

@@ -39,29 +39,7 @@ static SPIPlanPtr withdraw_plan = NULL;
 static SPIPlanPtr existing_plan = NULL;
 static SPIPlanPtr default_pixel_plan = NULL;
 
-static Datum warnings_array(List *warnings, char *null);
 static const char *payload_string(Jsonb *event, const char *key);
-
-/*
- * Prepare a statement the first time it is needed, and keep it.
- * cursor_options: 0, or CURSOR_OPT_GENERIC_PLAN for a statement whose
- * plan must not follow the parameters' values (see worker.c).
- */
-SPIPlanPtr
-tt_prepare_once(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
-				int cursor_options)
-{
-	if (*plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
-
-		if (p == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(p);
-		*plan = p;
-	}
-	return *plan;
-}
 
 /*
  * Insert one event; returns its id, or 0 when its key is already queued.
@@ -96,7 +74,7 @@ tt_outbox_insert(const char *pixel_code, const char *event,
 	values[2] = CStringGetTextDatum(event_id);
 	values[3] = TimestampTzGetDatum(event_time);
 	values[4] = JsonbPGetDatum(payload);
-	values[5] = warnings_array(warnings, &nulls[5]);
+	values[5] = tt_text_array(warnings, &nulls[5]);
 	if (failed_reason != NULL)
 		values[6] = CStringGetTextDatum(failed_reason);
 	else
@@ -105,6 +83,7 @@ tt_outbox_insert(const char *pixel_code, const char *event,
 	rc = SPI_execute_plan(plan, values, nulls, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(rc));
+	tt_wake_worker_at_commit();
 	if (SPI_processed == 0)
 		return 0;
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -162,31 +141,12 @@ tt_outbox_replace_pending(const char *pixel_code, const char *event,
 						"   AND o.status = 'pending'",
 						5, argtypes, 0);
 	values[3] = JsonbPGetDatum(payload);
-	values[4] = warnings_array(warnings, &nulls[4]);
+	values[4] = tt_text_array(warnings, &nulls[4]);
 	rc = SPI_execute_plan(plan, values, nulls, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "outbox replacement failed: %s", SPI_result_code_string(rc));
+	tt_wake_worker_at_commit();
 	return SPI_processed > 0;
-}
-
-/* The builder's notes as a text[] Datum, or *null = 'n' when there are none */
-static Datum
-warnings_array(List *warnings, char *null)
-{
-	Datum	   *elems;
-	int			n = 0;
-	ListCell   *lc;
-
-	if (warnings == NIL)
-	{
-		*null = 'n';
-		return (Datum) 0;
-	}
-	elems = palloc(sizeof(Datum) * list_length(warnings));
-	foreach(lc, warnings)
-		elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
-	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1,
-										   false, TYPALIGN_INT));
 }
 
 /*
@@ -322,6 +282,5 @@ tt_enqueue_sql(PG_FUNCTION_ARGS)
 										 SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	SPI_finish();
-	tt_wake_worker_at_commit();
 	PG_RETURN_INT64(id);
 }

@@ -1,7 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * tiktok_capi.h
- *	  What the PostgreSQL-side stages of tiktok_capi share.
+ *	  What the PostgreSQL-side stages of tiktok_capi share, in sections
+ *	  named for the file that owns each symbol, in the order the data
+ *	  flows: normalize -> event -> capture -> outbox -> wake <- worker.
+ *	  The capture and the worker have private headers of their own
+ *	  (capture.h, worker.h); the pure-C parts have normalize.h, policy.h,
+ *	  and the transport http.h.
  *
  * Vocabulary, used the same way in code, SQL, logs and docs:
  *	- event: one element of the Events API request's data[] array, a jsonb
@@ -9,7 +14,8 @@
  *	- identifier: a customer's email, phone or external id; it leaves the
  *	  builder hashed, never raw.
  *	- lenient build: the one the order trigger uses; bad customer data is
- *	  dropped with a WARNING instead of aborting the order.
+ *	  dropped with a WARNING instead of aborting the order.  A strict one
+ *	  (a direct call) makes it an ERROR; see tt_problem() in util.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,6 +29,83 @@
 #include "utils/numeric.h"
 
 #include "normalize.h"
+
+/*
+ * The advisory lock key (pg_advisory_xact_lock(bigint)) the worker holds
+ * shared from its claim until its requests are done; tt_forget() takes it
+ * exclusively (see the 0.1.0--0.2.0 script).  The bytes spell "tiktok"+1.
+ */
+#define TT_SENDING_LOCK INT64CONST(0x74696b746f6b0001)
+
+/* in settings.c: every tiktok_capi.* setting (see the README's table) */
+
+/* tiktok_capi.consent_denied: what is queued for an order without consent */
+typedef enum ConsentDenied
+{
+	CONSENT_DENIED_ANONYMOUS,
+	CONSENT_DENIED_SKIP
+} ConsentDenied;
+
+/* tiktok_capi.consent_unknown: how unknown consent is taken */
+typedef enum ConsentUnknown
+{
+	CONSENT_UNKNOWN_DENIED,
+	CONSENT_UNKNOWN_GRANTED
+} ConsentUnknown;
+
+extern char *tt_default_country;
+extern int	tt_consent_denied;
+extern int	tt_consent_unknown;
+extern char *tt_database;
+extern char *tt_api_url;
+extern int	tt_batch_size;
+extern int	tt_poll_interval_ms;
+extern int	tt_http_timeout_ms;
+extern int	tt_max_attempts;
+extern int	tt_retention_s;
+extern bool tt_enabled;
+extern int	tt_retry_delay_ms;
+extern int	tt_retry_delay_max_ms;
+
+/* in util.c */
+extern char *tt_vpsprintf(const char *fmt, va_list args) pg_attribute_printf(1, 0);
+extern void tt_problem(List **notes, int sqlstate, const char *hint,
+					   const char *fmt,...) pg_attribute_printf(4, 5);
+extern bool tt_is_blank(const char *s);
+extern SPIPlanPtr tt_prepare_once(SPIPlanPtr *plan, const char *sql,
+								  int nargs, Oid *argtypes, int cursor_options);
+extern Datum tt_array_datum(Datum *elems, int n, Oid elemtype);
+extern Datum tt_text_array(List *strings, char *null);
+
+/* in normalize_sql.c */
+extern const TTCountry *tt_country_or_default(const char *iso);
+
+/* in event_rules.c */
+
+/*
+ * The longest event_id sent, in bytes.  TikTok publishes no limit; order
+ * ids are short, and the outbox's unique index holds at most about 2,700.
+ */
+#define TT_MAX_EVENT_ID_LEN 500
+
+/* The hint of every problem with text that is not UTF-8 */
+#define TT_UTF8_HINT \
+	"A SQL_ASCII database keeps text as bytes, and TikTok takes UTF-8 only: store the text as UTF-8."
+
+extern bool tt_sendable_text(const char *s, size_t len);
+extern const char *tt_json_problem(JsonbValue *v, int *sqlstate);
+extern const char *tt_hint_for(int sqlstate, const char *otherwise);
+extern const char *tt_event_id_problem(const char *event_id, int *sqlstate);
+extern bool tt_check_event_name(const char *name, List **notes);
+extern const char *tt_checked_currency(const char *in, List **notes);
+extern bool tt_checked_value(Numeric value, const char *what, List **notes);
+extern int64 tt_unix_seconds(TimestampTz t, List **notes);
+extern Numeric tt_numeric_from_string(const char *s, int len);
+
+/* in event_contents.c */
+extern Jsonb *tt_checked_contents(Jsonb *contents, List **notes);
+
+/* in event.c */
 
 /* The raw inputs of one event; NULL (or has_* false) means absent */
 typedef struct TTEventInput
@@ -59,33 +142,12 @@ typedef struct TTEventInput
 	const TTCountry *country;
 } TTEventInput;
 
-/*
- * The advisory lock key (pg_advisory_xact_lock(bigint)) the worker holds
- * shared from its claim until its requests are done; tt_forget() takes it
- * exclusively.  The bytes spell "tiktok"+1.
- */
-#define TT_SENDING_LOCK INT64CONST(0x74696b746f6b0001)
-
-/* hashing.c */
-extern void tt_hashing_init(void);
-extern const TTCountry *tt_country_or_default(const char *iso);
-
-/*
- * The longest event_id sent, in bytes.  TikTok publishes no limit; order
- * ids are short, and the outbox's unique index holds at most about 2,700.
- */
-#define TT_MAX_EVENT_ID_LEN 500
-
-/* event.c */
 extern Jsonb *tt_build_event(const TTEventInput *in, List **notes);
-extern bool tt_check_event_name(const char *name, List **notes);
-extern const char *tt_event_id_problem(const char *event_id, int *sqlstate);
-extern Numeric tt_numeric_from_string(const char *s, int len);
-extern char *tt_vpsprintf(const char *fmt, va_list args) pg_attribute_printf(1, 0);
 
-/* outbox.c */
-extern SPIPlanPtr tt_prepare_once(SPIPlanPtr *plan, const char *sql,
-								  int nargs, Oid *argtypes, int cursor_options);
+/* in capture_mapping.c (the rest of capture shares capture.h) */
+extern void tt_capture_init(void);
+
+/* in outbox.c */
 extern int64 tt_outbox_insert(const char *pixel_code, const char *event,
 							  const char *event_id, TimestampTz event_time,
 							  Jsonb *payload, List *warnings,
@@ -96,26 +158,13 @@ extern bool tt_outbox_replace_pending(const char *pixel_code, const char *event,
 extern char *tt_default_pixel(const char **why);
 extern char *tt_pixel_for_call(const char *named);
 
-/* launcher.c: settings, shared state, the launcher */
-extern char *tt_database;
-extern char *tt_api_url;
-extern int	tt_batch_size;
-extern int	tt_poll_interval_ms;
-extern int	tt_http_timeout_ms;
-extern int	tt_max_attempts;
-extern int	tt_retention_s;
-extern bool tt_enabled;
-extern int	tt_retry_delay_ms;
-extern int	tt_retry_delay_max_ms;
-extern void tt_launcher_init(void);
+/* in wake.c */
+extern void tt_wake_init(void);
+extern void tt_wake_worker_at_commit(void);
 extern void tt_wake_worker(void);
 extern void tt_publish_worker_latch(void);
 
-/* health.c */
-extern void tt_health_init(void);
-
-/* capture.c */
-extern void tt_capture_init(void);
-extern void tt_wake_worker_at_commit(void);
+/* in launcher.c (the worker shares worker.h) */
+extern void tt_launcher_init(void);
 
 #endif							/* TIKTOK_CAPI_H */

@@ -4,8 +4,9 @@
 # test does both).
 #  - test/suites.sh: unit, pg_regress, pgTAP and the mock's own checks, in
 #    one throw-away cluster that preloads the extension;
-#  - test/integration: each test in a fresh cluster of its own, against
-#    the mock Events API;
+#  - test/integration: each test (every *.py there but harness.py; the
+#    modules the tests import live in subfolders) in a fresh cluster of
+#    its own, against the mock Events API;
 #  - test/chaos, the reliability scorecard, short (make chaos: full size);
 #  - test/fuzz for a few seconds per harness (make fuzz runs them longer);
 #  - test/bench at toy sizes (make bench runs it at full size).

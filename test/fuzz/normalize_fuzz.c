@@ -2,7 +2,7 @@
  *
  * normalize_fuzz.c
  *	  libFuzzer harness for the pure-C normalization and hashing code
- *	  (src/normalize.c, src/countries.c): every function on every input,
+ *	  (src/normalize.c, src/digest.c, src/countries.c): every function on every input,
  *	  with the properties their callers rely on checked, not just "no
  *	  crash".
  *

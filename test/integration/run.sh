@@ -2,6 +2,8 @@
 # Runs each integration test (test/integration/<name>.py, named by what it
 # proves) in its own throw-away cluster with tiktok_capi preloaded, and
 # prints its TAP.  Usage: run.sh [name...]  (default: all)
+# Only *.py here are tests, harness.py aside: modules the tests import live
+# in subfolders (corpora/).
 set -u
 cd "$(dirname "$0")"
 PGVER=${PGVER:-15}

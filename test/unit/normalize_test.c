@@ -2,7 +2,7 @@
  *
  * normalize_test.c
  *	  Standalone unit test of the pure-C normalization and hashing code
- *	  (src/normalize.c, src/countries.c).  No PostgreSQL headers.
+ *	  (src/normalize.c, src/digest.c, src/countries.c).  No PostgreSQL headers.
  *
  * Prints TAP: the plan "1..N", then one "ok N - ..." or "not ok N - ..."
  * line per check, with "# got:" / "# expected:" diagnostics on failure.

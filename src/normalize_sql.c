@@ -1,10 +1,11 @@
 /*-------------------------------------------------------------------------
  *
- * hashing.c
+ * normalize_sql.c
  *	  SQL functions that normalize and hash customer identifiers
  *	  (tt_hash_email, tt_hash_phone, tt_hash_external_id and the
- *	  tt_normalize_* functions that show what gets hashed), and the
- *	  tiktok_capi.default_country setting for national phone numbers.
+ *	  tt_normalize_* functions that show what gets hashed), over the pure-C
+ *	  rules of normalize.c, and the country of national phone numbers
+ *	  (tiktok_capi.default_country, defined in settings.c).
  *
  * Unusable input gives NULL, never an error: a bad email must not abort an
  * order.  Only a caller's own mistake (a country code that does not exist)
@@ -16,7 +17,6 @@
 
 #include "fmgr.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 
 #include "tiktok_capi.h"
 
@@ -34,41 +34,7 @@ typedef struct CountryCache
 	const TTCountry *country;
 } CountryCache;
 
-static bool check_default_country(char **newval, void **extra, GucSource source);
 static const TTCountry *country_arg(FunctionCallInfo fcinfo, int argno);
-
-/* tiktok_capi.default_country: ISO 3166 alpha-2, or '' for none */
-static char *default_country = NULL;
-
-/* Register this stage's settings */
-void
-tt_hashing_init(void)
-{
-	DefineCustomStringVariable("tiktok_capi.default_country",
-							   "Country of phone numbers stored without a country code.",
-							   "ISO 3166 alpha-2 code such as US or GB; empty for none. "
-							   "National numbers need it to become E.164.",
-							   &default_country,
-							   "",
-							   PGC_USERSET,
-							   0,
-							   check_default_country, NULL, NULL);
-}
-
-/* Refuse a country the table does not know, when it is set, not when used */
-static bool
-check_default_country(char **newval, void **extra, GucSource source)
-{
-	if (*newval == NULL || (*newval)[0] == '\0')
-		return true;
-	if (tt_country_lookup(*newval, strlen(*newval)) == NULL)
-	{
-		GUC_check_errdetail("\"%s\" is not an ISO 3166 alpha-2 country code.",
-							*newval);
-		return false;
-	}
-	return true;
-}
 
 /*
  * The country for a national phone number: the one named (an error when it
@@ -80,7 +46,7 @@ tt_country_or_default(const char *iso)
 	const TTCountry *c;
 
 	if (iso == NULL)
-		iso = default_country;
+		iso = tt_default_country;
 	if (iso == NULL || iso[0] == '\0')
 		return NULL;
 	c = tt_country_lookup(iso, strlen(iso));
@@ -117,7 +83,7 @@ country_arg(FunctionCallInfo fcinfo, int argno)
 	}
 	else
 	{
-		iso = default_country;
+		iso = tt_default_country;
 		len = (iso != NULL) ? strlen(iso) : 0;
 	}
 	if (len == 0)
@@ -147,89 +113,85 @@ country_arg(FunctionCallInfo fcinfo, int argno)
 	return c;
 }
 
-/*
- * A new text of TT_HASH_BUFSIZE bytes whose data the tt_hash_* functions
- * fill in place: no copy of the digest through cstring_to_text.
- */
-static text *
-new_hash_text(void)
+/* The identifiers the SQL functions take */
+typedef enum Identifier
 {
-	return (text *) palloc(VARHDRSZ + TT_HASH_BUFSIZE);
+	ID_EMAIL,
+	ID_PHONE,
+	ID_EXTERNAL_ID
+} Identifier;
+
+/*
+ * The body of every tt_hash_* and tt_normalize_* function: the identifier
+ * in the first argument, hashed (hex SHA-256 of its normalized form) or
+ * normalized, or NULL when it is unusable.  The result is written in
+ * place into a new text: no copy through cstring_to_text.  The phone
+ * functions' optional second argument is the country.
+ */
+static Datum
+identifier_sql(FunctionCallInfo fcinfo, Identifier id, bool hashed)
+{
+	text	   *in = PG_GETARG_TEXT_PP(0);
+	const char *s = VARDATA_ANY(in);
+	size_t		len = VARSIZE_ANY_EXHDR(in);
+	const TTCountry *country = id == ID_PHONE ? country_arg(fcinfo, 1) : NULL;
+	size_t		size = hashed ? TT_HASH_BUFSIZE :
+		id == ID_EMAIL ? TT_EMAIL_MAXLEN + 1 : TT_PHONE_BUFSIZE;
+	text	   *result = (text *) palloc(VARHDRSZ + size);
+	char	   *out = VARDATA(result);
+	size_t		outlen = 64;
+	bool		ok;
+
+	if (id == ID_EMAIL)
+		ok = hashed ? tt_hash_email(s, len, out) :
+			tt_normalize_email(s, len, out, &outlen);
+	else if (id == ID_PHONE)
+		ok = hashed ? tt_hash_phone(s, len, country, out) :
+			tt_normalize_phone(s, len, country, out);
+	else
+		ok = tt_hash_external_id(s, len, out);
+	if (!ok)
+	{
+		pfree(result);
+		PG_RETURN_NULL();
+	}
+	if (id == ID_PHONE && !hashed)
+		outlen = strlen(out);
+	SET_VARSIZE(result, VARHDRSZ + outlen);
+	PG_RETURN_TEXT_P(result);
 }
 
 /* tt_hash_email(text): hex SHA-256 of the trimmed, lowercased email */
 Datum
 tt_hash_email_sql(PG_FUNCTION_ARGS)
 {
-	text	   *in = PG_GETARG_TEXT_PP(0);
-	text	   *result = new_hash_text();
-
-	if (!tt_hash_email(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), VARDATA(result)))
-	{
-		pfree(result);
-		PG_RETURN_NULL();
-	}
-	SET_VARSIZE(result, VARHDRSZ + 64);
-	PG_RETURN_TEXT_P(result);
+	return identifier_sql(fcinfo, ID_EMAIL, true);
 }
 
 /* tt_normalize_email(text): what tt_hash_email hashes */
 Datum
 tt_normalize_email_sql(PG_FUNCTION_ARGS)
 {
-	text	   *in = PG_GETARG_TEXT_PP(0);
-	char		out[TT_EMAIL_MAXLEN + 1];
-	size_t		len;
-
-	if (!tt_normalize_email(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), out, &len))
-		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text_with_len(out, len));
+	return identifier_sql(fcinfo, ID_EMAIL, false);
 }
 
 /* tt_hash_phone(text [, country text]): hex SHA-256 of the E.164 number */
 Datum
 tt_hash_phone_sql(PG_FUNCTION_ARGS)
 {
-	text	   *in = PG_GETARG_TEXT_PP(0);
-	const TTCountry *country = country_arg(fcinfo, 1);
-	text	   *result = new_hash_text();
-
-	if (!tt_hash_phone(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), country,
-					   VARDATA(result)))
-	{
-		pfree(result);
-		PG_RETURN_NULL();
-	}
-	SET_VARSIZE(result, VARHDRSZ + 64);
-	PG_RETURN_TEXT_P(result);
+	return identifier_sql(fcinfo, ID_PHONE, true);
 }
 
 /* tt_normalize_phone(text [, country text]): the E.164 form, with '+' */
 Datum
 tt_normalize_phone_sql(PG_FUNCTION_ARGS)
 {
-	text	   *in = PG_GETARG_TEXT_PP(0);
-	const TTCountry *country = country_arg(fcinfo, 1);
-	char		out[TT_PHONE_BUFSIZE];
-
-	if (!tt_normalize_phone(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), country, out))
-		PG_RETURN_NULL();
-	PG_RETURN_TEXT_P(cstring_to_text(out));
+	return identifier_sql(fcinfo, ID_PHONE, false);
 }
 
 /* tt_hash_external_id(text): hex SHA-256 of the trimmed id */
 Datum
 tt_hash_external_id_sql(PG_FUNCTION_ARGS)
 {
-	text	   *in = PG_GETARG_TEXT_PP(0);
-	text	   *result = new_hash_text();
-
-	if (!tt_hash_external_id(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in),
-							 VARDATA(result)))
-	{
-		pfree(result);
-		PG_RETURN_NULL();
-	}
-	SET_VARSIZE(result, VARHDRSZ + 64);
-	PG_RETURN_TEXT_P(result);
+	return identifier_sql(fcinfo, ID_EXTERNAL_ID, true);
 }

@@ -1,0 +1,96 @@
+/*-------------------------------------------------------------------------
+ *
+ * capture.h
+ *	  What the stages of capture share: the order trigger (capture.c), its
+ *	  mapping and tt_attach() (capture_mapping.c), and consent
+ *	  (capture_consent.c).
+ *
+ * Vocabulary:
+ *	- mapping: the trigger's arguments after the event name: field=column
+ *	  pairs (field= alone turns a default off), pixel=CODE, and
+ *	  contents_from=table(column) for order items kept in a child table.
+ *	- config: a mapping resolved against the table (column numbers, types,
+ *	  output functions, the items query), cached per trigger.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef TT_CAPTURE_H
+#define TT_CAPTURE_H
+
+#include "access/htup.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+
+#include "tiktok_capi.h"
+
+/* The event fields a column can feed */
+typedef enum CaptureField
+{
+	CF_EVENT_ID,
+	CF_EVENT_TIME,
+	CF_EMAIL,
+	CF_PHONE,
+	CF_EXTERNAL_ID,
+	CF_TTCLID,
+	CF_TTP,
+	CF_IP,
+	CF_USER_AGENT,
+	CF_LOCALE,
+	CF_VALUE,
+	CF_CURRENCY,
+	CF_CONTENTS,
+	CF_CONTENT_TYPE,
+	CF_ORDER_ID,
+	CF_DESCRIPTION,
+	CF_SEARCH_STRING,
+	CF_PAGE_URL,
+	CF_REFERRER,
+	CF_LIMITED_DATA_USE,
+	CF_COUNTRY,
+	CF_CONSENT,
+	N_CAPTURE_FIELDS
+} CaptureField;
+
+/* One mapped column */
+typedef struct MappedColumn
+{
+	AttrNumber	attnum;			/* InvalidAttrNumber: not mapped */
+	Oid			typid;
+	FmgrInfo	out;
+} MappedColumn;
+
+/* A trigger's mapping resolved against its table; cached per trigger */
+typedef struct CaptureConfig
+{
+	Oid			tgoid;			/* hash key */
+	Oid			relid;
+	bool		valid;
+	char	   *event;
+	char	   *event_problem;	/* a misspelled name: events queue as failed */
+	char	   *pixel;			/* NULL: the only configured pixel */
+	MappedColumn	cols[N_CAPTURE_FIELDS];
+	char	   *items_sql;		/* contents_from: the items query */
+	char	   *items_spec;		/* contents_from, schema-qualified */
+	SPIPlanPtr	items_plan;
+	List	   *notes;			/* mapping problems, noted on every event */
+	bool		consent_unreadable; /* a consent mapping failed: unknown */
+} CaptureConfig;
+
+/* What an order row says about consent */
+typedef enum RowConsent
+{
+	ROW_CONSENT_GRANTED,
+	ROW_CONSENT_DENIED,
+	ROW_CONSENT_UNKNOWN			/* NULL, unrecognised text, unreadable column */
+} RowConsent;
+
+/* in capture_mapping.c */
+extern CaptureConfig *tt_capture_config(TriggerData *td);
+
+/* in capture_consent.c */
+extern RowConsent tt_row_consent(const CaptureConfig *cfg, HeapTuple tup,
+								 TupleDesc desc, List **notes);
+extern bool tt_consent_given(RowConsent rc);
+extern void tt_withhold_identifiers(TTEventInput *in);
+
+#endif							/* TT_CAPTURE_H */

@@ -1,0 +1,287 @@
+/*-------------------------------------------------------------------------
+ *
+ * settings.c
+ *	  Entry point of the tiktok_capi library, _PG_init, and every
+ *	  tiktok_capi.* setting with its check hook: the country of national
+ *	  phone numbers, consent, the delivery worker, and the thresholds of
+ *	  tt_health(), which tt_health_thresholds() reports.
+ *
+ * The library works both from shared_preload_libraries (where the
+ * launcher of the delivery worker is registered) and loaded on first use
+ * of one of its SQL functions (then nothing is delivered).  The settings'
+ * variables are defined here, and each stage reads the ones it needs;
+ * the README's table lists them all.
+ *
+ * tt_health() itself is SQL (see the install scripts); it asks for the
+ * thresholds through tt_health_thresholds(), which also makes sure this
+ * library, and so these settings, are loaded in the calling session.
+ * They are USERSET: a monitoring query may pass its own.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "access/htup_details.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "policy.h"
+#include "tiktok_capi.h"
+
+PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(tt_health_thresholds_sql);
+PG_FUNCTION_INFO_V1(tt_health_thresholds);
+
+#define TT_DEFAULT_API_URL "https://business-api.tiktok.com/open_api/v1.3/event/track/"
+
+/* tiktok_capi.default_country: ISO 3166 alpha-2, or '' for none */
+char	   *tt_default_country = NULL;
+
+/* Consent: superuser-only, so the application role cannot loosen them */
+int			tt_consent_denied = CONSENT_DENIED_ANONYMOUS;
+int			tt_consent_unknown = CONSENT_UNKNOWN_DENIED;
+
+/* The worker's.  All but enabled steer the worker only. */
+char	   *tt_database = NULL;
+char	   *tt_api_url = NULL;
+int			tt_batch_size = 1000;
+int			tt_poll_interval_ms = 10000;
+int			tt_http_timeout_ms = 30000;
+int			tt_max_attempts = 100;
+int			tt_retention_s = 7 * 24 * 3600;
+bool		tt_enabled = true;
+int			tt_retry_delay_ms = 1000;
+int			tt_retry_delay_max_ms = 300000;
+
+/* tt_health()'s thresholds; only tt_health_thresholds() reads them */
+static int	lag_warn_s = 300;
+static int	lag_critical_s = 3600;
+static double failure_warn_pct = 1.0;
+static double failure_critical_pct = 10.0;
+static int	outbox_warn_kb = 2 * 1024 * 1024;
+static int	outbox_critical_kb = 8 * 1024 * 1024;
+
+static const struct config_enum_entry consent_denied_options[] = {
+	{"anonymous", CONSENT_DENIED_ANONYMOUS, false},
+	{"skip", CONSENT_DENIED_SKIP, false},
+	{NULL, 0, false}
+};
+
+static const struct config_enum_entry consent_unknown_options[] = {
+	{"denied", CONSENT_UNKNOWN_DENIED, false},
+	{"granted", CONSENT_UNKNOWN_GRANTED, false},
+	{NULL, 0, false}
+};
+
+void		_PG_init(void);
+
+static void define_country_setting(void);
+static bool check_default_country(char **newval, void **extra, GucSource source);
+static void define_consent_settings(void);
+static void define_worker_settings(void);
+static bool check_api_url(char **newval, void **extra, GucSource source);
+static void define_health_settings(void);
+
+/*
+ * Register every setting, the callbacks of capture and of the wake-up at
+ * commit, and when preloaded, the shared memory and the launcher; once
+ * per process.
+ */
+void
+_PG_init(void)
+{
+	define_country_setting();
+	define_consent_settings();
+	tt_capture_init();
+	tt_wake_init();
+	define_worker_settings();
+	tt_launcher_init();
+	define_health_settings();
+	MarkGUCPrefixReserved("tiktok_capi");
+}
+
+/* tiktok_capi.default_country, for national phone numbers */
+static void
+define_country_setting(void)
+{
+	DefineCustomStringVariable("tiktok_capi.default_country",
+							   "Country of phone numbers stored without a country code.",
+							   "ISO 3166 alpha-2 code such as US or GB; empty for none. "
+							   "National numbers need it to become E.164.",
+							   &tt_default_country,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   check_default_country, NULL, NULL);
+}
+
+/* Refuse a country the table does not know, when it is set, not when used */
+static bool
+check_default_country(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0')
+		return true;
+	if (tt_country_lookup(*newval, strlen(*newval)) == NULL)
+	{
+		GUC_check_errdetail("\"%s\" is not an ISO 3166 alpha-2 country code.",
+							*newval);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * The consent settings.  They are superuser-only: the application role,
+ * which fires the trigger, must not loosen them.
+ */
+static void
+define_consent_settings(void)
+{
+	DefineCustomEnumVariable("tiktok_capi.consent_denied",
+							 "What the order trigger queues for an order without consent.",
+							 "anonymous: the event without email, phone, external_id, ip, "
+							 "user_agent, ttp and ttclid (the conversion is counted, the "
+							 "person is not matched); skip: no event.",
+							 &tt_consent_denied, CONSENT_DENIED_ANONYMOUS,
+							 consent_denied_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("tiktok_capi.consent_unknown",
+							 "How the order trigger takes unknown consent (NULL or unrecognised text).",
+							 "denied: as no consent; granted: as consent.  A table without a "
+							 "consent column is always taken as consent granted.",
+							 &tt_consent_unknown, CONSENT_UNKNOWN_DENIED,
+							 consent_unknown_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+}
+
+/*
+ * The worker's settings.  They are read by the worker, so they are set in
+ * postgresql.conf or with ALTER SYSTEM (PGC_SIGHUP: superuser only) and
+ * take effect on reload; a SET in a session could not reach the worker.
+ */
+static void
+define_worker_settings(void)
+{
+	DefineCustomStringVariable("tiktok_capi.database",
+							   "Database whose outbox the worker delivers.",
+							   NULL, &tt_database, "postgres",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("tiktok_capi.api_url",
+							   "Events API track URL events are posted to.",
+							   "https is required, except to a loopback host.",
+							   &tt_api_url, TT_DEFAULT_API_URL,
+							   PGC_SIGHUP, 0, check_api_url, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.batch_size",
+							"Most events in one request.",
+							"TikTok takes 1 to 1000.",
+							&tt_batch_size, 1000, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.poll_interval",
+							"Longest the worker sleeps between looks at the outbox.",
+							"Commits wake it at once; this is the fallback.",
+							&tt_poll_interval_ms, 10000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.http_timeout",
+							"Longest wait for one Events API request.",
+							NULL, &tt_http_timeout_ms, 30000, 100, 600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.max_attempts",
+							"Attempts after which an event that keeps meeting errors is failed.",
+							"Events are also failed once their first attempt is 47 hours old.",
+							&tt_max_attempts, 100, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.retention",
+							"How long sent events are kept before the worker deletes them.",
+							"-1 keeps them forever.",
+							&tt_retention_s, 7 * 24 * 3600, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomBoolVariable("tiktok_capi.enabled",
+							 "Whether the worker delivers events.",
+							 "Off stops the worker; events keep being queued.",
+							 &tt_enabled, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.retry_delay",
+							"First retry's longest wait; each retry doubles it.",
+							NULL, &tt_retry_delay_ms, 1000, 1, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.retry_delay_max",
+							"Cap on the wait between retries.",
+							NULL, &tt_retry_delay_max_ms, 300000, 1, 24 * 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+}
+
+/* Refuse an api_url that would send events in the clear to another host */
+static bool
+check_api_url(char **newval, void **extra, GucSource source)
+{
+	const char *why;
+
+	if (tt_url_allowed(*newval, &why))
+		return true;
+	GUC_check_errdetail("%s", why);
+	return false;
+}
+
+/* tt_health()'s thresholds, USERSET */
+static void
+define_health_settings(void)
+{
+	DefineCustomIntVariable("tiktok_capi.health_lag_warn",
+							"Age of the oldest pending event at which tt_health() warns.",
+							NULL, &lag_warn_s, 300, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.health_lag_critical",
+							"Age of the oldest pending event at which tt_health() is critical.",
+							NULL, &lag_critical_s, 3600, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomRealVariable("tiktok_capi.health_failure_warn",
+							 "Percent of the last hour's settled events that failed at which tt_health() warns.",
+							 NULL, &failure_warn_pct, 1.0, 0.0, 100.0,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("tiktok_capi.health_failure_critical",
+							 "Percent of the last hour's settled events that failed at which tt_health() is critical.",
+							 NULL, &failure_critical_pct, 10.0, 0.0, 100.0,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.health_outbox_warn",
+							"Outbox size (table, indexes and TOAST) at which tt_health() warns.",
+							NULL, &outbox_warn_kb, 2 * 1024 * 1024, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.health_outbox_critical",
+							"Outbox size (table, indexes and TOAST) at which tt_health() is critical.",
+							NULL, &outbox_critical_kb, 8 * 1024 * 1024, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_KB, NULL, NULL, NULL);
+}
+
+/*
+ * The six thresholds as one row: lags in seconds, failure rates in
+ * percent, sizes in bytes, so the SQL compares like with like.
+ */
+Datum
+tt_health_thresholds_sql(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	Datum		values[6];
+	bool		nulls[6] = {0};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "tt_health_thresholds must return a row");
+	values[0] = Int32GetDatum(lag_warn_s);
+	values[1] = Int32GetDatum(lag_critical_s);
+	values[2] = Float8GetDatum(failure_warn_pct);
+	values[3] = Float8GetDatum(failure_critical_pct);
+	values[4] = Int64GetDatum((int64) outbox_warn_kb * 1024);
+	values[5] = Int64GetDatum((int64) outbox_critical_kb * 1024);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/* The name the released 0.1.0--0.2.0 script binds tt_health_thresholds() to */
+Datum
+tt_health_thresholds(PG_FUNCTION_ARGS)
+{
+	return tt_health_thresholds_sql(fcinfo);
+}
