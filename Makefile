@@ -15,6 +15,7 @@ OBJS = \
 	src/event.o \
 	src/capture_mapping.o \
 	src/capture_consent.o \
+	src/capture_row.o \
 	src/capture.o \
 	src/outbox.o \
 	src/wake.o \
@@ -26,7 +27,8 @@ OBJS = \
 	src/http.o \
 	src/policy.o
 
-DATA = sql/tiktok_capi--0.1.0.sql sql/tiktok_capi--0.1.0--0.2.0.sql
+DATA = sql/tiktok_capi--0.1.0.sql sql/tiktok_capi--0.1.0--0.2.0.sql \
+	sql/tiktok_capi--0.2.0--0.3.0.sql
 REGRESS = hashing phone event
 REGRESS_OPTS = --inputdir=test/regress --load-extension=tiktok_capi
 

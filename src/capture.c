@@ -1,288 +1,134 @@
 /*-------------------------------------------------------------------------
  *
  * capture.c
- *	  The order trigger, tt_capture(): it reads the order row through its
- *	  config (capture_mapping.c), builds the event and queues it in the
- *	  outbox, in the order's transaction.
+ *	  The order trigger, tt_capture(), and the commit that builds what it
+ *	  saw: an order's event is built from the order as committed.
  *
- * The trigger never aborts the order.  What it cannot use (an unknown
- * column, an unusable email or currency) is left out of the event and
- * noted in the outbox row's warnings; an event it cannot send at all (no
- * event_id, no pixel, a misspelled event name) is queued as failed with
- * the reason.  tt_attach() applies the same resolution strictly, so a typo
- * is an error when the trigger is attached, not at the first order.
+ * Vocabulary:
+ *	- touched row: a row version a tt_capture trigger fired for in this
+ *	  transaction, whatever wrote it (INSERT, COPY, upsert, MERGE, UPDATE)
+ *	  and whatever kind of trigger it is (plain, constraint, deferred or
+ *	  not).  The trigger only remembers it.
+ *	- flush: at commit (PRE_COMMIT, or PRE_PREPARE), each touched row is
+ *	  followed to its final version in this transaction; a row deleted, or
+ *	  whose trigger's WHEN condition no longer holds, queues nothing; the
+ *	  others are built once per row however often the trigger fired, with
+ *	  the items that exist by then (capture_row.c).  tt_flush() does it
+ *	  early, for a page rendered in the order's own transaction; the rows
+ *	  touched after it are flushed at commit.
  *
- * Consent (capture_consent.c) decides whether the event goes with the
- * customer's identifiers, without them, or not at all.
+ * The flush never aborts the order: it runs in a subtransaction, and when
+ * that fails, each row again in one of its own; a row that still fails is
+ * queued as a failed event naming the row and the error.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
-#include "catalog/pg_type.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
-#include "mb/pg_wchar.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "rewrite/prs2lock.h"
+#include "rewrite/rewriteManip.h"
 #include "utils/builtins.h"
-#include "utils/date.h"
-#include "utils/fmgrprotos.h"
-#include "utils/jsonb.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/resowner.h"
-#include "utils/timestamp.h"
+#include "utils/snapmgr.h"
 
 #include "capture.h"
 
 PG_FUNCTION_INFO_V1(tt_capture_sql);
 PG_FUNCTION_INFO_V1(tt_capture);
+PG_FUNCTION_INFO_V1(tt_flush_sql);
 
-/* An over-long event_id is queued under this many of its first characters */
-#define SHORTENED_EVENT_ID_CHARS 100
-
-static char *column_cstring(const MappedColumn *c, HeapTuple tup, TupleDesc desc);
-static Numeric column_numeric(const MappedColumn *c, HeapTuple tup,
-							  TupleDesc desc, List **notes);
-static Jsonb *json_to_jsonb(const char *json, List **notes);
-static char *shortened_event_id(const char *event_id);
-static void read_event_input(const CaptureConfig *cfg, HeapTuple tup,
-							 TupleDesc desc, TTEventInput *in, List **notes);
-static Jsonb *items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc);
-
-/* A column's value as text, or NULL */
-static char *
-column_cstring(const MappedColumn *c, HeapTuple tup, TupleDesc desc)
+/* A row version a tt_capture trigger fired for */
+typedef struct TouchedRow
 {
-	bool		isnull;
-	Datum		d;
+	Oid			relid;
+	Oid			tgoid;
+	ItemPointerData tid;
+	TransactionId xmin;			/* its writer: a reused line pointer is not it */
+	bool		inserted;		/* fired by an INSERT */
+} TouchedRow;
 
-	if (c->attnum == InvalidAttrNumber)
-		return NULL;
-	d = heap_getattr(tup, c->attnum, desc, &isnull);
-	return isnull ? NULL : OutputFunctionCall((FmgrInfo *) &c->out, d);
+/* A final row version, built once per flush */
+typedef struct BuiltKey
+{
+	Oid			tgoid;
+	ItemPointerData tid;
+} BuiltKey;
+
+/* This transaction's touched rows, in TopTransactionContext */
+static TouchedRow *touched = NULL;
+static int	ntouched = 0;
+static int	maxtouched = 0;
+
+static void remember_row(Relation rel, Oid tgoid, HeapTuple tup, bool inserted);
+static int	row_cmp(const void *a, const void *b);
+static bool references_old(Node *node, void *context);
+static ExprState *when_condition(Trigger *tg, EState *estate);
+static bool final_version(Relation rel, const TouchedRow *r, Snapshot snap,
+						  TupleTableSlot *slot);
+static Trigger *find_trigger(Relation rel, Oid tgoid);
+static int	build_rows(TouchedRow *rows, int n);
+static void queue_build_error(const TouchedRow *r, const char *message);
+static bool in_subtransaction(int (*fn) (TouchedRow *, int), TouchedRow *rows,
+							  int n, int *result, char **error);
+static int	flush_touched(void);
+static void capture_xact_callback(XactEvent event, void *arg);
+
+/* Register the flush at commit, and the configs' invalidation */
+void
+tt_capture_init(void)
+{
+	tt_capture_config_init();
+	RegisterXactCallback(capture_xact_callback, NULL);
 }
 
-/* The value column as numeric, or NULL (noted when it is not a number) */
-static Numeric
-column_numeric(const MappedColumn *c, HeapTuple tup, TupleDesc desc, List **notes)
-{
-	bool		isnull;
-	Datum		d;
-	char	   *s;
-	Numeric		n;
-
-	if (c->attnum == InvalidAttrNumber)
-		return NULL;
-	d = heap_getattr(tup, c->attnum, desc, &isnull);
-	if (isnull)
-		return NULL;
-	switch (c->typid)
-	{
-		case NUMERICOID:
-			return DatumGetNumeric(d);
-		case INT2OID:
-			return int64_to_numeric(DatumGetInt16(d));
-		case INT4OID:
-			return int64_to_numeric(DatumGetInt32(d));
-		case INT8OID:
-			return int64_to_numeric(DatumGetInt64(d));
-		case FLOAT4OID:
-			return DatumGetNumeric(DirectFunctionCall1(float4_numeric, d));
-		case FLOAT8OID:
-			return DatumGetNumeric(DirectFunctionCall1(float8_numeric, d));
-		case CASHOID:
-			return DatumGetNumeric(DirectFunctionCall1(cash_numeric, d));
-		default:
-			s = OutputFunctionCall((FmgrInfo *) &c->out, d);
-			n = tt_numeric_from_string(s, strlen(s));
-			if (n == NULL)
-				*notes = lappend(*notes, psprintf("value \"%.*s\" is not a number",
-												  pg_mbcliplen(s, strlen(s), 32), s));
-			return n;
-	}
-}
-
-/*
- * A json column's value as jsonb, or NULL with a note when jsonb cannot
- * hold it (\u0000, a lone surrogate, a number beyond numeric, an escape the
- * server encoding lacks): the order must not fail on it.  PostgreSQL 15
- * has no soft input errors, so jsonb_in runs in a subtransaction, as
- * PL/pgSQL's exception blocks do.  jsonb columns never pay for this.
- */
-static Jsonb *
-json_to_jsonb(const char *json, List **notes)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	Jsonb	   *volatile result = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	/* the result lives in the caller's context, past the subtransaction */
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		/* a cancel is not bad data: as in PL/pgSQL, it is not caught */
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-			ReThrowError(edata);
-		*notes = lappend(*notes, psprintf("contents dropped: not valid as jsonb (%s)",
-										  edata->message));
-		FreeErrorData(edata);
-		result = NULL;
-	}
-	PG_END_TRY();
-	return result;
-}
-
-/*
- * An over-long event_id as a failed row keeps it: its first characters,
- * "..." and the SHA-256 hex of the whole id.  It fits the outbox's unique
- * index, and stays unique, so a repeat of the order adds no row.
- */
-static char *
-shortened_event_id(const char *event_id)
-{
-	size_t		len = strlen(event_id);
-	char		hash[TT_HASH_BUFSIZE];
-
-	tt_sha256_hex(event_id, len, hash);
-	return psprintf("%.*s...%s",
-					pg_mbcharcliplen(event_id, len, SHORTENED_EVENT_ID_CHARS),
-					event_id, hash);
-}
-
-/* Fill the builder's input from an order row */
+/* Remember a row version for the flush */
 static void
-read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
-				 TTEventInput *in, List **notes)
+remember_row(Relation rel, Oid tgoid, HeapTuple tup, bool inserted)
 {
-	const MappedColumn *cols = cfg->cols;
-	bool		isnull;
-	Datum		d;
-	char	   *country;
+	TouchedRow *r;
 
-	in->event = cfg->event;
-	in->event_id = column_cstring(&cols[CF_EVENT_ID], tup, desc);
-	if (cols[CF_EVENT_TIME].attnum != InvalidAttrNumber)
+	if (ntouched == maxtouched)
 	{
-		d = heap_getattr(tup, cols[CF_EVENT_TIME].attnum, desc, &isnull);
-		if (!isnull)
-		{
-			int			overflow = 0;
-
-			/* near their limits, dates and timestamps have no timestamptz */
-			if (cols[CF_EVENT_TIME].typid == TIMESTAMPOID)
-				in->event_time = timestamp2timestamptz_opt_overflow(DatumGetTimestamp(d),
-																	&overflow);
-			else if (cols[CF_EVENT_TIME].typid == DATEOID)
-				in->event_time = date2timestamptz_opt_overflow(DatumGetDateADT(d),
-															   &overflow);
-			else
-				in->event_time = DatumGetTimestampTz(d);
-			in->has_event_time = overflow == 0;
-			if (overflow != 0)
-				*notes = lappend(*notes,
-								 "event_time dropped: out of the range of timestamp with time zone");
-		}
+		maxtouched = Max(64, maxtouched * 2);
+		if (touched == NULL)
+			touched = MemoryContextAlloc(TopTransactionContext,
+										 sizeof(TouchedRow) * maxtouched);
+		else
+			touched = repalloc_huge(touched, sizeof(TouchedRow) * maxtouched);
 	}
-	in->email = column_cstring(&cols[CF_EMAIL], tup, desc);
-	in->phone = column_cstring(&cols[CF_PHONE], tup, desc);
-	in->external_id = column_cstring(&cols[CF_EXTERNAL_ID], tup, desc);
-	in->ttclid = column_cstring(&cols[CF_TTCLID], tup, desc);
-	in->ttp = column_cstring(&cols[CF_TTP], tup, desc);
-	in->ip = column_cstring(&cols[CF_IP], tup, desc);
-	in->user_agent = column_cstring(&cols[CF_USER_AGENT], tup, desc);
-	in->locale = column_cstring(&cols[CF_LOCALE], tup, desc);
-	in->value = column_numeric(&cols[CF_VALUE], tup, desc, notes);
-	in->currency = column_cstring(&cols[CF_CURRENCY], tup, desc);
-	if (cols[CF_CONTENTS].attnum != InvalidAttrNumber)
-	{
-		d = heap_getattr(tup, cols[CF_CONTENTS].attnum, desc, &isnull);
-		if (!isnull && cols[CF_CONTENTS].typid == JSONBOID)
-			in->contents = DatumGetJsonbP(d);
-		else if (!isnull)
-			in->contents = json_to_jsonb(column_cstring(&cols[CF_CONTENTS], tup, desc),
-										 notes);
-	}
-	in->content_type = column_cstring(&cols[CF_CONTENT_TYPE], tup, desc);
-	in->order_id = column_cstring(&cols[CF_ORDER_ID], tup, desc);
-	in->description = column_cstring(&cols[CF_DESCRIPTION], tup, desc);
-	in->search_string = column_cstring(&cols[CF_SEARCH_STRING], tup, desc);
-	in->page_url = column_cstring(&cols[CF_PAGE_URL], tup, desc);
-	in->referrer = column_cstring(&cols[CF_REFERRER], tup, desc);
-	if (cols[CF_LIMITED_DATA_USE].attnum != InvalidAttrNumber)
-	{
-		d = heap_getattr(tup, cols[CF_LIMITED_DATA_USE].attnum, desc, &isnull);
-		in->has_limited_data_use = !isnull;
-		in->limited_data_use = !isnull && DatumGetBool(d);
-	}
-	country = column_cstring(&cols[CF_COUNTRY], tup, desc);
-	if (country != NULL && (in->country = tt_country_lookup(country, strlen(country))) == NULL)
-		*notes = lappend(*notes, psprintf("country \"%.*s\" is not an ISO 3166 alpha-2 code",
-										  pg_mbcliplen(country, strlen(country), 16), country));
-	if (in->country == NULL)
-		in->country = tt_country_or_default(NULL);
-}
-
-/* contents[] from the child table's rows for this order, or NULL */
-static Jsonb *
-items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc)
-{
-	const MappedColumn *key = &cfg->cols[CF_ORDER_ID];
-	bool		isnull;
-	Datum		d = heap_getattr(tup, key->attnum, desc, &isnull);
-	Datum		agg;
-
-	if (isnull)
-		return NULL;
-	if (SPI_execute_plan(cfg->items_plan, &d, NULL, true, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		return NULL;
-	agg = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? NULL : DatumGetJsonbP(agg);
+	r = &touched[ntouched++];
+	r->relid = RelationGetRelid(rel);
+	r->tgoid = tgoid;
+	r->tid = tup->t_self;
+	r->xmin = HeapTupleHeaderGetRawXmin(tup->t_data);
+	r->inserted = inserted;
 }
 
 /*
- * tt_capture(): AFTER INSERT OR UPDATE ... FOR EACH ROW trigger that queues
- * the row's event in the outbox, in the same transaction.  As a deferred
- * constraint trigger it fires at commit, when the order's items exist.
- * Without the customer's consent the event goes without identifiers, or
- * not at all; an UPDATE that changes the consent reaches the pending event.
+ * tt_capture(): AFTER INSERT OR UPDATE ... FOR EACH ROW trigger.  It only
+ * remembers the row: the event is built at commit, from the order as
+ * committed.
  */
 Datum
 tt_capture_sql(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
-	TupleDesc	desc;
 	HeapTuple	tup;
-	CaptureConfig *cfg;
-	TTEventInput in = {0};
-	List	   *notes;
-	const char *failed = NULL;
-	const char *event_id;
-	const char *why;
-	int			sqlstate;
-	char	   *pixel;
-	Jsonb	   *payload;
-	RowConsent	consent = ROW_CONSENT_GRANTED;
-	bool		granted = true;
-	bool		consent_changed = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -293,76 +139,14 @@ tt_capture_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("tt_capture() must fire AFTER INSERT OR UPDATE ... FOR EACH ROW")));
-
-	desc = RelationGetDescr(td->tg_relation);
+	if (td->tg_relation->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("tt_capture() works on tables, not on \"%s\"",
+						RelationGetRelationName(td->tg_relation))));
 	tup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
-	cfg = tt_capture_config(td);
-	notes = list_copy(cfg->notes);
-
-	/*
-	 * Consent, only when the table has it.  On an UPDATE that changes it,
-	 * the event still pending for the order must follow.
-	 */
-	if (cfg->cols[CF_CONSENT].attnum != InvalidAttrNumber || cfg->consent_unreadable)
-	{
-		consent = tt_row_consent(cfg, tup, desc, &notes);
-		granted = tt_consent_given(consent);
-		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-			consent_changed = consent != tt_row_consent(cfg, td->tg_trigtuple, desc, NULL);
-		if (!granted && tt_consent_denied == CONSENT_DENIED_SKIP && !consent_changed)
-			return PointerGetDatum(NULL);
-	}
-	read_event_input(cfg, tup, desc, &in, &notes);
-	if (!granted)
-	{
-		tt_withhold_identifiers(&in);
-		notes = lappend(notes, consent == ROW_CONSENT_DENIED ?
-						"consent denied: identifiers withheld" :
-						"consent unknown: identifiers withheld");
-	}
-
-	SPI_connect();
-	pixel = cfg->pixel != NULL ? cfg->pixel : tt_default_pixel(&failed);
-	if (cfg->event_problem != NULL)
-		failed = cfg->event_problem;
-	else if (tt_is_blank(in.event_id))
-		failed = "the row has no event_id (its order id is NULL or blank)";
-	else if ((why = tt_event_id_problem(in.event_id, &sqlstate)) != NULL)
-		failed = why;
-	/* the row's key: an over-long id (so a failed event) would not fit */
-	event_id = in.event_id != NULL ? in.event_id : "";
-	if (strlen(event_id) > TT_MAX_EVENT_ID_LEN)
-	{
-		event_id = shortened_event_id(event_id);
-		failed = psprintf("%s; queued under the event_id's first %d characters, \"...\" and the SHA-256 of the whole id",
-						  failed, SHORTENED_EVENT_ID_CHARS);
-	}
-
-	/* consent withdrawn under skip: the pending event goes, nothing comes */
-	if (!granted && tt_consent_denied == CONSENT_DENIED_SKIP)
-	{
-		if (failed == NULL)
-			(void) tt_outbox_replace_pending(pixel, cfg->event, in.event_id,
-											 NULL, NIL);
-		SPI_finish();
-		return PointerGetDatum(NULL);
-	}
-
-	if (cfg->items_plan != NULL)
-		in.contents = items_contents(cfg, tup, desc);
-	if (failed == NULL)
-		payload = tt_build_event(&in, &notes);
-	else
-		payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
-	/* a pending event follows a change of consent; else the first row stands */
-	if (!consent_changed || failed != NULL ||
-		!tt_outbox_replace_pending(pixel, cfg->event, in.event_id, payload, notes))
-		(void) tt_outbox_insert(pixel != NULL ? pixel : "",
-								cfg->event,
-								event_id,
-								in.has_event_time ? in.event_time : GetCurrentTransactionStartTimestamp(),
-								payload, notes, failed);
-	SPI_finish();
+	remember_row(td->tg_relation, td->tg_trigger->tgoid, tup,
+				 TRIGGER_FIRED_BY_INSERT(td->tg_event));
 	return PointerGetDatum(NULL);
 }
 
@@ -374,4 +158,302 @@ Datum
 tt_capture(PG_FUNCTION_ARGS)
 {
 	return tt_capture_sql(fcinfo);
+}
+
+/* Touched rows in the order the flush wants them: by table and trigger */
+static int
+row_cmp(const void *a, const void *b)
+{
+	const TouchedRow *x = a;
+	const TouchedRow *y = b;
+
+	if (x->relid != y->relid)
+		return x->relid < y->relid ? -1 : 1;
+	if (x->tgoid != y->tgoid)
+		return x->tgoid < y->tgoid ? -1 : 1;
+	return ItemPointerCompare((ItemPointer) &x->tid, (ItemPointer) &y->tid);
+}
+
+/* Does a WHEN condition read OLD? */
+static bool
+references_old(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Var) && ((Var *) node)->varno == PRS2_OLD_VARNO)
+		return true;
+	return expression_tree_walker(node, references_old, context);
+}
+
+/*
+ * The trigger's WHEN condition, to test on the row as committed (NEW is
+ * the outer tuple, as in the trigger machinery); NULL when it has none,
+ * or reads OLD (an UPDATE-only trigger): its firing stands.
+ */
+static ExprState *
+when_condition(Trigger *tg, EState *estate)
+{
+	Node	   *qual;
+
+	if (tg->tgqual == NULL)
+		return NULL;
+	qual = stringToNode(tg->tgqual);
+	if (references_old(qual, NULL))
+		return NULL;
+	ChangeVarNodes(qual, PRS2_NEW_VARNO, OUTER_VAR, 0);
+	return ExecPrepareQual(make_ands_implicit((Expr *) qual), estate);
+}
+
+/*
+ * Follow a touched row to its version as committed, into slot.  False
+ * when there is none: deleted, moved to another partition (whose trigger
+ * saw the insert), or written by a subtransaction that rolled back.
+ */
+static bool
+final_version(Relation rel, const TouchedRow *r, Snapshot snap,
+			  TupleTableSlot *slot)
+{
+	ItemPointerData tid = r->tid;
+	TableScanDesc scan;
+	bool		isnull;
+
+	/* a rolled-back version's line pointer may hold another row now */
+	if (!table_tuple_fetch_row_version(rel, &tid, SnapshotAny, slot) ||
+		!TransactionIdEquals(DatumGetTransactionId(slot_getsysattr(slot, MinTransactionIdAttributeNumber,
+																   &isnull)),
+							 r->xmin))
+		return false;
+	scan = table_beginscan_tid(rel, snap);
+	table_tuple_get_latest_tid(scan, &tid);
+	table_endscan(scan);
+	return table_tuple_fetch_row_version(rel, &tid, snap, slot);
+}
+
+/* The trigger of rel with this oid, or NULL once dropped */
+static Trigger *
+find_trigger(Relation rel, Oid tgoid)
+{
+	for (int i = 0; rel->trigdesc != NULL && i < rel->trigdesc->numtriggers; i++)
+		if (rel->trigdesc->triggers[i].tgoid == tgoid)
+			return &rel->trigdesc->triggers[i];
+	return NULL;
+}
+
+/*
+ * Build the events of n touched rows (sorted by table and trigger), each
+ * final version once.  Returns how many rows were read.
+ */
+static int
+build_rows(TouchedRow *rows, int n)
+{
+	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+	EState	   *estate = CreateExecutorState();
+	ExprContext *econtext = GetPerTupleExprContext(estate);
+	HASHCTL		ctl;
+	HTAB	   *built;
+	int			nread = 0;
+
+	ctl.keysize = sizeof(BuiltKey);
+	ctl.entrysize = sizeof(BuiltKey);
+	ctl.hcxt = CurrentMemoryContext;
+	built = hash_create("tiktok_capi built rows", Max(n, 16), &ctl,
+						HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	SPI_connect();
+	for (int i = 0; i < n;)
+	{
+		Relation	rel = table_open(rows[i].relid, AccessShareLock);
+		Oid			tgoid = rows[i].tgoid;
+		Trigger    *tg = find_trigger(rel, tgoid);
+		CaptureConfig *cfg = tg ? tt_capture_config(rel, tg) : NULL;
+		ExprState  *when = tg ? when_condition(tg, estate) : NULL;
+		TupleTableSlot *slot = table_slot_create(rel, NULL);
+
+		for (; i < n && rows[i].relid == RelationGetRelid(rel) && rows[i].tgoid == tgoid; i++)
+		{
+			BuiltKey	key;
+			bool		found;
+
+			if (cfg == NULL || !final_version(rel, &rows[i], snap, slot))
+				continue;
+			memset(&key, 0, sizeof(key));
+			key.tgoid = tgoid;
+			key.tid = slot->tts_tid;
+			hash_search(built, &key, HASH_ENTER, &found);
+			if (found)
+				continue;
+			ResetExprContext(econtext);
+			econtext->ecxt_outertuple = slot;
+			if (when != NULL && !ExecQual(when, econtext))
+				continue;
+			(void) tt_capture_row(cfg, ExecFetchSlotHeapTuple(slot, false, NULL),
+								  RelationGetDescr(rel), rows[i].inserted);
+			nread++;
+		}
+		ExecDropSingleTupleTableSlot(slot);
+		table_close(rel, AccessShareLock);
+	}
+	SPI_finish();
+	FreeExecutorState(estate);
+	UnregisterSnapshot(snap);
+	return nread;
+}
+
+/*
+ * A row whose event could not be built even alone: a failed event under a
+ * key naming the row, with the error, so the order is not lost silently.
+ */
+static void
+queue_build_error(const TouchedRow *r, const char *message)
+{
+	char	   *rel = get_rel_name(r->relid);
+	Datum		values[2];
+
+	values[0] = CStringGetTextDatum(psprintf("%s row (%u,%u) of transaction %u",
+											 rel ? rel : "a dropped table",
+											 ItemPointerGetBlockNumber(&r->tid),
+											 ItemPointerGetOffsetNumber(&r->tid),
+											 GetTopTransactionId()));
+	values[1] = CStringGetTextDatum(psprintf("the event could not be built: %s", message));
+	SPI_connect();
+	if (SPI_execute_with_args("INSERT INTO tiktok_capi.outbox"
+							  " (pixel_code, event, event_id, event_time, payload, status, last_error)"
+							  " VALUES ('', 'capture error', $1, now(), '{}', 'failed', $2)"
+							  " ON CONFLICT ON CONSTRAINT outbox_dedup_key DO NOTHING",
+							  2, (Oid[]) {TEXTOID, TEXTOID}, values, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not queue the capture error");
+	SPI_finish();
+}
+
+/* Queue one row's build error (a callback of in_subtransaction) */
+static char *pending_error = NULL;
+
+static int
+queue_error_rows(TouchedRow *rows, int n)
+{
+	queue_build_error(&rows[0], pending_error);
+	return 0;
+}
+
+/*
+ * Run fn(rows, n) in a subtransaction, as PL/pgSQL's exception blocks do.
+ * False, with *error set, when it failed: its work is undone.  A cancel is
+ * not caught.
+ */
+static bool
+in_subtransaction(int (*fn) (TouchedRow *, int), TouchedRow *rows, int n,
+				  int *result, char **error)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		*result = fn(rows, n);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+		*error = pstrdup(edata->message);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return ok;
+}
+
+/*
+ * Build the events of the rows touched so far.  Rows touched while this
+ * runs (none, unless something writes an order from inside the build)
+ * are taken in the next round.  Returns how many rows were read.
+ */
+static int
+flush_touched(void)
+{
+	int			nread = 0;
+
+	while (ntouched > 0)
+	{
+		TouchedRow *rows = touched;
+		int			n = ntouched;
+		int			result;
+		char	   *error;
+
+		touched = NULL;
+		ntouched = maxtouched = 0;
+		/* after DROP EXTENSION in this transaction there is no outbox */
+		if (!OidIsValid(get_extension_oid("tiktok_capi", true)))
+			return nread;
+		qsort(rows, n, sizeof(TouchedRow), row_cmp);
+		CommandCounterIncrement();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (in_subtransaction(build_rows, rows, n, &result, &error))
+			nread += result;
+		else
+		{
+			/* one row is at fault: find it, and keep the others */
+			for (int i = 0; i < n; i++)
+			{
+				if (in_subtransaction(build_rows, &rows[i], 1, &result, &error))
+				{
+					nread += result;
+					continue;
+				}
+				pending_error = error;
+				if (!in_subtransaction(queue_error_rows, &rows[i], 1, &result, &error))
+					ereport(WARNING,
+							(errmsg("tiktok_capi: the event of a row of \"%s\" was not queued: %s",
+									get_rel_name(rows[i].relid), pending_error),
+							 errdetail("Queueing the failure failed too: %s", error)));
+			}
+		}
+		PopActiveSnapshot();
+		pfree(rows);
+	}
+	return nread;
+}
+
+/* At commit (or PREPARE), build what the triggers saw; forget it after */
+static void
+capture_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			if (ntouched > 0)
+				(void) flush_touched();
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* the memory went with TopTransactionContext */
+			touched = NULL;
+			ntouched = maxtouched = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * tt_flush(): build now the events of the rows this transaction has
+ * touched so far; returns how many rows were read
+ */
+Datum
+tt_flush_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(flush_touched());
 }

@@ -18,6 +18,7 @@
 #define TT_CAPTURE_H
 
 #include "access/htup.h"
+#include "utils/relcache.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
 
@@ -68,11 +69,15 @@ typedef struct CaptureConfig
 	char	   *event;
 	char	   *event_problem;	/* a misspelled name: events queue as failed */
 	char	   *pixel;			/* NULL: the only configured pixel */
+	char	   *prefix;			/* event_id_prefix=, or "" */
+	char	   *source;			/* the trigger's table, schema-qualified */
+	char	   *trigger_name;
+	char	   *broken;			/* a mapping that cannot work: events fail */
 	MappedColumn	cols[N_CAPTURE_FIELDS];
 	char	   *items_sql;		/* contents_from: the items query */
 	char	   *items_spec;		/* contents_from, schema-qualified */
 	SPIPlanPtr	items_plan;
-	List	   *notes;			/* mapping problems, noted on every event */
+	List	   *notes;			/* mapping problems (when strict: an ERROR) */
 	bool		consent_unreadable; /* a consent mapping failed: unknown */
 } CaptureConfig;
 
@@ -85,7 +90,12 @@ typedef enum RowConsent
 } RowConsent;
 
 /* in capture_mapping.c */
-extern CaptureConfig *tt_capture_config(TriggerData *td);
+extern void tt_capture_config_init(void);
+extern CaptureConfig *tt_capture_config(Relation rel, Trigger *tg);
+
+/* in capture_row.c */
+extern TTQueued tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
+							   bool inserted);
 
 /* in capture_consent.c */
 extern RowConsent tt_row_consent(const CaptureConfig *cfg, HeapTuple tup,

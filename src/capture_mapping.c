@@ -5,10 +5,19 @@
  *	  per trigger and resolved again after DDL; and tt_attach(), which
  *	  checks a mapping and creates the trigger.
  *
- * What the trigger cannot use (an unknown column, a column of the wrong
- * type) is noted on every event it queues; tt_attach() applies the same
- * resolution strictly, so a typo is an error when the trigger is
- * attached, not at the first order.
+ * A mapping the trigger cannot use (an unknown column or field, a column
+ * of the wrong type, no id, an unknown pixel, a misspelled event name)
+ * breaks the trigger: its orders are queued as failed with a reason that
+ * names the trigger and the fix, never sent half-built, and the first
+ * such order of each backend logs a WARNING.  tt_attach() applies the
+ * same resolution strictly, so a typo is an error when the trigger is
+ * attached, not at the first order; tt_check_triggers() applies it to
+ * every tt_capture trigger, for tt_health().
+ *
+ * The event_id is the order's id within its table: the event_id= column,
+ * else the order_id= column, else order_id or id.  event_id_prefix=
+ * (e.g. app-) makes the ids of a second table on the same pixel and
+ * event distinct; tt_attach() refuses a second table without one.
  *
  *-------------------------------------------------------------------------
  */
@@ -17,10 +26,12 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -31,12 +42,14 @@
 #include "utils/regproc.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
+#include "utils/tuplestore.h"
 #include "utils/varlena.h"
 
 #include "capture.h"
 
 PG_FUNCTION_INFO_V1(tt_attach_sql);
 PG_FUNCTION_INFO_V1(tt_attach);
+PG_FUNCTION_INFO_V1(tt_check_triggers_sql);
 
 /* A field's name in a mapping, and the column names it takes by default */
 typedef struct FieldDef
@@ -71,7 +84,7 @@ static const FieldDef field_defs[N_CAPTURE_FIELDS] = {
 };
 
 /* A mapping's hint, for every mapping problem */
-#define MAPPING_HINT "Mappings are field=column, pixel=CODE or contents_from=table(column)."
+#define MAPPING_HINT "Mappings are field=column, pixel=CODE, event_id_prefix=TEXT or contents_from=table(column)."
 
 /*
  * A mapping problem: an ERROR when attaching (strict), a note for every
@@ -103,10 +116,21 @@ static char *items_query(const char *spec, bool strict, List **notes,
 static void resolve_config(CaptureConfig *cfg, Relation rel, int nargs,
 						   char **args, bool strict, MemoryContext cxt);
 static void invalidate_configs(Datum arg, Oid relid);
+static char *config_problem(CaptureConfig *cfg);
+static char *trigger_source(Relation rel, Trigger *tg);
+static void resolve_lenient(CaptureConfig *cfg, Relation rel, Trigger *tg,
+							MemoryContext cxt);
+static void capture_triggers(void);
+static char **trigger_args(HeapTuple tup, TupleDesc desc, int *nargs);
+static const char *trigger_arg(char **args, int nargs, const char *key);
+static char *shared_key_owner(Oid relid, const char *event, const char *pixel,
+							  const char *prefix);
+static void refuse_shared_key(Oid relid, const char *event, const char *pixel,
+							  const char *prefix);
 
 /* Register the invalidation of cached configs after DDL */
 void
-tt_capture_init(void)
+tt_capture_config_init(void)
 {
 	CacheRegisterRelcacheCallback(invalidate_configs, (Datum) 0);
 }
@@ -301,6 +325,11 @@ resolve_config(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 			cfg->pixel = val[0] ? MemoryContextStrdup(cxt, val) : NULL;
 			continue;
 		}
+		if (strcmp(key, "event_id_prefix") == 0)
+		{
+			cfg->prefix = MemoryContextStrdup(cxt, val);
+			continue;
+		}
 		if (strcmp(key, "contents_from") == 0)
 		{
 			cfg->items_sql = items_query(val, strict, &cfg->notes, &cfg->items_spec);
@@ -322,6 +351,13 @@ resolve_config(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 			map_column(cfg, desc, f, val, strict, cxt);
 	}
 
+	/* the event_id follows an order_id mapping */
+	if (!explicit[CF_EVENT_ID] && explicit[CF_ORDER_ID] &&
+		cfg->cols[CF_ORDER_ID].attnum != InvalidAttrNumber)
+	{
+		cfg->cols[CF_EVENT_ID] = cfg->cols[CF_ORDER_ID];
+		explicit[CF_EVENT_ID] = true;
+	}
 	for (int f = 0; f < N_CAPTURE_FIELDS; f++)
 	{
 		if (explicit[f])
@@ -336,6 +372,8 @@ resolve_config(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 	}
 	if (cfg->cols[CF_EVENT_ID].attnum == InvalidAttrNumber)
 		mapping_problem(strict, &cfg->notes, "no event_id column: the table has no order_id or id column; map one with event_id=column");
+	if (cfg->prefix == NULL)
+		cfg->prefix = "";
 	if (cfg->items_sql != NULL)
 	{
 		if (cfg->cols[CF_ORDER_ID].attnum == InvalidAttrNumber)
@@ -369,11 +407,73 @@ resolve_config(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 	}
 }
 
-/* The trigger's config, resolved at its first row and after any DDL */
-CaptureConfig *
-tt_capture_config(TriggerData *td)
+/*
+ * What keeps a leniently resolved config from working, as the reason its
+ * orders fail with: the first mapping problem, or a misspelled event name,
+ * or a named pixel that is not configured.  NULL when it works.  The
+ * caller is connected to SPI.
+ */
+static char *
+config_problem(CaptureConfig *cfg)
 {
-	Trigger    *tg = td->tg_trigger;
+	const char *why = NULL;
+
+	if (cfg->notes != NIL)
+		why = linitial(cfg->notes);
+	else if (cfg->event_problem != NULL)
+		why = cfg->event_problem;
+	else if (cfg->pixel != NULL && !tt_pixel_exists(cfg->pixel))
+		why = psprintf("pixel \"%s\" is not configured (add it with tiktok_capi.tt_add_pixel())",
+					   cfg->pixel);
+	if (why == NULL)
+		return NULL;
+	return psprintf("trigger \"%s\" on %s cannot work: %s; fix its arguments (tiktok_capi.tt_attach() checks a mapping), then update the orders to queue them again",
+					cfg->trigger_name, cfg->source, why);
+}
+
+/* The table a trigger was created on: a partition's clone names its root */
+static char *
+trigger_source(Relation rel, Trigger *tg)
+{
+	Oid			relid = RelationGetRelid(rel);
+
+	if (tg->tgisclone)
+	{
+		List	   *ancestors = get_partition_ancestors(relid);
+
+		if (ancestors != NIL)
+			relid = llast_oid(ancestors);
+	}
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
+/*
+ * Resolve a trigger's arguments leniently into cfg, in cxt: what cannot
+ * work goes to cfg->broken.  The caller is connected to SPI.
+ */
+static void
+resolve_lenient(CaptureConfig *cfg, Relation rel, Trigger *tg, MemoryContext cxt)
+{
+	MemoryContext old;
+
+	cfg->tgoid = tg->tgoid;
+	cfg->relid = RelationGetRelid(rel);
+	resolve_config(cfg, rel, tg->tgnargs, tg->tgargs, false, cxt);
+	old = MemoryContextSwitchTo(cxt);
+	cfg->trigger_name = pstrdup(tg->tgname);
+	cfg->source = trigger_source(rel, tg);
+	cfg->broken = config_problem(cfg);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * The trigger's config, resolved at its first row and after any DDL.  The
+ * caller is connected to SPI.
+ */
+CaptureConfig *
+tt_capture_config(Relation rel, Trigger *tg)
+{
 	CaptureConfig *cfg;
 	bool		found;
 
@@ -393,10 +493,7 @@ tt_capture_config(TriggerData *td)
 	if (found && cfg->items_plan != NULL)
 		SPI_freeplan(cfg->items_plan);
 	memset(cfg, 0, sizeof(CaptureConfig));
-	cfg->tgoid = tg->tgoid;
-	cfg->relid = RelationGetRelid(td->tg_relation);
-	resolve_config(cfg, td->tg_relation, tg->tgnargs, tg->tgargs, false,
-				   CacheMemoryContext);
+	resolve_lenient(cfg, rel, tg, CacheMemoryContext);
 	cfg->valid = true;
 	return cfg;
 }
@@ -418,9 +515,10 @@ invalidate_configs(Datum arg, Oid relid)
 
 /*
  * tt_attach(orders, event, mapping, pixel, condition, trigger_name):
- * resolve the mapping strictly, then create the trigger.  A mapping with
- * contents_from makes a deferred constraint trigger, so the items inserted
- * after the order row are there when it fires.
+ * resolve the mapping strictly, then create the trigger.  It is a plain
+ * AFTER INSERT OR UPDATE trigger: the event is built at commit anyway
+ * (capture.c), when the order's items exist.  A second table on the same
+ * pixel and event is refused unless its ids are made distinct.
  */
 Datum
 tt_attach_sql(PG_FUNCTION_ARGS)
@@ -438,7 +536,7 @@ tt_attach_sql(PG_FUNCTION_ARGS)
 	CaptureConfig cfg;
 	StringInfoData sql;
 	char	   *trigname;
-	bool		deferred;
+	bool		qualify;
 	text	   *result;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
@@ -485,9 +583,10 @@ tt_attach_sql(PG_FUNCTION_ARGS)
 				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
 	memset(&cfg, 0, sizeof(cfg));
 	resolve_config(&cfg, rel, nargs, args, true, CurrentMemoryContext);
-	deferred = cfg.items_sql != NULL;
+	refuse_shared_key(relid, event, pixel, cfg.prefix);
+	qualify = cfg.items_sql != NULL;
 	/* the trigger runs with a pinned search_path: qualify the child table */
-	for (int i = 1; i < nargs && deferred; i++)
+	for (int i = 1; i < nargs && qualify; i++)
 		if (strncmp(args[i], "contents_from=", 14) == 0)
 			args[i] = psprintf("contents_from=%s", cfg.items_spec);
 
@@ -495,14 +594,10 @@ tt_attach_sql(PG_FUNCTION_ARGS)
 		psprintf("tt_capture_%s", asc_tolower(event, strlen(event))) :
 		NameStr(*PG_GETARG_NAME(5));
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "CREATE %sTRIGGER %s AFTER INSERT OR UPDATE ON %s",
-					 deferred ? "CONSTRAINT " : "",
+	appendStringInfo(&sql, "CREATE TRIGGER %s AFTER INSERT OR UPDATE ON %s FOR EACH ROW",
 					 quote_identifier(trigname),
 					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 												RelationGetRelationName(rel)));
-	if (deferred)
-		appendStringInfoString(&sql, " DEFERRABLE INITIALLY DEFERRED");
-	appendStringInfoString(&sql, " FOR EACH ROW");
 	if (!PG_ARGISNULL(4))
 		appendStringInfo(&sql, " WHEN (%s)", text_to_cstring(PG_GETARG_TEXT_PP(4)));
 	appendStringInfoString(&sql, " EXECUTE FUNCTION tiktok_capi.tt_capture(");
@@ -526,4 +621,178 @@ Datum
 tt_attach(PG_FUNCTION_ARGS)
 {
 	return tt_attach_sql(fcinfo);
+}
+
+/*
+ * The tt_capture triggers created on tables (not their partitions' clones):
+ * oid, table oid, name, argument count and arguments.  The caller is
+ * connected to SPI; the result is in SPI_tuptable.
+ */
+static void
+capture_triggers(void)
+{
+	if (SPI_execute("SELECT t.oid, t.tgrelid, t.tgname, t.tgnargs, t.tgargs"
+					"  FROM pg_catalog.pg_trigger t"
+					" WHERE t.tgfoid = 'tiktok_capi.tt_capture()'::pg_catalog.regprocedure"
+					"   AND t.tgparentid = 0"
+					" ORDER BY t.tgrelid, t.tgname", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list the tt_capture triggers");
+}
+
+/* A trigger's arguments from pg_trigger.tgargs (NUL-separated) */
+static char **
+trigger_args(HeapTuple tup, TupleDesc desc, int *nargs)
+{
+	bool		isnull;
+	bytea	   *b;
+	char	   *p;
+	char	  **args;
+
+	*nargs = DatumGetInt16(SPI_getbinval(tup, desc, 4, &isnull));
+	b = DatumGetByteaPP(SPI_getbinval(tup, desc, 5, &isnull));
+	p = VARDATA_ANY(b);
+	args = palloc0(sizeof(char *) * (*nargs + 1));
+	for (int i = 0; i < *nargs; i++)
+	{
+		args[i] = pstrdup(p);
+		p += strlen(p) + 1;
+	}
+	return args;
+}
+
+/* The value of a key=value trigger argument, or NULL */
+static const char *
+trigger_arg(char **args, int nargs, const char *key)
+{
+	size_t		len = strlen(key);
+
+	for (int i = 1; i < nargs; i++)
+		if (strncmp(args[i], key, len) == 0 && args[i][len] == '=')
+			return args[i] + len + 1;
+	return NULL;
+}
+
+/*
+ * Another table whose tt_capture trigger queues the same keys as
+ * (event, pixel, prefix) would on relid: the same event, pixel (a trigger
+ * without one uses the only pixel) and event_id prefix.  NULL if none.
+ * The caller is connected to SPI.
+ */
+static char *
+shared_key_owner(Oid relid, const char *event, const char *pixel,
+				 const char *prefix)
+{
+	const char *why;
+	char	   *only = tt_default_pixel(&why);
+	SPITupleTable *tt;
+	uint64		n;
+
+	capture_triggers();
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Oid			other = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+		int			nargs;
+		char	  **args = trigger_args(tt->vals[i], tt->tupdesc, &nargs);
+		const char *other_pixel = trigger_arg(args, nargs, "pixel");
+		const char *other_prefix = trigger_arg(args, nargs, "event_id_prefix");
+
+		if (other == relid || nargs < 1 || strcmp(args[0], event) != 0)
+			continue;
+		if (other_pixel == NULL || other_pixel[0] == '\0')
+			other_pixel = only;
+		if (pixel == NULL || other_pixel == NULL || strcmp(pixel, other_pixel) != 0)
+			continue;
+		if (strcmp(prefix ? prefix : "", other_prefix ? other_prefix : "") != 0)
+			continue;
+		return psprintf("%s (trigger %s)",
+						quote_qualified_identifier(get_namespace_name(get_rel_namespace(other)),
+												   get_rel_name(other)),
+						SPI_getvalue(tt->vals[i], tt->tupdesc, 3));
+	}
+	return NULL;
+}
+
+/* tt_attach's refusal of a second table on the same keys */
+static void
+refuse_shared_key(Oid relid, const char *event, const char *pixel,
+				  const char *prefix)
+{
+	char	   *owner = shared_key_owner(relid, event, pixel, prefix);
+
+	if (owner != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("%s already queues %s events for pixel %s with the same event_ids",
+						owner, event, pixel),
+				 errdetail("An order id found in both tables would be one event: the second order would be refused."),
+				 errhint("Make this table's ids distinct with a prefix, e.g. mapping => '{event_id_prefix=app-}'.")));
+}
+
+/*
+ * tt_check_triggers(): every tt_capture trigger of the database, resolved
+ * as the trigger resolves it; problem says what keeps it from working
+ * (NULL: nothing).  For tt_health()'s triggers check.
+ */
+Datum
+tt_check_triggers_sql(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MemoryContext cxt = CurrentMemoryContext;
+	SPITupleTable *tt;
+	uint64		n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	SPI_connect();
+	capture_triggers();
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Oid			tgoid = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+		Oid			relid = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+		Relation	rel = table_open(relid, AccessShareLock);
+		Trigger    *tg = NULL;
+		CaptureConfig cfg;
+		char	   *problem;
+		char	   *owner;
+		const char *why;
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+
+		for (int t = 0; rel->trigdesc != NULL && t < rel->trigdesc->numtriggers; t++)
+			if (rel->trigdesc->triggers[t].tgoid == tgoid)
+				tg = &rel->trigdesc->triggers[t];
+		if (tg == NULL)
+		{
+			table_close(rel, AccessShareLock);
+			continue;
+		}
+		memset(&cfg, 0, sizeof(cfg));
+		resolve_lenient(&cfg, rel, tg, CurrentMemoryContext);
+		if (cfg.items_plan != NULL)
+			SPI_freeplan(cfg.items_plan);
+		problem = cfg.broken;
+		if (problem == NULL &&
+			(owner = shared_key_owner(relid, cfg.event,
+									  cfg.pixel ? cfg.pixel : tt_default_pixel(&why),
+									  cfg.prefix)) != NULL)
+			problem = psprintf("its event_ids collide with those of %s on the same pixel and event: give one a distinct event_id_prefix=",
+							   owner);
+		values[0] = CStringGetDatum(MemoryContextStrdup(cxt, tg->tgname));
+		values[0] = DirectFunctionCall1(namein, values[0]);
+		values[1] = PointerGetDatum(cstring_to_text(cfg.source));
+		values[2] = PointerGetDatum(cstring_to_text(cfg.event));
+		if (problem != NULL)
+			values[3] = PointerGetDatum(cstring_to_text(problem));
+		else
+			nulls[3] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		table_close(rel, AccessShareLock);
+	}
+	SPI_finish();
+	return (Datum) 0;
 }

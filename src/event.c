@@ -227,7 +227,12 @@ build_properties(FieldList *props, const TTEventInput *in, List **notes)
 	Jsonb	   *contents = NULL;
 
 	if (in->value != NULL && tt_checked_value(in->value, "value", notes))
+	{
 		add_numeric(props, "value", in->value);
+		/* a lenient build says so; tt_event() leaves it to the caller */
+		if (in->currency == NULL && notes != NULL)
+			*notes = lappend(*notes, "currency missing: the value is sent without a currency, so TikTok cannot count it as revenue");
+	}
 	if (in->currency != NULL)
 	{
 		const char *currency = tt_checked_currency(in->currency, notes);

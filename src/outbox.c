@@ -5,18 +5,15 @@
  *	  and tt_enqueue(), the SQL way to do it.
  *
  * An outbox row exists if and only if the transaction that wrote it
- * commits.  A repeat of a (pixel_code, event, event_id) key is a no-op:
- * TikTok would count it once anyway, and the first row already carries it.
+ * commits.  Its key, (pixel_code, event, event_id), is queued once for
+ * good: once sent (and kept after retention), erased or failed after
+ * attempts, a repeat of the key is a no-op.  While the event is pending,
+ * the order's capture rebuilds it from the order as committed (value,
+ * items, consent), or withdraws it (consent denied under skip).  An event
+ * the worker has already claimed, and is sending in that moment, goes out
+ * as it was claimed: the worker sends the payload it read, and records
+ * that row as sent even if its payload was rebuilt meanwhile.
  * Statements run through SPI with plans prepared once per backend.
- *
- * The one exception to "the first row stands" is consent: when an order's
- * consent changes while its event is still pending, the trigger replaces
- * the pending row's payload (identifiers withheld or restored) or deletes
- * it (tiktok_capi.consent_denied = skip).  Rows already sent or failed are
- * never touched.  An event the worker has already claimed, and is sending
- * in that moment, goes out as it was claimed: the worker sends the payload
- * it read, and records that row as sent even if its payload was replaced
- * meanwhile.
  *
  *-------------------------------------------------------------------------
  */
@@ -27,6 +24,8 @@
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
 #include "tiktok_capi.h"
@@ -34,53 +33,46 @@
 PG_FUNCTION_INFO_V1(tt_enqueue_sql);
 
 static SPIPlanPtr insert_plan = NULL;
-static SPIPlanPtr replace_plan = NULL;
+static SPIPlanPtr enqueue_plan = NULL;
+static SPIPlanPtr rebuild_plan = NULL;
 static SPIPlanPtr withdraw_plan = NULL;
+static SPIPlanPtr owner_plan = NULL;
+static SPIPlanPtr settled_plan = NULL;
 static SPIPlanPtr existing_plan = NULL;
 static SPIPlanPtr default_pixel_plan = NULL;
 
+static char *key_owner(Datum *key, const char *source);
 static const char *payload_string(Jsonb *event, const char *key);
 
 /*
- * Insert one event; returns its id, or 0 when its key is already queued.
- * warnings (a List of char *) are the builder's notes; failed_reason, when
- * set, records the event as failed from the start (a configuration problem
- * a person must fix).  The caller is connected to SPI.
+ * Insert one event built by tt_event; returns its id, or 0 when its key is
+ * already in the outbox (queued, sent, kept or erased).  The caller is
+ * connected to SPI.
  */
-int64
-tt_outbox_insert(const char *pixel_code, const char *event,
-				 const char *event_id, TimestampTz event_time, Jsonb *payload,
-				 List *warnings, const char *failed_reason)
+static int64
+enqueue_insert(const char *pixel_code, const char *event,
+			   const char *event_id, TimestampTz event_time, Jsonb *payload)
 {
-	Oid			argtypes[7] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
-	JSONBOID, TEXTARRAYOID, TEXTOID};
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, JSONBOID};
+	Datum		values[5];
 	SPIPlanPtr	plan;
 	bool		isnull;
 	int			rc;
 
-	plan = tt_prepare_once(&insert_plan,
-						"INSERT INTO tiktok_capi.outbox"
-						" (pixel_code, event, event_id, event_time, payload, warnings,"
-						"  status, last_error)"
-						" VALUES ($1, $2, $3, $4, $5, $6,"
-						"  CASE WHEN $7 IS NULL THEN 'pending' ELSE 'failed' END, $7)"
-						" ON CONFLICT ON CONSTRAINT outbox_dedup_key DO NOTHING"
-						" RETURNING id",
-						7, argtypes, 0);
+	plan = tt_prepare_once(&enqueue_plan,
+						   "INSERT INTO tiktok_capi.outbox"
+						   " (pixel_code, event, event_id, event_time, payload)"
+						   " VALUES ($1, $2, $3, $4, $5)"
+						   " ON CONFLICT ON CONSTRAINT outbox_dedup_key DO NOTHING"
+						   " RETURNING id",
+						   5, argtypes, 0);
 	values[0] = CStringGetTextDatum(pixel_code);
 	values[1] = CStringGetTextDatum(event);
 	values[2] = CStringGetTextDatum(event_id);
 	values[3] = TimestampTzGetDatum(event_time);
 	values[4] = JsonbPGetDatum(payload);
-	values[5] = tt_text_array(warnings, &nulls[5]);
-	if (failed_reason != NULL)
-		values[6] = CStringGetTextDatum(failed_reason);
-	else
-		nulls[6] = 'n';
 
-	rc = SPI_execute_plan(plan, values, nulls, false, 1);
+	rc = SPI_execute_plan(plan, values, NULL, false, 1);
 	if (rc != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(rc));
 	tt_wake_worker_at_commit();
@@ -91,61 +83,159 @@ tt_outbox_insert(const char *pixel_code, const char *event,
 }
 
 /*
- * Bring a still pending event in line with a change of the customer's
- * consent: replace its payload and warnings with the ones built from the
- * order as it is now, or, when payload is NULL, delete it (the consent
- * policy is to queue nothing without consent).  The queued event_time
- * stands, in the row and in the payload: the conversion happened when it
- * was first queued.  Returns whether a pending row was found; rows already
- * sent or failed are never touched.  The caller is connected to SPI.
- * Only tt_capture() calls this, under its pinned search_path.
+ * Queue a captured order's event under its key, once for the order's
+ * whole life.  A new key is inserted.  A key still pending (or failed
+ * before any attempt, when the trigger could not build it) that this
+ * source queued is rebuilt from the order as it is now, keeping the
+ * event_time it was first queued with: the conversion happened then.  A
+ * key sent, kept after retention, erased, or failed after attempts stays
+ * as it is.  A key another table queued is never touched: the order gets
+ * a failed row of its own, under "source:event_id", naming both tables.
+ * payload NULL withdraws the pending event (consent denied under skip).
+ * The caller is connected to SPI.
  */
-bool
-tt_outbox_replace_pending(const char *pixel_code, const char *event,
-						  const char *event_id, Jsonb *payload,
-						  List *warnings)
+TTQueued
+tt_outbox_queue(const TTQueueItem *item)
 {
-	Oid			argtypes[5] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTARRAYOID};
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			argtypes[8] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID,
+	JSONBOID, TEXTARRAYOID, TEXTOID, TEXTOID};
+	Datum		values[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	SPIPlanPtr	plan;
+	char	   *other;
 	int			rc;
 
+	values[0] = CStringGetTextDatum(item->pixel_code);
+	values[1] = CStringGetTextDatum(item->event);
+	values[2] = CStringGetTextDatum(item->event_id);
+	values[3] = TimestampTzGetDatum(item->event_time);
+	values[4] = item->payload ? JsonbPGetDatum(item->payload) : (Datum) 0;
+	nulls[4] = item->payload ? ' ' : 'n';
+	values[5] = tt_text_array(item->warnings, &nulls[5]);
+	values[6] = item->failed_reason ? CStringGetTextDatum(item->failed_reason) : (Datum) 0;
+	nulls[6] = item->failed_reason ? ' ' : 'n';
+	values[7] = CStringGetTextDatum(item->source);
+
+	if (item->payload == NULL)
+	{
+		plan = tt_prepare_once(&withdraw_plan,
+							   "DELETE FROM tiktok_capi.outbox o"
+							   " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3"
+							   "   AND o.status = 'pending' AND o.source = $4",
+							   4, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, TEXTOID}, 0);
+		rc = SPI_execute_plan(plan, (Datum[]) {values[0], values[1], values[2], values[7]},
+							  NULL, false, 0);
+		if (rc != SPI_OK_DELETE)
+			elog(ERROR, "outbox withdrawal failed: %s", SPI_result_code_string(rc));
+		return SPI_processed > 0 ? TT_QUEUED_WITHDRAWN : TT_QUEUED_UNCHANGED;
+	}
+
+	plan = tt_prepare_once(&insert_plan,
+						   "INSERT INTO tiktok_capi.outbox"
+						   " (pixel_code, event, event_id, event_time, payload, warnings,"
+						   "  status, last_error, source)"
+						   " VALUES ($1, $2, $3, $4, $5, $6,"
+						   "  CASE WHEN $7 IS NULL THEN 'pending' ELSE 'failed' END, $7, $8)"
+						   " ON CONFLICT ON CONSTRAINT outbox_dedup_key DO NOTHING",
+						   8, argtypes, 0);
+	rc = SPI_execute_plan(plan, values, nulls, false, 1);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+	{
+		tt_wake_worker_at_commit();
+		return TT_QUEUED_NEW;
+	}
+
+	plan = tt_prepare_once(&rebuild_plan,
+						   "UPDATE tiktok_capi.outbox o"
+						   "   SET payload = n.payload, warnings = $6, last_error = $7,"
+						   "       status = CASE WHEN $7 IS NULL THEN 'pending' ELSE 'failed' END"
+						   "  FROM (SELECT o2.id, CASE WHEN o2.payload ? 'event_time'"
+						   "                THEN jsonb_set($5, '{event_time}', o2.payload -> 'event_time')"
+						   "                ELSE $5 END AS payload"
+						   "          FROM tiktok_capi.outbox o2"
+						   "         WHERE o2.pixel_code = $1 AND o2.event = $2 AND o2.event_id = $3) n"
+						   " WHERE o.id = n.id AND o.source = $8"
+						   "   AND (o.status = 'pending' OR (o.status = 'failed' AND o.first_attempt_at IS NULL))"
+						   "   AND (o.payload, o.warnings, o.last_error) IS DISTINCT FROM (n.payload, $6, $7)",
+						   8, argtypes, 0);
+	rc = SPI_execute_plan(plan, values, nulls, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "outbox rebuild failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+	{
+		tt_wake_worker_at_commit();
+		return TT_QUEUED_REBUILT;
+	}
+
+	/* the key is settled, unchanged, or another table's */
+	other = key_owner(values, item->source);
+	if (other == NULL)
+		return TT_QUEUED_UNCHANGED;
+	values[2] = CStringGetTextDatum(psprintf("%s:%s", item->source, item->event_id));
+	values[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	nulls[4] = ' ';
+	values[6] = CStringGetTextDatum(psprintf("order \"%s\" of %s has the event_id of an event %s queued for pixel %s, event %s: the ids of two tables collide; give one trigger a distinct prefix with event_id_prefix=",
+											 item->event_id, item->source, other,
+											 item->pixel_code, item->event));
+	nulls[6] = ' ';
+	if (SPI_execute_plan(insert_plan, values, nulls, false, 1) != SPI_OK_INSERT)
+		elog(ERROR, "outbox insert failed");
+	return TT_QUEUED_COLLISION;
+}
+
+/*
+ * The table that queued a key, when it is another existing table than
+ * source ("... from public.web_orders"); NULL when the key is source's own,
+ * tt_enqueue's, or its table is gone or renamed (then it cannot be told
+ * apart from source, and the key stands).
+ */
+static char *
+key_owner(Datum *key, const char *source)
+{
+	SPIPlanPtr	plan;
+	bool		isnull;
+	Datum		d;
+
+	plan = tt_prepare_once(&owner_plan,
+						   "SELECT 'from ' || o.source FROM tiktok_capi.outbox o"
+						   " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3"
+						   "   AND o.source IS DISTINCT FROM $4"
+						   "   AND pg_catalog.to_regclass(o.source) IS DISTINCT FROM pg_catalog.to_regclass($4)"
+						   "   AND pg_catalog.to_regclass(o.source) IS NOT NULL",
+						   4, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, TEXTOID}, 0);
+	if (SPI_execute_plan(plan, (Datum[]) {key[0], key[1], key[2], CStringGetTextDatum(source)},
+						 NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "outbox key lookup failed");
+	if (SPI_processed == 0)
+		return NULL;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return TextDatumGetCString(d);
+}
+
+/*
+ * Is the key settled for good: sent, kept after retention, erased, or
+ * failed after attempts?  Then a change to the order builds nothing.  The
+ * caller is connected to SPI.
+ */
+bool
+tt_outbox_settled(const char *pixel_code, const char *event, const char *event_id)
+{
+	SPIPlanPtr	plan;
+	Datum		values[3];
+
+	plan = tt_prepare_once(&settled_plan,
+						   "SELECT 1 FROM tiktok_capi.outbox o"
+						   " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3"
+						   "   AND (o.status IN ('sent', 'kept', 'erased')"
+						   "        OR (o.status = 'failed' AND o.first_attempt_at IS NOT NULL))",
+						   3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, 0);
 	values[0] = CStringGetTextDatum(pixel_code);
 	values[1] = CStringGetTextDatum(event);
 	values[2] = CStringGetTextDatum(event_id);
-	if (payload == NULL)
-	{
-		plan = tt_prepare_once(&withdraw_plan,
-							"DELETE FROM tiktok_capi.outbox o"
-							" WHERE o.pixel_code = $1"
-							"   AND o.event = $2"
-							"   AND o.event_id = $3"
-							"   AND o.status = 'pending'",
-							3, argtypes, 0);
-		rc = SPI_execute_plan(plan, values, nulls, false, 0);
-		if (rc != SPI_OK_DELETE)
-			elog(ERROR, "outbox withdrawal failed: %s", SPI_result_code_string(rc));
-		return SPI_processed > 0;
-	}
-
-	plan = tt_prepare_once(&replace_plan,
-						"UPDATE tiktok_capi.outbox o"
-						"   SET payload = jsonb_set($4, '{event_time}',"
-						"         COALESCE(o.payload -> 'event_time',"
-						"                    $4 -> 'event_time')),"
-						"       warnings = $5"
-						" WHERE o.pixel_code = $1"
-						"   AND o.event = $2"
-						"   AND o.event_id = $3"
-						"   AND o.status = 'pending'",
-						5, argtypes, 0);
-	values[3] = JsonbPGetDatum(payload);
-	values[4] = tt_text_array(warnings, &nulls[4]);
-	rc = SPI_execute_plan(plan, values, nulls, false, 0);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "outbox replacement failed: %s", SPI_result_code_string(rc));
-	tt_wake_worker_at_commit();
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "outbox key lookup failed");
 	return SPI_processed > 0;
 }
 
@@ -174,6 +264,19 @@ tt_default_pixel(const char **why)
 	return NULL;
 }
 
+/* Is the pixel configured?  The caller is connected to SPI. */
+bool
+tt_pixel_exists(const char *pixel_code)
+{
+	Oid			argtype = TEXTOID;
+	Datum		code = CStringGetTextDatum(pixel_code);
+
+	if (SPI_execute_with_args("SELECT 1 FROM tiktok_capi.pixels WHERE pixel_code = $1",
+							  1, &argtype, &code, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pixel lookup failed");
+	return SPI_processed == 1;
+}
+
 /*
  * The pixel a direct call means: the one it names, which must be
  * configured, or else the only one.  An ERROR otherwise.  The caller is
@@ -182,8 +285,6 @@ tt_default_pixel(const char **why)
 char *
 tt_pixel_for_call(const char *named)
 {
-	Oid			argtype = TEXTOID;
-	Datum		code;
 	const char *why = NULL;
 	char	   *pixel;
 
@@ -196,17 +297,11 @@ tt_pixel_for_call(const char *named)
 					 errmsg("no pixel given and %s", why)));
 		named = pixel;
 	}
-	else
-	{
-		code = CStringGetTextDatum(named);
-		if (SPI_execute_with_args("SELECT 1 FROM tiktok_capi.pixels WHERE pixel_code = $1",
-								  1, &argtype, &code, NULL, true, 1) != SPI_OK_SELECT ||
-			SPI_processed != 1)
+	else if (!tt_pixel_exists(named))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("pixel \"%s\" is not configured", named),
 					 errhint("Add it first with tiktok_capi.tt_add_pixel().")));
-	}
 	pixel = SPI_palloc(strlen(named) + 1);
 	strcpy(pixel, named);
 	return pixel;
@@ -258,10 +353,10 @@ tt_enqueue_sql(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	pixel = tt_pixel_for_call(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	id = tt_outbox_insert(pixel, name, event_id,
-						  DatumGetTimestampTz(DirectFunctionCall1(float8_timestamptz,
-																  Float8GetDatum(seconds))),
-						  event, NIL, NULL);
+	id = enqueue_insert(pixel, name, event_id,
+						DatumGetTimestampTz(DirectFunctionCall1(float8_timestamptz,
+																Float8GetDatum(seconds))),
+						event);
 	if (id == 0)
 	{
 		Oid			argtypes[3] = {TEXTOID, TEXTOID, TEXTOID};

@@ -54,6 +54,7 @@ int			tt_poll_interval_ms = 10000;
 int			tt_http_timeout_ms = 30000;
 int			tt_max_attempts = 100;
 int			tt_retention_s = 7 * 24 * 3600;
+int			tt_keep_keys_s = 400 * 24 * 3600;
 bool		tt_enabled = true;
 int			tt_retry_delay_ms = 1000;
 int			tt_retry_delay_max_ms = 300000;
@@ -63,6 +64,8 @@ static int	lag_warn_s = 300;
 static int	lag_critical_s = 3600;
 static double failure_warn_pct = 1.0;
 static double failure_critical_pct = 10.0;
+static double warnings_warn_pct = 5.0;
+static double warnings_critical_pct = 25.0;
 static int	outbox_warn_kb = 2 * 1024 * 1024;
 static int	outbox_critical_kb = 8 * 1024 * 1024;
 
@@ -196,9 +199,16 @@ define_worker_settings(void)
 							&tt_max_attempts, 100, 1, 100000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tiktok_capi.retention",
-							"How long sent events are kept before the worker deletes them.",
-							"-1 keeps them forever.",
+							"How long sent events keep their payload.",
+							"Then the worker drops the payload and keeps the key (status kept), so "
+							"the order is never sent again; -1 keeps payloads forever.",
 							&tt_retention_s, 7 * 24 * 3600, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.keep_keys",
+							"How long the keys of sent events are kept after their payload went.",
+							"Within it, a change to an order already sent queues nothing; -1 keeps "
+							"them forever.  Erased keys are always kept.",
+							&tt_keep_keys_s, 400 * 24 * 3600, -1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomBoolVariable("tiktok_capi.enabled",
 							 "Whether the worker delivers events.",
@@ -246,6 +256,14 @@ define_health_settings(void)
 	DefineCustomRealVariable("tiktok_capi.health_failure_critical",
 							 "Percent of the last hour's settled events that failed at which tt_health() is critical.",
 							 NULL, &failure_critical_pct, 10.0, 0.0, 100.0,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("tiktok_capi.health_warnings_warn",
+							 "Percent of the last hour's events with warnings at which tt_health() warns.",
+							 NULL, &warnings_warn_pct, 5.0, 0.0, 100.0,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomRealVariable("tiktok_capi.health_warnings_critical",
+							 "Percent of the last hour's events with warnings at which tt_health() is critical.",
+							 NULL, &warnings_critical_pct, 25.0, 0.0, 100.0,
 							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tiktok_capi.health_outbox_warn",
 							"Outbox size (table, indexes and TOAST) at which tt_health() warns.",

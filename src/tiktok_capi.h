@@ -63,6 +63,7 @@ extern int	tt_poll_interval_ms;
 extern int	tt_http_timeout_ms;
 extern int	tt_max_attempts;
 extern int	tt_retention_s;
+extern int	tt_keep_keys_s;
 extern bool tt_enabled;
 extern int	tt_retry_delay_ms;
 extern int	tt_retry_delay_max_ms;
@@ -144,18 +145,39 @@ typedef struct TTEventInput
 
 extern Jsonb *tt_build_event(const TTEventInput *in, List **notes);
 
-/* in capture_mapping.c (the rest of capture shares capture.h) */
+/* in capture.c (the rest of capture shares capture.h) */
 extern void tt_capture_init(void);
 
 /* in outbox.c */
-extern int64 tt_outbox_insert(const char *pixel_code, const char *event,
-							  const char *event_id, TimestampTz event_time,
-							  Jsonb *payload, List *warnings,
-							  const char *failed_reason);
-extern bool tt_outbox_replace_pending(const char *pixel_code, const char *event,
-									  const char *event_id, Jsonb *payload,
-									  List *warnings);
+
+/* One captured order's event, to queue under its key */
+typedef struct TTQueueItem
+{
+	const char *pixel_code;
+	const char *event;
+	const char *event_id;
+	const char *source;			/* the capturing table, schema-qualified */
+	TimestampTz event_time;
+	Jsonb	   *payload;		/* NULL: withdraw the pending event */
+	List	   *warnings;		/* the builder's notes, char * */
+	const char *failed_reason;	/* set: queued as failed, payload {} */
+} TTQueueItem;
+
+/* What tt_outbox_queue() did */
+typedef enum TTQueued
+{
+	TT_QUEUED_NEW,
+	TT_QUEUED_REBUILT,
+	TT_QUEUED_UNCHANGED,		/* settled, or pending and already so */
+	TT_QUEUED_WITHDRAWN,
+	TT_QUEUED_COLLISION			/* another table's key: a failed row */
+} TTQueued;
+
+extern TTQueued tt_outbox_queue(const TTQueueItem *item);
+extern bool tt_outbox_settled(const char *pixel_code, const char *event,
+							  const char *event_id);
 extern char *tt_default_pixel(const char **why);
+extern bool tt_pixel_exists(const char *pixel_code);
 extern char *tt_pixel_for_call(const char *named);
 
 /* in wake.c */

@@ -97,7 +97,7 @@ record_group(Cycle *cycle, const Claimed *lead, Datum *ids, int n)
 									   "       last_error = $6,"
 									   "       request_id = coalesce($7, request_id),"
 									   "       sent_at = CASE WHEN $2 = 'sent' THEN now() END"
-									   " WHERE id = ANY ($1) AND status <> 'sent' AND status <> 'failed'",
+									   " WHERE id = ANY ($1) AND status = 'pending'",
 									   7, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 	values[0] = tt_array_datum(ids, n, INT8OID);
@@ -167,22 +167,40 @@ record_pixels(Cycle *cycle)
 	}
 }
 
-/* Delete one slice of sent events older than the retention; how many */
+/*
+ * One slice of retention; how many rows it changed.  Sent events older
+ * than tiktok_capi.retention lose their payload and become kept: their
+ * key stays, so a change to the order never sends it again.  Kept keys
+ * older than tiktok_capi.keep_keys go.  Erased keys stay: the person's
+ * orders must never be queued again.
+ */
 int
 tt_delete_old_sent(void)
 {
-	Oid			argtypes[2] = {FLOAT8OID, INT4OID};
-	Datum		values[2];
+	Oid			argtypes[3] = {FLOAT8OID, INT4OID, FLOAT8OID};
+	Datum		values[3];
+	bool		isnull;
 	SPIPlanPtr	plan = tt_prepare_once(&retention_plan,
-									   "DELETE FROM tiktok_capi.outbox WHERE id IN ("
-									   " SELECT id FROM tiktok_capi.outbox"
-									   "  WHERE status = 'sent' AND sent_at < now() - $1 * interval '1 second'"
-									   "  ORDER BY sent_at LIMIT $2)",
-									   2, argtypes, CURSOR_OPT_GENERIC_PLAN);
+									   "WITH kept AS ("
+									   "  UPDATE tiktok_capi.outbox"
+									   "     SET status = 'kept', payload = NULL, warnings = NULL, last_error = NULL"
+									   "   WHERE id IN (SELECT id FROM tiktok_capi.outbox"
+									   "                 WHERE status = 'sent' AND sent_at < now() - $1 * interval '1 second'"
+									   "                 ORDER BY sent_at LIMIT $2)"
+									   "  RETURNING 1),"
+									   " gone AS ("
+									   "  DELETE FROM tiktok_capi.outbox"
+									   "   WHERE $3 >= 0 AND id IN (SELECT id FROM tiktok_capi.outbox"
+									   "                 WHERE status = 'kept' AND sent_at < now() - $3 * interval '1 second'"
+									   "                 ORDER BY sent_at LIMIT $2)"
+									   "  RETURNING 1)"
+									   " SELECT ((SELECT count(*) FROM kept) + (SELECT count(*) FROM gone))::int4",
+									   3, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 	values[0] = Float8GetDatum((double) tt_retention_s);
 	values[1] = Int32GetDatum(TT_RETENTION_ROWS);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "tiktok_capi: could not delete old sent events");
-	return (int) SPI_processed;
+	values[2] = Float8GetDatum((double) tt_keep_keys_s);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "tiktok_capi: could not apply the retention");
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }

@@ -1,0 +1,274 @@
+/*
+ * tiktok_capi 0.2.0 -> 0.3.0: one order, one event, for the order's whole
+ * life.  A new install runs 0.1.0, 0.1.0 -> 0.2.0 and this script.
+ *
+ * Vocabulary added here:
+ *	- key: (pixel_code, event, event_id), TikTok's deduplication key and the
+ *	  outbox's unique constraint.  An order converts once: its key, once
+ *	  settled, is never queued again.
+ *	- kept: a sent event whose payload retention dropped; its key stays, with
+ *	  sent_at, for tiktok_capi.keep_keys (400 days by default), so a later
+ *	  change to the order does not send the conversion again.
+ *	- erased: an event removed by tt_forget(); its key stays, without the
+ *	  payload, so the person's order is not queued again.
+ *	- source: the table whose tt_capture trigger queued the event
+ *	  (schema-qualified), so two tables never share a key silently.
+ */
+
+\echo Use "ALTER EXTENSION tiktok_capi UPDATE TO '0.3.0'" to load this file. \quit
+
+ALTER TABLE tiktok_capi.outbox ALTER COLUMN payload DROP NOT NULL;
+ALTER TABLE tiktok_capi.outbox DROP CONSTRAINT outbox_status_check;
+ALTER TABLE tiktok_capi.outbox ADD CONSTRAINT outbox_status_check
+    CHECK (status IN ('pending', 'sent', 'failed', 'kept', 'erased'));
+ALTER TABLE tiktok_capi.outbox ADD COLUMN source text;
+COMMENT ON COLUMN tiktok_capi.outbox.source IS
+'The table whose tt_capture trigger queued the event (schema-qualified); NULL for tt_enqueue';
+COMMENT ON COLUMN tiktok_capi.outbox.status IS
+'pending, sent, failed; kept: sent, payload dropped by retention, key kept; erased: removed by tt_forget, key kept';
+-- The end of the keys' horizon (tiktok_capi.keep_keys).
+CREATE INDEX outbox_kept_idx ON tiktok_capi.outbox (sent_at) WHERE status = 'kept';
+-- The last hour's warnings (tt_health, recent_warnings), without a scan of
+-- every kept key; a clean event has no entry here.
+CREATE INDEX outbox_warned_idx ON tiktok_capi.outbox (created_at) WHERE warnings IS NOT NULL;
+
+/*
+ * tt_purge_sent: what retention does, on demand: the payloads of sent
+ * events older than the interval are dropped; their keys are kept.
+ */
+CREATE OR REPLACE FUNCTION tiktok_capi.tt_purge_sent(older_than interval DEFAULT '7 days')
+RETURNS bigint LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH purged AS (
+        UPDATE tiktok_capi.outbox o
+           SET status = 'kept', payload = NULL, warnings = NULL, last_error = NULL
+         WHERE o.status = 'sent' AND o.sent_at < now() - tt_purge_sent.older_than
+        RETURNING 1)
+    SELECT count(*) FROM purged;
+END;
+COMMENT ON FUNCTION tiktok_capi.tt_purge_sent IS
+'Drop the payloads of delivered events older than the interval, keeping their keys so the orders are not sent again; returns how many';
+
+/*
+ * tt_forget: every event carrying one of the person's identifiers loses its
+ * payload and becomes erased; its key stays, so a later change to the order
+ * queues nothing of theirs again.
+ */
+CREATE OR REPLACE FUNCTION tiktok_capi.tt_forget(
+    email text DEFAULT NULL, phone text DEFAULT NULL, external_id text DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    email_hash text := tiktok_capi.tt_hash_email(email);
+    phone_hash text := tiktok_capi.tt_hash_phone(phone);
+    external_id_hash text := tiktok_capi.tt_hash_external_id(external_id);
+    kinds text[];
+    removed bigint;
+BEGIN
+    IF email IS NOT NULL AND email_hash IS NULL
+       OR phone IS NOT NULL AND phone_hash IS NULL
+       OR external_id IS NOT NULL AND external_id_hash IS NULL THEN
+        RAISE EXCEPTION 'an identifier given to tt_forget() cannot be normalized'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the email as stored, the phone in E.164 (+country code) or set tiktok_capi.default_country.';
+    END IF;
+    kinds := array_remove(ARRAY[CASE WHEN email_hash IS NOT NULL THEN 'email' END,
+                                CASE WHEN phone_hash IS NOT NULL THEN 'phone' END,
+                                CASE WHEN external_id_hash IS NOT NULL THEN 'external_id' END], NULL);
+    IF cardinality(kinds) = 0 THEN
+        RAISE EXCEPTION 'tt_forget() needs an email, a phone or an external_id'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+
+    PERFORM pg_advisory_xact_lock(8388353928783921153);
+    -- a string, or an array of them: @> matches an element of either
+    UPDATE tiktok_capi.outbox o
+       SET status = 'erased', payload = NULL, warnings = NULL, last_error = NULL,
+           request_id = NULL
+     WHERE o.payload->'user'->'email' @> to_jsonb(email_hash)
+        OR o.payload->'user'->'phone' @> to_jsonb(phone_hash)
+        OR o.payload->'user'->'external_id' @> to_jsonb(external_id_hash);
+    GET DIAGNOSTICS removed = ROW_COUNT;
+    INSERT INTO tiktok_capi.erasures (identifiers, events_removed) VALUES (kinds, removed);
+    RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION tiktok_capi.tt_forget IS
+'Erase a person: every outbox event carrying their email, phone or external_id (hashed as the trigger does) loses its payload and is never queued again; returns how many; logs the erasure without the identifier';
+
+/*
+ * tt_flush(): build now, instead of at commit, the events of the orders
+ * this transaction has written so far (for a page rendered in the order's
+ * own transaction, or a test).  At commit, the orders written since are
+ * built too, and those changed since are rebuilt.
+ */
+CREATE FUNCTION tiktok_capi.tt_flush() RETURNS integer
+AS 'MODULE_PATHNAME', 'tt_flush_sql'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION tiktok_capi.tt_flush IS
+'Build now the events of the orders this transaction has written so far (normally done at commit); returns how many orders were read';
+
+/*
+ * Every tt_capture trigger of the database, its mapping resolved the way the
+ * trigger resolves it; problem is NULL for a trigger that works.
+ */
+CREATE FUNCTION tiktok_capi.tt_check_triggers(
+    OUT trigger_name name, OUT table_name text, OUT event text, OUT problem text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'tt_check_triggers_sql'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION tiktok_capi.tt_check_triggers IS
+'Each tt_capture trigger with its table and event, and what keeps it from working (NULL: nothing)';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_flush, tiktok_capi.tt_check_triggers FROM PUBLIC;
+
+/*
+ * Field-level problems of the last hour's events, by kind and table: what
+ * the trigger left out of an event (an unusable email, a value without
+ * currency, ...).  The kind is the warning up to its first colon.
+ */
+CREATE VIEW tiktok_capi.recent_warnings AS
+SELECT split_part(w.warning, ':', 1) AS kind,
+       o.source,
+       count(DISTINCT o.id) AS events,
+       max(o.created_at) AS last_seen,
+       min(w.warning) AS example
+  FROM tiktok_capi.outbox o
+ CROSS JOIN LATERAL unnest(o.warnings) AS w(warning)
+ WHERE o.warnings IS NOT NULL AND o.created_at > now() - interval '1 hour'
+ GROUP BY 1, 2;
+COMMENT ON VIEW tiktok_capi.recent_warnings IS
+'The last hour''s warnings by kind and source table: what the trigger left out of events, and how often';
+REVOKE ALL ON tiktok_capi.recent_warnings FROM PUBLIC;
+
+/*
+ * Health: two more checks.  triggers: every tt_capture trigger resolves
+ * (a broken one queues its orders as failed).  warnings: the share of the
+ * last hour's events that lost a field.
+ */
+CREATE OR REPLACE FUNCTION tiktok_capi.tt_health(
+    OUT "check" text, OUT status text, OUT severity integer, OUT value numeric, OUT reason text)
+RETURNS SETOF record LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    lvl integer;
+    db text := current_setting('tiktok_capi.database', true);
+    oldest timestamptz;
+    sent bigint;
+    failed bigint;
+    total bigint;
+    warned bigint;
+    paused text[];
+    broken text[];
+    size bigint;
+    warnings_warn float8;
+    warnings_critical float8;
+    statuses CONSTANT text[] := ARRAY['ok', 'warn', 'critical'];
+BEGIN
+    SELECT * INTO t FROM tiktok_capi.tt_health_thresholds();
+    warnings_warn := current_setting('tiktok_capi.health_warnings_warn')::float8;
+    warnings_critical := current_setting('tiktok_capi.health_warnings_critical')::float8;
+
+    -- the worker
+    "check" := 'worker';
+    IF NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.backend_type = 'tiktok_capi launcher') THEN
+        lvl := 2; value := 0;
+        reason := 'tiktok_capi is not in shared_preload_libraries: nothing is delivered';
+    ELSIF current_setting('tiktok_capi.enabled') = 'off' THEN
+        lvl := 1; value := 0;
+        reason := 'delivery is off (tiktok_capi.enabled = off): events wait in the outbox';
+    ELSIF db IS DISTINCT FROM current_database() THEN
+        lvl := 2; value := 0;
+        reason := format('the worker delivers from database %s (tiktok_capi.database), not this one', db);
+    ELSIF NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                       WHERE a.backend_type = 'tiktok_capi worker' AND a.datname = current_database()) THEN
+        lvl := 2; value := 0;
+        reason := 'the delivery worker is not running: see the server log';
+    ELSE
+        lvl := 0; value := 1;
+        reason := 'the delivery worker is running';
+    END IF;
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
+
+    -- lag: the age of the oldest pending event
+    "check" := 'lag';
+    SELECT min(o.created_at) INTO oldest FROM tiktok_capi.outbox o WHERE o.status = 'pending';
+    value := round(coalesce(extract(epoch FROM now() - oldest), 0), 1);
+    lvl := CASE WHEN value >= t.lag_critical_s THEN 2 WHEN value >= t.lag_warn_s THEN 1 ELSE 0 END;
+    reason := CASE WHEN oldest IS NULL THEN 'no event is waiting'
+                   ELSE format('the oldest pending event waits for %s s (warn %s s, critical %s s)',
+                               value, t.lag_warn_s, t.lag_critical_s) END;
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
+
+    -- failures: the share of the last hour's settled events that failed
+    "check" := 'failures';
+    SELECT count(*) INTO sent FROM tiktok_capi.outbox o
+     WHERE o.status = 'sent' AND o.sent_at > now() - interval '1 hour';
+    SELECT count(*) INTO failed FROM tiktok_capi.outbox o
+     WHERE o.status = 'failed' AND o.next_attempt_at > now() - interval '1 hour';
+    value := CASE WHEN sent + failed = 0 THEN 0 ELSE round(100.0 * failed / (sent + failed), 2) END;
+    lvl := CASE WHEN failed = 0 THEN 0
+                WHEN value >= t.failure_critical_pct THEN 2 WHEN value >= t.failure_warn_pct THEN 1 ELSE 0 END;
+    reason := format('%s of %s events settled in the last hour failed (%s%%; warn %s%%, critical %s%%)',
+                     failed, sent + failed, value, t.failure_warn_pct, t.failure_critical_pct);
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
+
+    -- paused pixels: TikTok refused their token or permission
+    "check" := 'paused_pixels';
+    SELECT array_agg(p.pixel_code ORDER BY p.pixel_code) INTO paused FROM tiktok_capi.pixels p
+     WHERE p.enabled AND p.paused_until > now();
+    value := coalesce(cardinality(paused), 0);
+    lvl := CASE WHEN value > 0 THEN 2 ELSE 0 END;
+    reason := CASE WHEN value = 0 THEN 'no pixel is paused'
+                   ELSE format('paused, TikTok refused the token or permission: %s (fix with tt_update_pixel)',
+                               array_to_string(paused, ', ')) END;
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
+
+    -- outbox size, TOAST and indexes included
+    "check" := 'outbox_size';
+    size := pg_total_relation_size('tiktok_capi.outbox');
+    value := size;
+    lvl := CASE WHEN size >= t.outbox_critical_bytes THEN 2 WHEN size >= t.outbox_warn_bytes THEN 1 ELSE 0 END;
+    reason := format('the outbox takes %s (warn %s, critical %s)', pg_size_pretty(size),
+                     pg_size_pretty(t.outbox_warn_bytes), pg_size_pretty(t.outbox_critical_bytes));
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
+
+    -- triggers: a tt_capture trigger whose mapping cannot work queues failed events
+    "check" := 'triggers';
+    SELECT array_agg(format('%s on %s: %s', c.trigger_name, c.table_name, c.problem)
+                     ORDER BY c.table_name, c.trigger_name)
+      INTO broken FROM tiktok_capi.tt_check_triggers() c WHERE c.problem IS NOT NULL;
+    value := coalesce(cardinality(broken), 0);
+    lvl := CASE WHEN value > 0 THEN 2 ELSE 0 END;
+    reason := CASE WHEN value = 0 THEN 'every tt_capture trigger resolves its mapping'
+                   ELSE format('broken, their orders are queued as failed: %s',
+                               array_to_string(broken, '; ')) END;
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
+
+    -- warnings: the share of the last hour's events that lost a field
+    "check" := 'warnings';
+    -- the last hour's events: sent in it, still pending, or failed in it
+    SELECT count(*) INTO warned FROM tiktok_capi.outbox o
+     WHERE o.warnings IS NOT NULL AND o.created_at > now() - interval '1 hour';
+    SELECT count(*) + sent + failed INTO total FROM tiktok_capi.outbox o WHERE o.status = 'pending';
+    total := greatest(total, warned);
+    value := CASE WHEN total = 0 THEN 0 ELSE round(100.0 * warned / total, 2) END;
+    lvl := CASE WHEN warned = 0 THEN 0
+                WHEN value >= warnings_critical THEN 2 WHEN value >= warnings_warn THEN 1 ELSE 0 END;
+    reason := format('%s of %s events queued in the last hour have warnings (%s%%; warn %s%%, critical %s%%): see tiktok_capi.recent_warnings',
+                     warned, total, value, warnings_warn, warnings_critical);
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION tiktok_capi.tt_health IS
+'One row per check (worker, lag, failures, paused_pixels, outbox_size, triggers, warnings): ok/warn/critical, the measured value and a reason; thresholds are the tiktok_capi.health_* settings';

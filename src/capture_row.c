@@ -1,0 +1,372 @@
+/*-------------------------------------------------------------------------
+ *
+ * capture_row.c
+ *	  One order row's event: read through its trigger's config
+ *	  (capture_mapping.c), built, and queued in the outbox.  capture.c
+ *	  calls it at commit, with the row as committed.
+ *
+ * It never aborts the order.  What it cannot use (an unusable email or
+ * currency, a value without currency) is left out of the event and noted
+ * in the outbox row's warnings; an event it cannot send at all (no
+ * event_id, no pixel, a trigger whose mapping cannot work) is queued as
+ * failed with the reason.
+ *
+ * Consent (capture_consent.c) decides whether the event goes with the
+ * customer's identifiers, without them, or not at all.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+#include "capture.h"
+
+/* An over-long event_id is queued under this many of its first characters */
+#define SHORTENED_EVENT_ID_CHARS 100
+
+static char *column_cstring(const MappedColumn *c, HeapTuple tup, TupleDesc desc);
+static Numeric column_numeric(const MappedColumn *c, HeapTuple tup,
+							  TupleDesc desc, List **notes);
+static Jsonb *json_to_jsonb(const char *json, List **notes);
+static char *shortened_event_id(const char *event_id);
+static void read_event_input(const CaptureConfig *cfg, HeapTuple tup,
+							 TupleDesc desc, TTEventInput *in, List **notes);
+static Jsonb *items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc);
+static char *row_key(const CaptureConfig *cfg, HeapTuple tup);
+static void warn_once(const CaptureConfig *cfg);
+
+/* A column's value as text, or NULL */
+static char *
+column_cstring(const MappedColumn *c, HeapTuple tup, TupleDesc desc)
+{
+	bool		isnull;
+	Datum		d;
+
+	if (c->attnum == InvalidAttrNumber)
+		return NULL;
+	d = heap_getattr(tup, c->attnum, desc, &isnull);
+	return isnull ? NULL : OutputFunctionCall((FmgrInfo *) &c->out, d);
+}
+
+/* The value column as numeric, or NULL (noted when it is not a number) */
+static Numeric
+column_numeric(const MappedColumn *c, HeapTuple tup, TupleDesc desc, List **notes)
+{
+	bool		isnull;
+	Datum		d;
+	char	   *s;
+	Numeric		n;
+
+	if (c->attnum == InvalidAttrNumber)
+		return NULL;
+	d = heap_getattr(tup, c->attnum, desc, &isnull);
+	if (isnull)
+		return NULL;
+	switch (c->typid)
+	{
+		case NUMERICOID:
+			return DatumGetNumeric(d);
+		case INT2OID:
+			return int64_to_numeric(DatumGetInt16(d));
+		case INT4OID:
+			return int64_to_numeric(DatumGetInt32(d));
+		case INT8OID:
+			return int64_to_numeric(DatumGetInt64(d));
+		case FLOAT4OID:
+			return DatumGetNumeric(DirectFunctionCall1(float4_numeric, d));
+		case FLOAT8OID:
+			return DatumGetNumeric(DirectFunctionCall1(float8_numeric, d));
+		case CASHOID:
+			return DatumGetNumeric(DirectFunctionCall1(cash_numeric, d));
+		default:
+			s = OutputFunctionCall((FmgrInfo *) &c->out, d);
+			n = tt_numeric_from_string(s, strlen(s));
+			if (n == NULL)
+				*notes = lappend(*notes, psprintf("value \"%.*s\" is not a number",
+												  pg_mbcliplen(s, strlen(s), 32), s));
+			return n;
+	}
+}
+
+/*
+ * A json column's value as jsonb, or NULL with a note when jsonb cannot
+ * hold it (\u0000, a lone surrogate, a number beyond numeric, an escape the
+ * server encoding lacks): the order must not fail on it.  PostgreSQL 15
+ * has no soft input errors, so jsonb_in runs in a subtransaction, as
+ * PL/pgSQL's exception blocks do.  jsonb columns never pay for this.
+ */
+static Jsonb *
+json_to_jsonb(const char *json, List **notes)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	Jsonb	   *volatile result = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	/* the result lives in the caller's context, past the subtransaction */
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		/* a cancel is not bad data: as in PL/pgSQL, it is not caught */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+		*notes = lappend(*notes, psprintf("contents dropped: not valid as jsonb (%s)",
+										  edata->message));
+		FreeErrorData(edata);
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * An over-long event_id as a failed row keeps it: its first characters,
+ * "..." and the SHA-256 hex of the whole id.  It fits the outbox's unique
+ * index, and stays unique, so a repeat of the order adds no row.
+ */
+static char *
+shortened_event_id(const char *event_id)
+{
+	size_t		len = strlen(event_id);
+	char		hash[TT_HASH_BUFSIZE];
+
+	tt_sha256_hex(event_id, len, hash);
+	return psprintf("%.*s...%s",
+					pg_mbcharcliplen(event_id, len, SHORTENED_EVENT_ID_CHARS),
+					event_id, hash);
+}
+
+/* Fill the builder's input from an order row */
+static void
+read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
+				 TTEventInput *in, List **notes)
+{
+	const MappedColumn *cols = cfg->cols;
+	bool		isnull;
+	Datum		d;
+	char	   *country;
+
+	in->event = cfg->event;
+	in->event_id = column_cstring(&cols[CF_EVENT_ID], tup, desc);
+	if (cfg->prefix[0] != '\0' && !tt_is_blank(in->event_id))
+		in->event_id = psprintf("%s%s", cfg->prefix, in->event_id);
+	if (cols[CF_EVENT_TIME].attnum != InvalidAttrNumber)
+	{
+		d = heap_getattr(tup, cols[CF_EVENT_TIME].attnum, desc, &isnull);
+		if (!isnull)
+		{
+			int			overflow = 0;
+
+			/* near their limits, dates and timestamps have no timestamptz */
+			if (cols[CF_EVENT_TIME].typid == TIMESTAMPOID)
+				in->event_time = timestamp2timestamptz_opt_overflow(DatumGetTimestamp(d),
+																	&overflow);
+			else if (cols[CF_EVENT_TIME].typid == DATEOID)
+				in->event_time = date2timestamptz_opt_overflow(DatumGetDateADT(d),
+															   &overflow);
+			else
+				in->event_time = DatumGetTimestampTz(d);
+			in->has_event_time = overflow == 0;
+			if (overflow != 0)
+				*notes = lappend(*notes,
+								 "event_time dropped: out of the range of timestamp with time zone");
+		}
+	}
+	in->email = column_cstring(&cols[CF_EMAIL], tup, desc);
+	in->phone = column_cstring(&cols[CF_PHONE], tup, desc);
+	in->external_id = column_cstring(&cols[CF_EXTERNAL_ID], tup, desc);
+	in->ttclid = column_cstring(&cols[CF_TTCLID], tup, desc);
+	in->ttp = column_cstring(&cols[CF_TTP], tup, desc);
+	in->ip = column_cstring(&cols[CF_IP], tup, desc);
+	in->user_agent = column_cstring(&cols[CF_USER_AGENT], tup, desc);
+	in->locale = column_cstring(&cols[CF_LOCALE], tup, desc);
+	in->value = column_numeric(&cols[CF_VALUE], tup, desc, notes);
+	in->currency = column_cstring(&cols[CF_CURRENCY], tup, desc);
+	if (cols[CF_CONTENTS].attnum != InvalidAttrNumber)
+	{
+		d = heap_getattr(tup, cols[CF_CONTENTS].attnum, desc, &isnull);
+		if (!isnull && cols[CF_CONTENTS].typid == JSONBOID)
+			in->contents = DatumGetJsonbP(d);
+		else if (!isnull)
+			in->contents = json_to_jsonb(column_cstring(&cols[CF_CONTENTS], tup, desc),
+										 notes);
+	}
+	in->content_type = column_cstring(&cols[CF_CONTENT_TYPE], tup, desc);
+	in->order_id = column_cstring(&cols[CF_ORDER_ID], tup, desc);
+	in->description = column_cstring(&cols[CF_DESCRIPTION], tup, desc);
+	in->search_string = column_cstring(&cols[CF_SEARCH_STRING], tup, desc);
+	in->page_url = column_cstring(&cols[CF_PAGE_URL], tup, desc);
+	in->referrer = column_cstring(&cols[CF_REFERRER], tup, desc);
+	if (cols[CF_LIMITED_DATA_USE].attnum != InvalidAttrNumber)
+	{
+		d = heap_getattr(tup, cols[CF_LIMITED_DATA_USE].attnum, desc, &isnull);
+		in->has_limited_data_use = !isnull;
+		in->limited_data_use = !isnull && DatumGetBool(d);
+	}
+	country = column_cstring(&cols[CF_COUNTRY], tup, desc);
+	if (country != NULL && (in->country = tt_country_lookup(country, strlen(country))) == NULL)
+		*notes = lappend(*notes, psprintf("country \"%.*s\" is not an ISO 3166 alpha-2 code",
+										  pg_mbcliplen(country, strlen(country), 16), country));
+	if (in->country == NULL)
+		in->country = tt_country_or_default(NULL);
+}
+
+/* contents[] from the child table's rows for this order, or NULL */
+static Jsonb *
+items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc)
+{
+	const MappedColumn *key = &cfg->cols[CF_ORDER_ID];
+	bool		isnull;
+	Datum		d = heap_getattr(tup, key->attnum, desc, &isnull);
+	Datum		agg;
+
+	if (isnull)
+		return NULL;
+	if (SPI_execute_plan(cfg->items_plan, &d, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		return NULL;
+	agg = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? NULL : DatumGetJsonbP(agg);
+}
+
+/*
+ * The key of an order row without a usable id: its own, naming the row
+ * (table, row version and transaction), so it never takes another
+ * order's key and nothing vanishes.
+ */
+static char *
+row_key(const CaptureConfig *cfg, HeapTuple tup)
+{
+	return psprintf("%s row (%u,%u) of transaction %u: no event_id", cfg->source,
+					ItemPointerGetBlockNumber(&tup->t_self),
+					ItemPointerGetOffsetNumber(&tup->t_self),
+					GetTopTransactionId());
+}
+
+/* A broken trigger logs one WARNING per backend, at its first order */
+static void
+warn_once(const CaptureConfig *cfg)
+{
+	static List *warned = NIL;
+	MemoryContext old;
+
+	if (list_member_oid(warned, cfg->tgoid))
+		return;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	warned = lappend_oid(warned, cfg->tgoid);
+	MemoryContextSwitchTo(old);
+	ereport(WARNING,
+			(errmsg("tiktok_capi: %s", cfg->broken),
+			 errdetail("Its orders are queued as failed with this reason; tiktok_capi.tt_health() lists broken triggers.")));
+}
+
+/*
+ * Build the event of one order row, as committed, and queue it under its
+ * key (outbox.c decides between new, rebuilt and settled).  inserted: the
+ * row was created by this transaction, so its key is most likely new;
+ * otherwise the key is looked up first, and an order already converted
+ * costs no build.  Bad data never fails here: it is left out with a note,
+ * or the event is queued as failed with the reason.  The caller is
+ * connected to SPI.
+ */
+TTQueued
+tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, bool inserted)
+{
+	TTEventInput in = {0};
+	TTQueueItem item = {0};
+	List	   *notes = NIL;
+	const char *failed = cfg->broken;
+	const char *why = NULL;
+	int			sqlstate;
+	char	   *pixel;
+	RowConsent	consent = ROW_CONSENT_GRANTED;
+	bool		granted = true;
+
+	if (failed != NULL)
+		warn_once(cfg);
+	pixel = cfg->pixel != NULL ? cfg->pixel : tt_default_pixel(&why);
+	if (failed == NULL && pixel == NULL)
+		failed = why;
+	read_event_input(cfg, tup, desc, &in, &notes);
+
+	/* the key: the order's id, or one of the row's own */
+	item.event_id = in.event_id;
+	if (tt_is_blank(in.event_id))
+	{
+		item.event_id = row_key(cfg, tup);
+		if (failed == NULL)
+			failed = psprintf("the row has no event_id (its order id is NULL or blank): %s", item.event_id);
+	}
+	else if (failed == NULL && (why = tt_event_id_problem(in.event_id, &sqlstate)) != NULL)
+		failed = why;
+	/* an over-long id (so a failed event) would not fit the key */
+	if (strlen(item.event_id) > TT_MAX_EVENT_ID_LEN)
+	{
+		item.event_id = shortened_event_id(item.event_id);
+		failed = psprintf("%s; queued under the event_id's first %d characters, \"...\" and the SHA-256 of the whole id",
+						  failed, SHORTENED_EVENT_ID_CHARS);
+	}
+	item.pixel_code = pixel != NULL ? pixel : "";
+	item.event = cfg->event;
+	item.source = cfg->source;
+	item.event_time = in.has_event_time ? in.event_time : GetCurrentTransactionStartTimestamp();
+	if (!inserted && tt_outbox_settled(item.pixel_code, item.event, item.event_id))
+		return TT_QUEUED_UNCHANGED;
+
+	/* consent, only when the table has it */
+	if (cfg->cols[CF_CONSENT].attnum != InvalidAttrNumber || cfg->consent_unreadable)
+	{
+		consent = tt_row_consent(cfg, tup, desc, &notes);
+		granted = tt_consent_given(consent);
+	}
+	if (!granted && tt_consent_denied == CONSENT_DENIED_SKIP)
+		return failed != NULL ? TT_QUEUED_UNCHANGED : tt_outbox_queue(&item);
+	if (!granted)
+	{
+		tt_withhold_identifiers(&in);
+		notes = lappend(notes, consent == ROW_CONSENT_DENIED ?
+						"consent denied: identifiers withheld" :
+						"consent unknown: identifiers withheld");
+	}
+
+	if (failed == NULL)
+	{
+		if (cfg->items_plan != NULL)
+			in.contents = items_contents(cfg, tup, desc);
+		item.payload = tt_build_event(&in, &notes);
+		item.warnings = notes;
+	}
+	else
+		item.payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	item.failed_reason = failed;
+	return tt_outbox_queue(&item);
+}
