@@ -38,7 +38,9 @@
 #include "nodes/nodeFuncs.h"
 #include "rewrite/prs2lock.h"
 #include "rewrite/rewriteManip.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -71,6 +73,8 @@ typedef struct BuiltKey
 
 /* This transaction's touched rows, in TopTransactionContext */
 static TouchedRow *touched = NULL;
+/* who builds them: tt_capture()'s owner, as its SECURITY DEFINER firing saw */
+static Oid	builder = InvalidOid;
 static int	ntouched = 0;
 static int	maxtouched = 0;
 
@@ -86,6 +90,7 @@ static void queue_build_error(const TouchedRow *r, const char *message);
 static bool in_subtransaction(int (*fn) (TouchedRow *, int), TouchedRow *rows,
 							  int n, int *result, char **error);
 static int	flush_touched(void);
+static int	flush_as_builder(void);
 static void capture_xact_callback(XactEvent event, void *arg);
 
 /* Register the flush at commit, and the configs' invalidation */
@@ -111,6 +116,7 @@ remember_row(Relation rel, Oid tgoid, HeapTuple tup, bool inserted)
 		else
 			touched = repalloc_huge(touched, sizeof(TouchedRow) * maxtouched);
 	}
+	builder = GetUserId();
 	r = &touched[ntouched++];
 	r->relid = RelationGetRelid(rel);
 	r->tgoid = tgoid;
@@ -375,12 +381,35 @@ in_subtransaction(int (*fn) (TouchedRow *, int), TouchedRow *rows, int n,
 }
 
 /*
- * Build the events of the rows touched so far.  Rows touched while this
- * runs (none, unless something writes an order from inside the build)
- * are taken in the next round.  Returns how many rows were read.
+ * Build the events of the rows touched so far, as tt_capture()'s owner
+ * with its pinned search_path: the committing role has no right on the
+ * outbox, and its search_path must not choose what the build calls.  Rows
+ * touched while this runs (none, unless something writes an order from
+ * inside the build) are taken in the next round.  Returns how many rows
+ * were read.
  */
 static int
 flush_touched(void)
+{
+	int			nread;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nestlevel;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(builder, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	nread = flush_as_builder();
+	AtEOXact_GUC(true, nestlevel);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return nread;
+}
+
+/* flush_touched(), once the builder's identity and search_path are set */
+static int
+flush_as_builder(void)
 {
 	int			nread = 0;
 

@@ -85,7 +85,7 @@ enqueue_insert(const char *pixel_code, const char *event,
 /*
  * Queue a captured order's event under its key, once for the order's
  * whole life.  A new key is inserted.  A key still pending (or failed
- * before any attempt, when the trigger could not build it) that this
+ * without a payload, when the trigger could not build it) that this
  * source queued is rebuilt from the order as it is now, keeping the
  * event_time it was first queued with: the conversion happened then.  A
  * key sent, kept after retention, erased, or failed after attempts stays
@@ -157,7 +157,7 @@ tt_outbox_queue(const TTQueueItem *item)
 						   "          FROM tiktok_capi.outbox o2"
 						   "         WHERE o2.pixel_code = $1 AND o2.event = $2 AND o2.event_id = $3) n"
 						   " WHERE o.id = n.id AND o.source = $8"
-						   "   AND (o.status = 'pending' OR (o.status = 'failed' AND o.first_attempt_at IS NULL))"
+						   "   AND (o.status = 'pending' OR (o.status = 'failed' AND o.payload = '{}'))"
 						   "   AND (o.payload, o.warnings, o.last_error) IS DISTINCT FROM (n.payload, $6, $7)",
 						   8, argtypes, 0);
 	rc = SPI_execute_plan(plan, values, nulls, false, 0);
@@ -216,7 +216,8 @@ key_owner(Datum *key, const char *source)
 
 /*
  * Is the key settled for good: sent, kept after retention, erased, or
- * failed after attempts?  Then a change to the order builds nothing.  The
+ * failed with the payload it was built with (the API or the worker
+ * refused it)?  Then a change to the order builds nothing.  The
  * caller is connected to SPI.
  */
 bool
@@ -229,7 +230,7 @@ tt_outbox_settled(const char *pixel_code, const char *event, const char *event_i
 						   "SELECT 1 FROM tiktok_capi.outbox o"
 						   " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3"
 						   "   AND (o.status IN ('sent', 'kept', 'erased')"
-						   "        OR (o.status = 'failed' AND o.first_attempt_at IS NOT NULL))",
+						   "        OR (o.status = 'failed' AND o.payload <> '{}'))",
 						   3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, 0);
 	values[0] = CStringGetTextDatum(pixel_code);
 	values[1] = CStringGetTextDatum(event);

@@ -1,6 +1,8 @@
 -- The order trigger and the outbox: committed orders become queued events,
 -- once per key, without rights for the application on the outbox, and bad
--- customer data never aborts an order.
+-- customer data never aborts an order.  Events are built at commit; this
+-- file runs in one transaction, so tt_flush() builds them where a commit
+-- would (test/integration/sends_each_order_as_committed commits for real).
 BEGIN;
 SELECT plan(52);
 
@@ -90,6 +92,7 @@ SELECT throws_ok('SELECT * FROM tiktok_capi.outbox', '42501', NULL,
 SELECT throws_ok($$SELECT tiktok_capi.tt_enqueue('CSHOP01', tiktok_capi.tt_event('Lead', '1'))$$, '42501', NULL,
     'the application role cannot enqueue directly');
 RESET ROLE;
+SELECT tiktok_capi.tt_flush();
 
 SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox), 1, 'the paid order queued one event');
 SELECT results_eq(
@@ -107,10 +110,12 @@ SELECT ok((SELECT payload::text NOT LIKE '%lice@%' AND payload::text NOT LIKE '%
 SET ROLE tt_app;
 INSERT INTO public.orders (customer_email, total) VALUES ('bob@example.com', 10);
 RESET ROLE;
+SELECT tiktok_capi.tt_flush();
 SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox), 1, 'an unpaid order queues nothing');
 SET ROLE tt_app;
 UPDATE public.orders SET status = 'paid' WHERE id = 2;
 RESET ROLE;
+SELECT tiktok_capi.tt_flush();
 SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox), 2, 'paying it queues its event');
 
 -- updates that fire the trigger again do not duplicate
@@ -118,9 +123,10 @@ SET ROLE tt_app;
 UPDATE public.orders SET total = total;
 UPDATE public.orders SET ttclid = 'later';
 RESET ROLE;
+SELECT tiktok_capi.tt_flush();
 SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox), 2, 'updates re-firing the trigger add no rows');
-SELECT is((SELECT payload #>> '{user,ttclid}' FROM tiktok_capi.outbox WHERE event_id = '1'), 'E.C.P.click',
-    'the first queued event stands');
+SELECT is((SELECT payload #>> '{user,ttclid}' FROM tiktok_capi.outbox WHERE event_id = '1'), 'later',
+    'while pending, the event follows the order as it is now');
 
 -- a rolled-back order leaves nothing
 SAVEPOINT before_rollback;
@@ -128,6 +134,7 @@ SET ROLE tt_app;
 INSERT INTO public.orders (customer_email, total, status) VALUES ('carol@example.com', 5, 'paid');
 RESET ROLE;
 ROLLBACK TO SAVEPOINT before_rollback;
+SELECT tiktok_capi.tt_flush();
 SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox), 2, 'a rolled-back order leaves no outbox row');
 
 -- bad customer data: the order commits, the event is degraded and says why
@@ -136,6 +143,7 @@ SELECT lives_ok($$INSERT INTO public.orders (customer_email, phone, total, curre
                   VALUES ('not-an-email', 'call me', -5, 'BTC', 'paid')$$,
     'an order with bad customer data commits');
 RESET ROLE;
+SELECT tiktok_capi.tt_flush();
 SELECT results_eq(
     $$SELECT status, payload ? 'user', payload #> '{properties}', warnings FROM tiktok_capi.outbox WHERE event_id = '4'$$,
     $$VALUES ('pending'::text, false, '{"order_id": "4"}'::jsonb,
@@ -144,18 +152,19 @@ SELECT results_eq(
                     'value must not be negative', 'currency "BTC" is not one TikTok accepts'])$$,
     'the bad fields are left out and noted in warnings, never with the identifiers');
 
--- contents from a child table, through a deferred constraint trigger
+-- contents from a child table: the event is built at commit, with the items
 SELECT lives_ok($$SELECT tiktok_capi.tt_attach('orders', 'InitiateCheckout', '{email=customer_email,contents_from=order_items(order_id)}')$$,
     'a child-table mapping attaches');
-SELECT ok((SELECT tgdeferrable AND tginitdeferred FROM pg_trigger WHERE tgname = 'tt_capture_initiatecheckout'),
-    'as a deferred constraint trigger');
+SELECT ok((SELECT NOT tgdeferrable FROM pg_trigger WHERE tgname = 'tt_capture_initiatecheckout'),
+    'as a plain AFTER trigger');
 SET ROLE tt_app;
 INSERT INTO public.orders (customer_email, total, currency) VALUES ('dave@example.com', 28, 'EUR');
 INSERT INTO public.order_items VALUES (5, 1077218, 2, 8.00, 'Mug'), (5, 42, 1, 12.00, NULL);
 RESET ROLE;
 SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox WHERE event = 'InitiateCheckout'), 0,
-    'the deferred trigger waits for commit');
+    'the event waits for commit');
 SET CONSTRAINTS ALL IMMEDIATE;
+SELECT tiktok_capi.tt_flush();
 SELECT is((SELECT payload #> '{properties,contents}' FROM tiktok_capi.outbox WHERE event = 'InitiateCheckout'),
     '[{"price": 8.00, "quantity": 2, "content_id": "1077218", "content_name": "Mug"},
       {"price": 12.00, "quantity": 1, "content_id": "42"}]'::jsonb,
@@ -169,9 +178,10 @@ SET ROLE tt_app;
 SELECT lives_ok($$INSERT INTO public.leads VALUES ('L-1', 'erin@example.com')$$,
     'an order still commits under a mistyped hand-made mapping');
 RESET ROLE;
-SELECT is((SELECT warnings FROM tiktok_capi.outbox WHERE event = 'Lead'),
-    ARRAY['column "e_mail" does not exist (mapping email=e_mail)'],
-    'and its event says what was wrong');
+SELECT tiktok_capi.tt_flush();
+SELECT is((SELECT status || ': ' || last_error FROM tiktok_capi.outbox WHERE event = 'Lead'),
+    'failed: trigger "lead_capture" on public.leads cannot work: column "e_mail" does not exist (mapping email=e_mail); fix its arguments (tiktok_capi.tt_attach() checks a mapping), then update the orders to queue them again',
+    'and its event is failed, not sent half-built, with a reason naming the trigger and the column');
 
 -- tt_enqueue: the dedup key
 SELECT is(tiktok_capi.tt_enqueue('CSHOP01', tiktok_capi.tt_event('Lead', 'L-1')),
@@ -185,12 +195,12 @@ SELECT throws_ok($$SELECT tiktok_capi.tt_enqueue('CNOPE', tiktok_capi.tt_event('
 
 -- monitoring and maintenance
 SELECT results_eq($$SELECT status, events FROM tiktok_capi.outbox_status$$,
-    $$VALUES ('pending'::text, 5::bigint), ('sent', 0), ('failed', 0)$$,
+    $$VALUES ('pending'::text, 4::bigint), ('sent', 0), ('failed', 1)$$,
     'outbox_status counts every status');
 UPDATE tiktok_capi.outbox SET status = 'failed', last_error = 'test' WHERE event = 'Lead';
 UPDATE tiktok_capi.outbox SET status = 'sent', sent_at = now() - interval '30 days' WHERE event_id = '1';
 SELECT is(tiktok_capi.tt_requeue_failed(event => 'Lead'), 1::bigint, 'tt_requeue_failed requeues by event');
-SELECT is(tiktok_capi.tt_purge_sent('7 days'), 1::bigint, 'tt_purge_sent deletes old delivered rows');
+SELECT is(tiktok_capi.tt_purge_sent('7 days'), 1::bigint, 'tt_purge_sent drops the payloads of old delivered events');
 SELECT results_eq($$SELECT pixel_code, pending, sent FROM tiktok_capi.outbox_pixel_status$$,
     $$VALUES ('CSHOP01'::text, 4::bigint, 0::bigint)$$, 'outbox_pixel_status counts per pixel');
 
@@ -209,6 +219,9 @@ SET LOCAL TimeZone = 'America/New_York';
 SELECT lives_ok($$INSERT INTO public.dated VALUES (101, '294277-01-01');
                   INSERT INTO public.stamped VALUES (102, '294276-12-31 23:59:59'), (103, '1960-01-01')$$,
     'orders with event times out of timestamptz''s range, or before 1970, commit');
+RESET ROLE;
+SELECT tiktok_capi.tt_flush();          -- in the session's time zone, as a commit would
+SET ROLE tt_app;
 RESET TimeZone;
 SELECT lives_ok($$INSERT INTO public.json_items VALUES (104, '[{"content_id": "\u0000"}]'),
                       (105, '[{"content_id": "\ud800"}]'), (106, '1e-130000'),
@@ -221,6 +234,7 @@ SELECT lives_ok($$INSERT INTO public.typed VALUES (repeat('x', 3200), '1', NULL)
                   INSERT INTO public.typed VALUES (repeat('x', 3200), '2', NULL)$$,
     'orders with an id too long for the outbox''s index commit, twice');
 RESET ROLE;
+SELECT tiktok_capi.tt_flush();
 SELECT results_eq(
     $$SELECT event_id, warnings, (payload ->> 'event_time')::bigint = floor(extract(epoch FROM now()))
         FROM tiktok_capi.outbox WHERE event_id IN ('101', '102', '103') ORDER BY event_id$$,

@@ -3,11 +3,12 @@
 -- no rights on the outbox.  (This database is not the worker's: the
 -- pgTAP cluster's worker serves "postgres".)
 BEGIN;
-SELECT plan(16);
+SELECT plan(21);
 
 CREATE TEMP VIEW health AS SELECT * FROM tiktok_capi.tt_health();
 
-SELECT is(array_agg("check"), ARRAY['worker', 'lag', 'failures', 'paused_pixels', 'outbox_size'], 'the five checks, in order')
+SELECT is(array_agg("check"), ARRAY['worker', 'lag', 'failures', 'paused_pixels', 'outbox_size', 'triggers', 'warnings'],
+          'the seven checks, in order')
   FROM tiktok_capi.tt_health();
 SELECT is((SELECT status || ' ' || severity FROM health WHERE "check" = 'worker'), 'critical 2',
           'worker: critical when the worker serves another database');
@@ -50,12 +51,30 @@ SELECT is((SELECT status FROM health WHERE "check" = 'outbox_size'), 'warn', 'ou
 SELECT cmp_ok((SELECT value FROM health WHERE "check" = 'outbox_size'), '=',
               pg_total_relation_size('tiktok_capi.outbox')::numeric, 'outbox_size: the value is in bytes');
 
+-- triggers: a hand-written trigger that cannot work is critical, and named
+CREATE TABLE public.h_orders (id bigint, total numeric);
+CREATE TRIGGER h_capture AFTER INSERT ON public.h_orders FOR EACH ROW
+    EXECUTE FUNCTION tiktok_capi.tt_capture('Purchase', 'value=totl', 'pixel=CHEALTH01');
+SELECT is((SELECT status FROM health WHERE "check" = 'triggers'), 'critical', 'triggers: a broken trigger is critical');
+SELECT matches((SELECT reason FROM health WHERE "check" = 'triggers'), 'h_capture on public.h_orders: .*"totl"',
+               'and the reason names the trigger, its table and the column');
+DROP TRIGGER h_capture ON public.h_orders;
+SELECT is((SELECT status FROM health WHERE "check" = 'triggers'), 'ok', 'triggers: ok once it is gone');
+
+-- warnings: 1 of the last hour's 5 events lost a field (20%)
+INSERT INTO tiktok_capi.outbox (pixel_code, event, event_id, event_time, payload, warnings)
+VALUES ('CHEALTH01', 'Purchase', 'w1', now(), '{}', ARRAY['currency missing: test']);
+SELECT is((SELECT status || ' ' || value FROM health WHERE "check" = 'warnings'), 'warn 20.00',
+          'warnings: 20% of the last hour''s events warns (default 5%)');
+SET LOCAL tiktok_capi.health_warnings_critical = 20;
+SELECT is((SELECT status FROM health WHERE "check" = 'warnings'), 'critical', 'warnings: critical past health_warnings_critical');
+
 -- a monitoring role: EXECUTE granted, no rights on the tables
 SELECT ok(NOT has_function_privilege('public', 'tiktok_capi.tt_health()', 'EXECUTE'), 'PUBLIC cannot call tt_health');
 CREATE ROLE tt_health_reader NOLOGIN;
 GRANT EXECUTE ON FUNCTION tiktok_capi.tt_health() TO tt_health_reader;
 SET LOCAL ROLE tt_health_reader;
-SELECT is((SELECT count(*) FROM tiktok_capi.tt_health()), 5::bigint,
+SELECT is((SELECT count(*) FROM tiktok_capi.tt_health()), 7::bigint,
           'a role granted EXECUTE, with no rights on the outbox, gets every check');
 RESET ROLE;
 

@@ -32,15 +32,19 @@ SELECT tiktok_capi.tt_enqueue('CPAIR01', tiktok_capi.tt_event(
                                                      'quantity', 1, 'price', 1)))) AS hostile_id \gset
 
 -- the exact call for a known event
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call(:known),
     'ttq.track("Purchase", {"value":46.00,"currency":"USD",'
     '"contents":[{"price":8.00,"quantity":2,"content_id":"1077218","content_name":"Mug"}],'
     '"content_type":"product","description":"Two mugs","query":"mug"}, {"event_id":"10045"});',
     'tt_pixel_call gives the thank-you page''s exact ttq.track call');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call('CPAIR01', 'Purchase', '10045'), tiktok_capi.tt_pixel_call(:known),
     'the dedup key finds the same call as the outbox id');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call(:bare), 'ttq.track("Lead", {}, {"event_id":"L-77"});',
     'an event without properties gives an empty properties object');
+SELECT tiktok_capi.tt_flush();
 SELECT results_eq(
     format($$SELECT a ->> 0, a #>> '{2,event_id}', a #> '{1,value}', a #>> '{1,currency}', a #> '{1,contents}'
                FROM (SELECT ('[' || substring(tiktok_capi.tt_pixel_call(%s) FROM '^ttq\.track\((.*)\);$') || ']')::jsonb) AS t(a)$$,
@@ -51,72 +55,99 @@ SELECT results_eq(
     'the call''s arguments, read as JSON, are the outbox row''s event, event_id, value, currency and contents');
 
 -- NULL when there is no such event
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call(-1), NULL, 'an unknown outbox id gives NULL');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call(NULL::bigint), NULL, 'a NULL outbox id gives NULL');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call('CPAIR01', 'Purchase', '10046'), NULL, 'an unknown event_id gives NULL');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call('CPAIR01', 'purchase', '10045'), NULL,
     'another spelling of the event name gives NULL, not the Purchase');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call('COTHER', 'Purchase', '10045'), NULL, 'another pixel gives NULL');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_datalayer(-1), NULL, 'tt_datalayer of an unknown outbox id is NULL');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_datalayer('CPAIR01', 'Purchase', '10046'), NULL, 'tt_datalayer of an unknown key is NULL');
 
 -- no customer identifiers by default, hashed or not
+SELECT tiktok_capi.tt_flush();
 SELECT unalike(tiktok_capi.tt_pixel_call(:known), '%identify%', 'no ttq.identify by default');
+SELECT tiktok_capi.tt_flush();
 SELECT ok(tiktok_capi.tt_pixel_call(:known) !~ '[0-9a-f]{64}', 'no hash in the default call');
+SELECT tiktok_capi.tt_flush();
 SELECT ok(strpos(tiktok_capi.tt_pixel_call(:known), s) = 0, 'the default call does not carry ' || s)
   FROM unnest(ARRAY['E.C.P.click', 'ttp-cookie', '203.0.113.7', 'Mozilla', 'email', 'phone', 'external_id']) AS s;
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call(:known, false), tiktok_capi.tt_pixel_call(:known),
     'advanced_matching => false is the default');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call(:known, NULL), tiktok_capi.tt_pixel_call(:known),
     'advanced_matching => NULL adds no identifiers');
+SELECT tiktok_capi.tt_flush();
 SELECT ok(tiktok_capi.tt_datalayer(:known)::text !~ '[0-9a-f]{64}|E\.C\.P|203\.0\.113|Mozilla|ttp-cookie',
     'tt_datalayer carries no identifier');
 
 -- ttq.identify only with advanced_matching, with the payload's hashes only
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call(:known, advanced_matching => true),
     'ttq.identify({"email":"' || tiktok_capi.tt_hash_email('alice_abc@gmail.com')
     || '","phone_number":"' || tiktok_capi.tt_hash_phone('+12133734253')
     || '","external_id":"' || tiktok_capi.tt_hash_external_id('CUST-0042') || '"});' || E'\n'
     || tiktok_capi.tt_pixel_call(:known),
     'advanced_matching adds ttq.identify with the hashed email, phone_number and external_id before the track call');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call('CPAIR01', 'Purchase', '10045', true),
     tiktok_capi.tt_pixel_call(:known, true), 'and so does the dedup-key form');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call(:raw, true),
     'ttq.identify({"phone_number":"' || repeat('ab', 32) || '"});' || E'\n'
     || 'ttq.track("CompleteRegistration", {}, {"event_id":"R-1"});',
     'only SHA-256 hex reaches the page: a raw email and a non-hash external_id are left out, the first of several hashes kept');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_pixel_call(:bare, true), tiktok_capi.tt_pixel_call(:bare),
     'an event without identifiers gets no ttq.identify');
 
 -- safe inside <script>: no product name closes the element or opens a comment
+SELECT tiktok_capi.tt_flush();
 SELECT ok(strpos(tiktok_capi.tt_pixel_call(:hostile_id, true), c) = 0, 'no raw ' || d || ' in the call')
   FROM (VALUES ('<', '<'), ('>', '>'), ('&', '&'), (chr(8232), 'U+2028'), (chr(8233), 'U+2029')) AS t(c, d);
+SELECT tiktok_capi.tt_flush();
 SELECT ok(strpos(tiktok_capi.tt_pixel_call(:hostile_id), s) > 0, 'the call holds ' || s)
   FROM unnest(ARRAY['\u003c/script\u003e\u003cscript\u003e', '\u003c!--', '--\u003e', '\u0026', '\u2028', '\u2029']) AS s;
+SELECT tiktok_capi.tt_flush();
 SELECT is(('[' || substring(tiktok_capi.tt_pixel_call(:hostile_id) FROM '^ttq\.track\((.*)\);$') || ']')::jsonb
               #>> '{1,contents,0,content_name}',
     :'hostile', 'the escaped name reads back, as JSON, exactly as the product''s name');
+SELECT tiktok_capi.tt_flush();
 SELECT is(('[' || substring(tiktok_capi.tt_pixel_call(:hostile_id) FROM '^ttq\.track\((.*)\);$') || ']')::jsonb
               #>> '{1,contents,0,content_id}',
     'X<1>', 'and so does an escaped content_id');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_datalayer(:hostile_id) #>> '{ecommerce,items,0,item_name}', :'hostile',
     'tt_datalayer holds the name unchanged (jsonb: the page''s template escapes it)');
 
 -- the dataLayer object for Google Tag Manager
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_datalayer(:known),
     '{"event": "Purchase", "event_id": "10045",
       "ecommerce": {"value": 46.00, "currency": "USD",
                     "items": [{"item_id": "1077218", "item_name": "Mug", "price": 8.00, "quantity": 2}]}}'::jsonb,
     'tt_datalayer maps the event to event, event_id and ecommerce {value, currency, items}');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_datalayer('CPAIR01', 'Purchase', '10045'), tiktok_capi.tt_datalayer(:known),
     'the dedup key finds the same dataLayer object');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_datalayer(:bare), '{"event": "Lead", "event_id": "L-77"}'::jsonb,
     'an event without properties has no ecommerce object');
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_datalayer(:known) ->> 'event_id',
     ('[' || substring(tiktok_capi.tt_pixel_call(:known) FROM '^ttq\.track\((.*)\);$') || ']')::jsonb #>> '{2,event_id}',
     'the dataLayer object and the pixel call carry the same event_id');
 
 -- tt_ttclid: the click id from a landing URL
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_ttclid(u), want, d)
   FROM (VALUES
     ('https://shop.example/p?ttclid=E.C.P.abc', 'E.C.P.abc', 'the only parameter'),
@@ -139,12 +170,15 @@ SELECT is(tiktok_capi.tt_ttclid(u), want, d)
     ('https://shop.example/#/thanks?a=1&ttclid=E.C.P.route', 'E.C.P.route', 'in a hash route''s query'),
     ('https://shop.example/p?ttclid=E.C.P.query#/r?ttclid=E.C.P.route', 'E.C.P.query', 'the query string wins over the fragment'),
     ('https://shop.example/p#reviews?x=1', NULL, 'absent from query and fragment')) AS t(u, want, d);
+SELECT tiktok_capi.tt_flush();
 SELECT is(tiktok_capi.tt_ttclid(NULL), NULL, 'NULL gives NULL');
+SELECT tiktok_capi.tt_flush();
 SELECT ok(p.provolatile = 'i' AND p.proisstrict AND p.proparallel = 's',
     'tt_ttclid is IMMUTABLE STRICT PARALLEL SAFE')
   FROM pg_proc p WHERE p.oid = 'tiktok_capi.tt_ttclid(text)'::regprocedure;
 
 -- privileges: SECURITY DEFINER with a pinned search_path, not for PUBLIC
+SELECT tiktok_capi.tt_flush();
 SELECT ok(p.prosecdef AND p.proconfig = ARRAY['search_path=pg_catalog, pg_temp'],
     p.oid::regprocedure::text || ' is SECURITY DEFINER with a pinned search_path')
   FROM pg_proc p

@@ -1,11 +1,11 @@
 -- The extension's SQL surface: every function exists with the declared
 -- volatility and strictness, and a role with no grants can call the pure ones.
 BEGIN;
-SELECT plan(70);
+SELECT plan(72);
 
 SELECT has_schema('tiktok_capi');
 SELECT has_extension('tiktok_capi');
-SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'tiktok_capi'), '0.2.0', 'version 0.2.0');
+SELECT is((SELECT extversion FROM pg_extension WHERE extname = 'tiktok_capi'), '0.3.0', 'version 0.3.0');
 SELECT is((SELECT extrelocatable FROM pg_extension WHERE extname = 'tiktok_capi'), false, 'not relocatable');
 
 -- name, argument types, volatility, strict
