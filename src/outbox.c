@@ -33,6 +33,7 @@
 PG_FUNCTION_INFO_V1(tt_enqueue_sql);
 
 static SPIPlanPtr insert_plan = NULL;
+static SPIPlanPtr legacy_insert_plan = NULL;
 static SPIPlanPtr enqueue_plan = NULL;
 static SPIPlanPtr rebuild_plan = NULL;
 static SPIPlanPtr withdraw_plan = NULL;
@@ -115,6 +116,25 @@ tt_outbox_queue(const TTQueueItem *item)
 	values[6] = item->failed_reason ? CStringGetTextDatum(item->failed_reason) : (Datum) 0;
 	nulls[6] = item->failed_reason ? ' ' : 'n';
 	values[7] = CStringGetTextDatum(item->source);
+
+	/* before ALTER EXTENSION UPDATE: as 0.2.0 did, the first row stands */
+	if (!tt_outbox_is_current())
+	{
+		if (item->payload == NULL)
+			return TT_QUEUED_UNCHANGED;
+		plan = tt_prepare_once(&legacy_insert_plan,
+							   "INSERT INTO tiktok_capi.outbox"
+							   " (pixel_code, event, event_id, event_time, payload, warnings,"
+							   "  status, last_error)"
+							   " VALUES ($1, $2, $3, $4, $5, $6,"
+							   "  CASE WHEN $7 IS NULL THEN 'pending' ELSE 'failed' END, $7)"
+							   " ON CONFLICT ON CONSTRAINT outbox_dedup_key DO NOTHING",
+							   7, argtypes, 0);
+		if (SPI_execute_plan(plan, values, nulls, false, 1) != SPI_OK_INSERT)
+			elog(ERROR, "outbox insert failed");
+		tt_wake_worker_at_commit();
+		return SPI_processed > 0 ? TT_QUEUED_NEW : TT_QUEUED_UNCHANGED;
+	}
 
 	if (item->payload == NULL)
 	{
@@ -225,6 +245,9 @@ tt_outbox_settled(const char *pixel_code, const char *event, const char *event_i
 {
 	SPIPlanPtr	plan;
 	Datum		values[3];
+
+	if (!tt_outbox_is_current())
+		return false;
 
 	plan = tt_prepare_once(&settled_plan,
 						   "SELECT 1 FROM tiktok_capi.outbox o"

@@ -73,6 +73,7 @@ extern char *tt_vpsprintf(const char *fmt, va_list args) pg_attribute_printf(1, 
 extern void tt_problem(List **notes, int sqlstate, const char *hint,
 					   const char *fmt,...) pg_attribute_printf(4, 5);
 extern bool tt_is_blank(const char *s);
+extern bool tt_outbox_is_current(void);
 extern SPIPlanPtr tt_prepare_once(SPIPlanPtr *plan, const char *sql,
 								  int nargs, Oid *argtypes, int cursor_options);
 extern Datum tt_array_datum(Datum *elems, int n, Oid elemtype);

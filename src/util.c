@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -127,4 +128,18 @@ tt_text_array(List *strings, char *null)
 	foreach(lc, strings)
 		elems[n++] = CStringGetTextDatum((char *) lfirst(lc));
 	return tt_array_datum(elems, n, TEXTOID);
+}
+
+/*
+ * Is the outbox of this database at least 0.3.0's (its source column)?  A
+ * new library runs against the schema of an older version until ALTER
+ * EXTENSION ... UPDATE: then it writes as that version did.
+ */
+bool
+tt_outbox_is_current(void)
+{
+	Oid			nsp = get_namespace_oid("tiktok_capi", true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid("outbox", nsp) : InvalidOid;
+
+	return OidIsValid(relid) && get_attnum(relid, "source") != InvalidAttrNumber;
 }

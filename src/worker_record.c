@@ -197,6 +197,9 @@ tt_delete_old_sent(void)
 									   " SELECT ((SELECT count(*) FROM kept) + (SELECT count(*) FROM gone))::int4",
 									   3, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
+	/* before ALTER EXTENSION UPDATE there is no kept status: nothing to do */
+	if (!tt_outbox_is_current())
+		return 0;
 	values[0] = Float8GetDatum((double) tt_retention_s);
 	values[1] = Int32GetDatum(TT_RETENTION_ROWS);
 	values[2] = Float8GetDatum((double) tt_keep_keys_s);

@@ -61,8 +61,10 @@ psql("CREATE DATABASE shop", db="postgres", port=port)
 r = subprocess.run(["pg_restore", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "shop",
                     "--exit-on-error", dump], capture_output=True, text=True)
 tap.ok(r.returncode == 0, "pg_restore into the fresh cluster succeeds", r.stderr[-500:])
-tap.ok(psql("SELECT extversion FROM pg_extension WHERE extname = 'tiktok_capi'", port=port) == "0.2.0",
-       "the extension is created by the restore")
+tap.ok(psql("""SELECT e.extversion = a.default_version FROM pg_extension e
+                 JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'tiktok_capi'""",
+            port=port) == "t",
+       "the extension is created by the restore, at its current version")
 tap.ok(psql("SELECT status, count(*) FROM tiktok_capi.outbox GROUP BY 1 ORDER BY 1", port=port) == before,
        "the outbox comes back with every event in its status", before)
 tap.ok(psql(f"SELECT access_token = '{TOKEN}' FROM tiktok_capi.pixels WHERE pixel_code = '{PIXEL}'", port=port) == "t",
@@ -78,7 +80,7 @@ psql("INSERT INTO orders (id, email, total, currency) VALUES (501, 'new@example.
 new_id = "501"
 added = psql("SELECT id FROM tiktok_capi.outbox WHERE event_id = '501'", port=port)
 tap.ok(added and int(added) > top, "the restored trigger queues a new order, and the outbox's ids continue", added)
-tap.ok(wait_until(lambda: psql("SELECT count(*) FROM tiktok_capi.outbox WHERE status <> 'sent'", port=port) == "0", 30),
+tap.ok(wait_until(lambda: psql("SELECT count(*) FROM tiktok_capi.outbox WHERE status IN ('pending', 'failed')", port=port) == "0", 30),
        "the restored cluster's worker delivers what was pending and the new order")
 keys = mock2.keys()
 ids = {i for (_, _, i) in keys}

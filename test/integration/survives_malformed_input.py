@@ -669,8 +669,13 @@ SELECT (SELECT count(*) FROM fuzz.orders o WHERE NOT EXISTS (SELECT FROM tiktok_
             WHERE b.event = 'InitiateCheckout' AND b.event_id = o.order_id::text))
      + (SELECT count(*) FROM fuzz.orders_itemized o WHERE NOT EXISTS (SELECT FROM tiktok_capi.outbox b
             WHERE b.event = 'PlaceAnOrder' AND b.event_id = o.id::text))
-     + (SELECT count(*) FROM fuzz.orders_wrong o WHERE NOT EXISTS (SELECT FROM tiktok_capi.outbox b
-            WHERE b.event = 'CompletePayment' AND (b.event_id = coalesce(o.id, '')
+     -- an order without an id has a failed row of its own, under a key naming the row
+     + greatest(0, (SELECT count(*) FROM fuzz.orders_wrong o WHERE coalesce(btrim(o.id, E' \t\r\n'), '') = '')
+                   - (SELECT count(*) FROM tiktok_capi.outbox b WHERE b.event = 'CompletePayment'
+                         AND b.status = 'failed' AND b.event_id LIKE 'fuzz.orders_wrong row (%'))
+     + (SELECT count(*) FROM fuzz.orders_wrong o WHERE coalesce(btrim(o.id, E' \t\r\n'), '') <> ''
+         AND NOT EXISTS (SELECT FROM tiktok_capi.outbox b
+            WHERE b.event = 'CompletePayment' AND (b.event_id = o.id
                -- an id too long for the key is queued failed, shortened: its start, '...', its SHA-256
                OR b.status = 'failed' AND b.event_id = left(o.id, 100) || '...'
                   || encode(sha256(convert_to(o.id, getdatabaseencoding())), 'hex'))))

@@ -1,6 +1,7 @@
-"""ALTER EXTENSION tiktok_capi UPDATE from 0.1.0: the worker of the new
-library delivers from a 0.1.0 schema, events queued before the update are
-delivered after it, exactly once, and the update brings 0.2.0's objects."""
+"""ALTER EXTENSION tiktok_capi UPDATE from 0.1.0: the worker and the trigger
+of the new library work on a 0.1.0 schema, events queued before the update
+are delivered after it, exactly once, and the update brings the objects of
+0.2.0 and 0.3.0."""
 from harness import (Mock, Tap, configure, counts, create_orders, drained, insert_orders, no_crash, psql,
                      wait_until, worker_pid, PIXEL, TOKEN)
 
@@ -21,11 +22,14 @@ psql("SELECT pg_reload_conf()")
 wait_until(lambda: worker_pid() is None, 10)
 during = insert_orders(300, start=301)
 psql("ALTER EXTENSION tiktok_capi UPDATE")
-tap.ok(psql("SELECT extversion FROM pg_extension WHERE extname = 'tiktok_capi'") == "0.2.0", "updated to 0.2.0")
+tap.ok(psql("""SELECT e.extversion = a.default_version FROM pg_extension e
+                 JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'tiktok_capi'""") == "t",
+       "updated to the current version")
 tap.ok(counts().get("pending") == 300, "the events queued before the update are still pending", counts())
-tap.ok(psql("SELECT count(*) FROM tiktok_capi.tt_health()") == "5"
-       and psql("SELECT to_regproc('tiktok_capi.tt_forget') IS NOT NULL") == "t",
-       "0.2.0's functions are there after the update")
+tap.ok(psql("SELECT count(*) FROM tiktok_capi.tt_health()") == "7"
+       and psql("SELECT to_regproc('tiktok_capi.tt_forget') IS NOT NULL") == "t"
+       and psql("SELECT to_regproc('tiktok_capi.tt_flush') IS NOT NULL") == "t",
+       "the functions of 0.2.0 and 0.3.0 are there after the update")
 
 psql("ALTER SYSTEM SET tiktok_capi.enabled = on")
 psql("SELECT pg_reload_conf()")
