@@ -253,17 +253,21 @@ static int
 build_rows(TouchedRow *rows, int n)
 {
 	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
-	EState	   *estate = CreateExecutorState();
-	ExprContext *econtext = GetPerTupleExprContext(estate);
-	HASHCTL		ctl;
-	HTAB	   *built;
+	EState	   *estate = NULL;
+	HTAB	   *built = NULL;
 	int			nread = 0;
 
-	ctl.keysize = sizeof(BuiltKey);
-	ctl.entrysize = sizeof(BuiltKey);
-	ctl.hcxt = CurrentMemoryContext;
-	built = hash_create("tiktok_capi built rows", Max(n, 16), &ctl,
-						HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	/* one row (the common commit) needs no de-duplication */
+	if (n > 1)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(BuiltKey);
+		ctl.entrysize = sizeof(BuiltKey);
+		ctl.hcxt = CurrentMemoryContext;
+		built = hash_create("tiktok_capi built rows", n, &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
 	SPI_connect();
 	for (int i = 0; i < n;)
 	{
@@ -271,9 +275,15 @@ build_rows(TouchedRow *rows, int n)
 		Oid			tgoid = rows[i].tgoid;
 		Trigger    *tg = find_trigger(rel, tgoid);
 		CaptureConfig *cfg = tg ? tt_capture_config(rel, tg) : NULL;
-		ExprState  *when = tg ? when_condition(tg, estate) : NULL;
+		ExprState  *when = NULL;
 		TupleTableSlot *slot = table_slot_create(rel, NULL);
 
+		if (tg != NULL && tg->tgqual != NULL)
+		{
+			if (estate == NULL)
+				estate = CreateExecutorState();
+			when = when_condition(tg, estate);
+		}
 		for (; i < n && rows[i].relid == RelationGetRelid(rel) && rows[i].tgoid == tgoid; i++)
 		{
 			BuiltKey	key;
@@ -281,16 +291,24 @@ build_rows(TouchedRow *rows, int n)
 
 			if (cfg == NULL || !final_version(rel, &rows[i], snap, slot))
 				continue;
-			memset(&key, 0, sizeof(key));
-			key.tgoid = tgoid;
-			key.tid = slot->tts_tid;
-			hash_search(built, &key, HASH_ENTER, &found);
-			if (found)
-				continue;
-			ResetExprContext(econtext);
-			econtext->ecxt_outertuple = slot;
-			if (when != NULL && !ExecQual(when, econtext))
-				continue;
+			if (built != NULL)
+			{
+				memset(&key, 0, sizeof(key));
+				key.tgoid = tgoid;
+				key.tid = slot->tts_tid;
+				hash_search(built, &key, HASH_ENTER, &found);
+				if (found)
+					continue;
+			}
+			if (when != NULL)
+			{
+				ExprContext *econtext = GetPerTupleExprContext(estate);
+
+				ResetExprContext(econtext);
+				econtext->ecxt_outertuple = slot;
+				if (!ExecQual(when, econtext))
+					continue;
+			}
 			(void) tt_capture_row(cfg, ExecFetchSlotHeapTuple(slot, false, NULL),
 								  RelationGetDescr(rel), rows[i].inserted);
 			nread++;
@@ -299,7 +317,10 @@ build_rows(TouchedRow *rows, int n)
 		table_close(rel, AccessShareLock);
 	}
 	SPI_finish();
-	FreeExecutorState(estate);
+	if (estate != NULL)
+		FreeExecutorState(estate);
+	if (built != NULL)
+		hash_destroy(built);
 	UnregisterSnapshot(snap);
 	return nread;
 }

@@ -20,6 +20,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -138,8 +139,17 @@ tt_text_array(List *strings, char *null)
 bool
 tt_outbox_is_current(void)
 {
-	Oid			nsp = get_namespace_oid("tiktok_capi", true);
-	Oid			relid = OidIsValid(nsp) ? get_relname_relid("outbox", nsp) : InvalidOid;
+	static LocalTransactionId known_in = InvalidLocalTransactionId;
+	static bool current = false;
+	Oid			nsp;
+	Oid			relid;
 
-	return OidIsValid(relid) && get_attnum(relid, "source") != InvalidAttrNumber;
+	/* asked once per row queued: looked up once per transaction */
+	if (known_in == MyProc->lxid)
+		return current;
+	nsp = get_namespace_oid("tiktok_capi", true);
+	relid = OidIsValid(nsp) ? get_relname_relid("outbox", nsp) : InvalidOid;
+	current = OidIsValid(relid) && get_attnum(relid, "source") != InvalidAttrNumber;
+	known_in = MyProc->lxid;
+	return current;
 }

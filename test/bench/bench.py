@@ -5,7 +5,7 @@ against a baseline measured in the same run (these machines are noisy).
 Runs inside a throw-away cluster (test/bench/run.sh starts it).  `--tiny`
 runs every part at toy sizes so that `make test` keeps the benchmarks
 working; it asserts that each part ran, never a timing.  `--only=PART`
-(hashing, capture, checkout, delivery, latency, memory) runs one part.  Prints TAP: one
+(hashing, capture, checkout, kept, delivery, latency, memory) runs one part.  Prints TAP: one
 check per part, and the figures as "# " lines and a Markdown table.
 """
 import json
@@ -23,11 +23,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import PIXEL, Mock, Tap, configure, enqueue, install, psql, wait_until, worker_pid  # noqa: E402
 
 TINY = "--tiny" in sys.argv
-SIZES = dict(hash_rows=20_000, pgbench_secs=1, rounds=1, drains=(2_000, 20_000), latency_secs=2,
+SIZES = dict(hash_rows=20_000, pgbench_secs=1, rounds=1, drains=(2_000, 20_000), latency_secs=2, kept_orders=10_000,
              cycle_events=20_000, cycles=3, ceiling_secs=1) if TINY else \
         dict(hash_rows=1_000_000, pgbench_secs=10, rounds=2, drains=(100_000, 1_000_000), latency_secs=30,
+             kept_orders=1_000_000,
              cycle_events=1_000_000, cycles=3, ceiling_secs=3)
-tap = Tap(2 if any(a.startswith("--only=") for a in sys.argv) else 7)
+tap = Tap(2 if any(a.startswith("--only=") for a in sys.argv) else 8)
 table = []          # (part, measure, figure, baseline / target)
 
 
@@ -239,6 +240,39 @@ def bench_checkout():
     return sent == orders
 
 
+# -- 2c. once per order, at scale -----------------------------------------
+def bench_kept_keys():
+    """A million orders sent and past retention: the outbox's size with their keys kept, and a
+    bulk UPDATE of every order (which must queue nothing) against the same UPDATE untriggered"""
+    n = SIZES["kept_orders"]
+    psql("ALTER SYSTEM SET tiktok_capi.enabled = off")
+    psql("SELECT pg_reload_conf()")
+    for o in ("kk_plain", "kk_tt"):
+        psql(f"CREATE TABLE {o} (id bigint PRIMARY KEY, email text, total numeric(12,2), currency text, status text)")
+    psql("SELECT tiktok_capi.tt_attach('kk_tt', 'Purchase', condition => $$NEW.status = 'paid'$$)")
+    for o in ("kk_plain", "kk_tt"):
+        psql(f"""INSERT INTO {o} SELECT g, 'buyer' || g || '@example.com', g % 500, 'USD', 'paid'
+                   FROM generate_series(1, {n}) g""")
+    psql("UPDATE tiktok_capi.outbox SET status = 'sent', sent_at = now() - interval '8 days'")
+    psql("VACUUM tiktok_capi.outbox")
+    sent_size = int(psql("SELECT pg_total_relation_size('tiktok_capi.outbox')"))
+    psql("SELECT tiktok_capi.tt_purge_sent('7 days')")
+    psql("VACUUM FULL tiktok_capi.outbox")
+    kept_size = int(psql("SELECT pg_total_relation_size('tiktok_capi.outbox')"))
+    figure("kept keys", f"outbox size, {n:,} sent events with payloads / as kept keys (after VACUUM FULL)",
+           f"{sent_size / 2**20:,.0f} / {kept_size / 2**20:,.0f} MB", f"({kept_size / n:.0f} bytes per kept key)")
+    psql("CHECKPOINT")
+    t_plain = timed("UPDATE kk_plain SET total = total + 1")
+    t_tt = timed("UPDATE kk_tt SET total = total + 1")
+    queued = psql("SELECT count(*) FROM tiktok_capi.outbox WHERE status <> 'kept'")
+    figure("kept keys", f"bulk UPDATE of {n:,} converted orders, with capture / without",
+           f"{t_tt:.1f} s / {t_plain:.1f} s ({t_tt / t_plain:.1f}x)", f"(events queued: {queued})")
+    psql("TRUNCATE tiktok_capi.outbox")
+    psql("ALTER SYSTEM SET tiktok_capi.enabled = on")
+    psql("SELECT pg_reload_conf()")
+    return queued == "0"
+
+
 # -- 3. delivery throughput ------------------------------------------------
 def drain(mock, n, prefix):
     """Seconds from the backlog's commit until the API has accepted it all and none is pending"""
@@ -370,6 +404,7 @@ def bench_cycles():
 
 
 parts = [("hashing", bench_hashing), ("capture", bench_capture), ("checkout", bench_checkout),
+         ("kept keys", bench_kept_keys),
          ("delivery", bench_delivery),
          ("latency", bench_latency), ("memory and bloat", bench_cycles)]
 install()
