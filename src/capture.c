@@ -11,7 +11,8 @@
  *	  not).  The trigger only remembers it.
  *	- flush: at commit (PRE_COMMIT, or PRE_PREPARE), each touched row is
  *	  followed to its final version in this transaction; a row deleted, or
- *	  whose trigger's WHEN condition no longer holds, queues nothing; the
+ *	  whose final version the trigger's WHEN condition kept it from firing
+ *	  on (paid, then cancelled), queues nothing; the
  *	  others are built once per row however often the trigger fired, with
  *	  the items that exist by then (capture_row.c).  tt_flush() does it
  *	  early, for a page rendered in the order's own transaction; the rows
@@ -34,10 +35,6 @@
 #include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
-#include "nodes/makefuncs.h"
-#include "nodes/nodeFuncs.h"
-#include "rewrite/prs2lock.h"
-#include "rewrite/rewriteManip.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -80,8 +77,7 @@ static int	maxtouched = 0;
 
 static void remember_row(Relation rel, Oid tgoid, HeapTuple tup, bool inserted);
 static int	row_cmp(const void *a, const void *b);
-static bool references_old(Node *node, void *context);
-static ExprState *when_condition(Trigger *tg, EState *estate);
+static bool when_holds(Trigger *tg, TouchedRow *rows, int n, ItemPointer final);
 static bool final_version(Relation rel, const TouchedRow *r, Snapshot snap,
 						  TupleTableSlot *slot);
 static Trigger *find_trigger(Relation rel, Oid tgoid);
@@ -180,34 +176,35 @@ row_cmp(const void *a, const void *b)
 	return ItemPointerCompare((ItemPointer) &x->tid, (ItemPointer) &y->tid);
 }
 
-/* Does a WHEN condition read OLD? */
-static bool
-references_old(Node *node, void *context)
-{
-	if (node == NULL)
-		return false;
-	if (IsA(node, Var) && ((Var *) node)->varno == PRS2_OLD_VARNO)
-		return true;
-	return expression_tree_walker(node, references_old, context);
-}
-
 /*
- * The trigger's WHEN condition, to test on the row as committed (NEW is
- * the outer tuple, as in the trigger machinery); NULL when it has none,
- * or reads OLD (an UPDATE-only trigger): its firing stands.
+ * Does the trigger's WHEN condition hold for the row as committed?  The
+ * trigger machinery tested it on every version the trigger could fire on,
+ * as the writing role: the condition holds exactly when the trigger fired
+ * for the final version, i.e. when that version is among the touched rows
+ * (rows[0..n), sorted).  A trigger limited to some columns (UPDATE OF) may
+ * not fire for the final version at all: its firing stands.
  */
-static ExprState *
-when_condition(Trigger *tg, EState *estate)
+static bool
+when_holds(Trigger *tg, TouchedRow *rows, int n, ItemPointer final)
 {
-	Node	   *qual;
+	int			lo = 0;
+	int			hi = n - 1;
 
-	if (tg->tgqual == NULL)
-		return NULL;
-	qual = stringToNode(tg->tgqual);
-	if (references_old(qual, NULL))
-		return NULL;
-	ChangeVarNodes(qual, PRS2_NEW_VARNO, OUTER_VAR, 0);
-	return ExecPrepareQual(make_ands_implicit((Expr *) qual), estate);
+	if (tg->tgqual == NULL || tg->tgnattr > 0)
+		return true;
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+		int			c = ItemPointerCompare(&rows[mid].tid, final);
+
+		if (c == 0)
+			return true;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return false;
 }
 
 /*
@@ -253,7 +250,6 @@ static int
 build_rows(TouchedRow *rows, int n)
 {
 	Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
-	EState	   *estate = NULL;
 	HTAB	   *built = NULL;
 	int			nread = 0;
 
@@ -275,21 +271,19 @@ build_rows(TouchedRow *rows, int n)
 		Oid			tgoid = rows[i].tgoid;
 		Trigger    *tg = find_trigger(rel, tgoid);
 		CaptureConfig *cfg = tg ? tt_capture_config(rel, tg) : NULL;
-		ExprState  *when = NULL;
 		TupleTableSlot *slot = table_slot_create(rel, NULL);
+		int			start = i;
+		int			end = i;
 
-		if (tg != NULL && tg->tgqual != NULL)
-		{
-			if (estate == NULL)
-				estate = CreateExecutorState();
-			when = when_condition(tg, estate);
-		}
-		for (; i < n && rows[i].relid == RelationGetRelid(rel) && rows[i].tgoid == tgoid; i++)
+		while (end < n && rows[end].relid == rows[i].relid && rows[end].tgoid == tgoid)
+			end++;
+		for (; i < end; i++)
 		{
 			BuiltKey	key;
 			bool		found;
 
-			if (cfg == NULL || !final_version(rel, &rows[i], snap, slot))
+			if (cfg == NULL || !final_version(rel, &rows[i], snap, slot) ||
+				!when_holds(tg, &rows[start], end - start, &slot->tts_tid))
 				continue;
 			if (built != NULL)
 			{
@@ -300,15 +294,6 @@ build_rows(TouchedRow *rows, int n)
 				if (found)
 					continue;
 			}
-			if (when != NULL)
-			{
-				ExprContext *econtext = GetPerTupleExprContext(estate);
-
-				ResetExprContext(econtext);
-				econtext->ecxt_outertuple = slot;
-				if (!ExecQual(when, econtext))
-					continue;
-			}
 			(void) tt_capture_row(cfg, ExecFetchSlotHeapTuple(slot, false, NULL),
 								  RelationGetDescr(rel), rows[i].inserted);
 			nread++;
@@ -317,8 +302,6 @@ build_rows(TouchedRow *rows, int n)
 		table_close(rel, AccessShareLock);
 	}
 	SPI_finish();
-	if (estate != NULL)
-		FreeExecutorState(estate);
 	if (built != NULL)
 		hash_destroy(built);
 	UnregisterSnapshot(snap);

@@ -120,16 +120,21 @@ END $$;
 """
 
 
-def pgbench_tps(table_name, secs):
+def pgbench(script_text, secs):
+    """TPS of a pgbench script, 2 clients, prepared statements"""
     script = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
-    script.write("\\set n random(1, 1000000000)\n"
-                 f"INSERT INTO {table_name} (email, phone, total, currency) VALUES "
-                 "('Buyer' || :n || '@Example.com', '+1 415 555 ' || (:n % 10000), 19.99, 'USD');\n")
+    script.write(script_text)
     script.close()
     out = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", "2", "-j", "2", "-T", str(secs),
                           "-f", script.name, "postgres"], capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
     return float(next(l for l in out.splitlines() if l.startswith("tps")).split()[2])
+
+
+def pgbench_tps(table_name, secs):
+    return pgbench("\\set n random(1, 1000000000)\n"
+                   f"INSERT INTO {table_name} (email, phone, total, currency) VALUES "
+                   "('Buyer' || :n || '@Example.com', '+1 415 555 ' || (:n % 10000), 19.99, 'USD');\n", secs)
 
 
 def bench_capture():
@@ -172,24 +177,18 @@ CREATE TABLE {o}_payments (order_id bigint NOT NULL, amount numeric(12,2), provi
 
 def checkout_tps(o, secs):
     """pgbench TPS of a checkout: an order, three line items, three stock updates, a payment"""
-    script = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
-    script.write("\\set n random(1, 1000000000)\n\\set p1 random(1, 1000)\n"
-                 "\\set p2 random(1, 1000)\n\\set p3 random(1, 1000)\n"
-                 "BEGIN;\n"
-                 f"INSERT INTO {o} (email, phone, total, currency, status) VALUES "
-                 "('Buyer' || :n || '@Example.com', '+1 415 555 ' || (:n % 10000), 59.97, 'USD', 'paid') "
-                 "RETURNING id \\gset\n"
-                 f"INSERT INTO {o}_items VALUES (:id, :p1, 1, 19.99), (:id, :p2, 1, 19.99), (:id, :p3, 1, 19.99);\n"
-                 "UPDATE stock SET on_hand = on_hand - 1 WHERE product_id = :p1;\n"
-                 "UPDATE stock SET on_hand = on_hand - 1 WHERE product_id = :p2;\n"
-                 "UPDATE stock SET on_hand = on_hand - 1 WHERE product_id = :p3;\n"
-                 f"INSERT INTO {o}_payments VALUES (:id, 59.97, 'card');\n"
-                 "COMMIT;\n")
-    script.close()
-    out = subprocess.run(["pgbench", "-n", "-M", "prepared", "-c", "2", "-j", "2", "-T", str(secs),
-                          "-f", script.name, "postgres"], capture_output=True, text=True, check=True).stdout
-    os.unlink(script.name)
-    return float(next(l for l in out.splitlines() if l.startswith("tps")).split()[2])
+    return pgbench("\\set n random(1, 1000000000)\n\\set p1 random(1, 1000)\n"
+                   "\\set p2 random(1, 1000)\n\\set p3 random(1, 1000)\n"
+                   "BEGIN;\n"
+                   f"INSERT INTO {o} (email, phone, total, currency, status) VALUES "
+                   "('Buyer' || :n || '@Example.com', '+1 415 555 ' || (:n % 10000), 59.97, 'USD', 'paid') "
+                   "RETURNING id \\gset\n"
+                   f"INSERT INTO {o}_items VALUES (:id, :p1, 1, 19.99), (:id, :p2, 1, 19.99), (:id, :p3, 1, 19.99);\n"
+                   "UPDATE stock SET on_hand = on_hand - 1 WHERE product_id = :p1;\n"
+                   "UPDATE stock SET on_hand = on_hand - 1 WHERE product_id = :p2;\n"
+                   "UPDATE stock SET on_hand = on_hand - 1 WHERE product_id = :p3;\n"
+                   f"INSERT INTO {o}_payments VALUES (:id, 59.97, 'card');\n"
+                   "COMMIT;\n", secs)
 
 
 def wal_bytes():
@@ -251,8 +250,9 @@ def bench_kept_keys():
         psql(f"CREATE TABLE {o} (id bigint PRIMARY KEY, email text, total numeric(12,2), currency text, status text)")
     psql("SELECT tiktok_capi.tt_attach('kk_tt', 'Purchase', condition => $$NEW.status = 'paid'$$)")
     for o in ("kk_plain", "kk_tt"):
-        psql(f"""INSERT INTO {o} SELECT g, 'buyer' || g || '@example.com', g % 500, 'USD', 'paid'
-                   FROM generate_series(1, {n}) g""")
+        for lo in range(1, n + 1, 100_000):                  # a commit per 100,000 orders
+            psql(f"""INSERT INTO {o} SELECT g, 'buyer' || g || '@example.com', g % 500, 'USD', 'paid'
+                       FROM generate_series({lo}, {min(lo + 99_999, n)}) g""")
     psql("UPDATE tiktok_capi.outbox SET status = 'sent', sent_at = now() - interval '8 days'")
     psql("VACUUM tiktok_capi.outbox")
     sent_size = int(psql("SELECT pg_total_relation_size('tiktok_capi.outbox')"))
