@@ -14,6 +14,7 @@ OBJS = \
 	src/event_contents.o \
 	src/event.o \
 	src/capture_mapping.o \
+	src/capture_attach.o \
 	src/capture_consent.o \
 	src/capture_row.o \
 	src/capture.o \

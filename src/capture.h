@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * capture.h
- *	  What the stages of capture share: the order trigger (capture.c), its
- *	  mapping and tt_attach() (capture_mapping.c), and consent
- *	  (capture_consent.c).
+ *	  What the stages of capture share: the order trigger and the build at
+ *	  commit (capture.c), one row's event (capture_row.c), the mapping
+ *	  (capture_mapping.c), tt_attach() and tt_check_triggers()
+ *	  (capture_attach.c), and consent (capture_consent.c).
  *
  * Vocabulary:
  *	- mapping: the trigger's arguments after the event name: field=column
@@ -92,6 +93,10 @@ typedef enum RowConsent
 /* in capture_mapping.c */
 extern void tt_capture_config_init(void);
 extern CaptureConfig *tt_capture_config(Relation rel, Trigger *tg);
+extern void tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs,
+							   char **args, bool strict, MemoryContext cxt);
+extern void tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg,
+							   MemoryContext cxt);
 
 /* in capture_row.c */
 extern TTQueued tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
