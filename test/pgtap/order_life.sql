@@ -3,7 +3,7 @@
 -- transaction), never queued again once sent, kept or erased, and never
 -- under another table's key.
 BEGIN;
-SELECT plan(23);
+SELECT plan(25);
 
 SELECT tiktok_capi.tt_add_pixel('CLIFE01', 'token');
 CREATE TABLE public.life_orders (id bigint PRIMARY KEY, email text, total numeric(12, 2),
@@ -93,6 +93,19 @@ SELECT is((SELECT count(DISTINCT event_id)::int FROM tiktok_capi.outbox
             WHERE event = 'AddToCart' AND status = 'failed' AND event_id LIKE 'public.numbered row (%'
               AND last_error LIKE 'the row has no event_id%'), 2,
           'two orders without an id: two failed rows, each under a key naming its row');
+
+-- a build that fails: the order commits, and its event is a failed row naming the row and why
+CREATE TABLE public.wish_orders (id bigint PRIMARY KEY, total numeric, currency text DEFAULT 'USD');
+CREATE TABLE public.wish_items (order_id bigint, sku text);
+SELECT tiktok_capi.tt_attach('wish_orders', 'AddToWishlist', '{contents_from=wish_items(order_id)}');
+INSERT INTO public.wish_orders VALUES (1, 5);
+SELECT tiktok_capi.tt_flush();
+DROP TABLE public.wish_items;
+INSERT INTO public.wish_orders VALUES (2, 6);
+SELECT lives_ok($$SELECT tiktok_capi.tt_flush()$$, 'a build that fails does not fail the transaction');
+SELECT alike((SELECT event_id || ': ' || last_error FROM tiktok_capi.outbox WHERE event = 'capture error'),
+             'wish_orders row (%) of transaction %: the event could not be built: %wish_items%',
+             'its event is a failed row naming the row and the error');
 
 SELECT * FROM finish();
 ROLLBACK;
