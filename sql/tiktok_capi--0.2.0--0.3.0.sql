@@ -143,9 +143,50 @@ COMMENT ON VIEW tiktok_capi.recent_warnings IS
 REVOKE ALL ON tiktok_capi.recent_warnings FROM PUBLIC;
 
 /*
- * Health: two more checks.  triggers: every tt_capture trigger resolves
+ * tt_update_pixel of a pixel that is not configured is an error, not a
+ * quiet false: a typo in a pixel code must not look like a fix.
+ */
+CREATE OR REPLACE FUNCTION tiktok_capi.tt_update_pixel(
+    pixel_code text, access_token text DEFAULT NULL,
+    test_event_code text DEFAULT NULL, enabled boolean DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF access_token = '' THEN
+        RAISE EXCEPTION 'access_token must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE tiktok_capi.pixels p
+       SET access_token = coalesce(tt_update_pixel.access_token, p.access_token),
+           test_event_code = CASE WHEN tt_update_pixel.test_event_code IS NULL THEN p.test_event_code
+                                  ELSE nullif(tt_update_pixel.test_event_code, '') END,
+           enabled = coalesce(tt_update_pixel.enabled, p.enabled),
+           paused_until = NULL,
+           updated_at = now()
+     WHERE p.pixel_code = tt_update_pixel.pixel_code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pixel "%" is not configured', tt_update_pixel.pixel_code
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Add it with tiktok_capi.tt_add_pixel(); tiktok_capi.outbox_pixel_status lists the configured ones.';
+    END IF;
+    -- A fixed pixel resumes at once: its events that waited for it are due now.
+    UPDATE tiktok_capi.outbox o
+       SET next_attempt_at = now()
+     WHERE o.pixel_code = tt_update_pixel.pixel_code
+       AND o.status = 'pending' AND o.next_attempt_at > now();
+    PERFORM tiktok_capi.tt_wake_worker();
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION tiktok_capi.tt_update_pixel IS
+'Change a pixel''s token, test_event_code (an empty string clears it) or enabled flag (NULL keeps the value) and resume its delivery; an error when no such pixel';
+
+/*
+ * Health: three more checks.  triggers: every tt_capture trigger resolves
  * (a broken one queues its orders as failed).  warnings: the share of the
- * last hour's events that lost a field.
+ * last hour's events that lost a field.  pixels: none configured, a live
+ * pixel still sending to Test Events only, a disabled one with events
+ * waiting.
  */
 CREATE OR REPLACE FUNCTION tiktok_capi.tt_health(
     OUT "check" text, OUT status text, OUT severity integer, OUT value numeric, OUT reason text)
@@ -163,6 +204,7 @@ DECLARE
     warned bigint;
     paused text[];
     broken text[];
+    pixel_notes text[];
     size bigint;
     warnings_warn float8;
     warnings_critical float8;
@@ -268,7 +310,29 @@ BEGIN
                      warned, total, value, warnings_warn, warnings_critical);
     status := statuses[lvl + 1]; severity := lvl;
     RETURN NEXT;
+
+    -- pixels: configured, live, and not left disabled with events waiting
+    "check" := 'pixels';
+    SELECT array_agg(n ORDER BY n) INTO pixel_notes FROM (
+        SELECT 'no pixel is configured: add one with tt_add_pixel()' AS n
+         WHERE NOT EXISTS (SELECT 1 FROM tiktok_capi.pixels)
+        UNION ALL
+        SELECT format('pixel %s sends to Test Events only (test_event_code %s): clear it with tt_update_pixel(%L, test_event_code => %L)',
+                      p.pixel_code, p.test_event_code, p.pixel_code, '')
+          FROM tiktok_capi.pixels p WHERE p.enabled AND p.test_event_code IS NOT NULL
+        UNION ALL
+        SELECT format('pixel %s is disabled and %s of its events wait: enable it with tt_update_pixel(%L, enabled => true)',
+                      p.pixel_code, count(*), p.pixel_code)
+          FROM tiktok_capi.pixels p JOIN tiktok_capi.outbox o ON o.pixel_code = p.pixel_code AND o.status = 'pending'
+         WHERE NOT p.enabled GROUP BY p.pixel_code) notes;
+    value := coalesce(cardinality(pixel_notes), 0);
+    lvl := CASE WHEN value > 0 THEN 1 ELSE 0 END;
+    reason := CASE WHEN value = 0 THEN 'every pixel is live and delivering'
+                   ELSE array_to_string(pixel_notes, '; ') END;
+    status := statuses[lvl + 1]; severity := lvl;
+    RETURN NEXT;
 END
 $$;
 COMMENT ON FUNCTION tiktok_capi.tt_health IS
-'One row per check (worker, lag, failures, paused_pixels, outbox_size, triggers, warnings): ok/warn/critical, the measured value and a reason; thresholds are the tiktok_capi.health_* settings';
+'One row per check (worker, lag, failures, paused_pixels, outbox_size, triggers, warnings, pixels): ok/warn/critical, the measured value and a reason; thresholds are the tiktok_capi.health_* settings';
+

@@ -208,7 +208,8 @@ tap.ok(len(failed_as_meant) == len(bad_calls), "each bad call fails with its own
        sorted(set(w for w, *_ in bad_calls) - set(failed_as_meant)))
 rc, out, err = psql_token("SELECT tiktok_capi.tt_update_pixel('CNOSUCHPIXEL', "
                           f"access_token => {TOKEN_SQL})")
-tap.ok(rc == 0 and out == "f", "tt_update_pixel of an unknown pixel answers false", (rc, out, err))
+tap.ok(rc != 0 and "42704" in err and "is not configured" in err,
+       "tt_update_pixel of an unknown pixel is an error (42704)", (rc, out, err))
 tap.ok(len(seen_by_client) == 4 + len(bad_calls) and not leaks("\n".join(seen_by_client)),
        "no error, context or answer the calls got back shows the token",
        leaks("\n".join(seen_by_client)))

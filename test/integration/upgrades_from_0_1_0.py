@@ -26,7 +26,7 @@ tap.ok(psql("""SELECT e.extversion = a.default_version FROM pg_extension e
                  JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'tiktok_capi'""") == "t",
        "updated to the current version")
 tap.ok(counts().get("pending") == 300, "the events queued before the update are still pending", counts())
-tap.ok(psql("SELECT count(*) FROM tiktok_capi.tt_health()") == "7"
+tap.ok(psql("SELECT count(*) FROM tiktok_capi.tt_health()") == "8"
        and psql("SELECT to_regproc('tiktok_capi.tt_forget') IS NOT NULL") == "t"
        and psql("SELECT to_regproc('tiktok_capi.tt_flush') IS NOT NULL") == "t",
        "the functions of 0.2.0 and 0.3.0 are there after the update")

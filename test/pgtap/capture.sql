@@ -4,7 +4,7 @@
 -- file runs in one transaction, so tt_flush() builds them where a commit
 -- would (test/integration/sends_each_order_as_committed commits for real).
 BEGIN;
-SELECT plan(52);
+SELECT plan(53);
 
 SELECT tiktok_capi.tt_add_pixel('CSHOP01', 'token-that-must-stay-secret', 'TEST123');
 
@@ -49,6 +49,8 @@ FROM (VALUES ($$SELECT tiktok_capi.tt_add_pixel('bad code!', 'sekrit-token')$$),
 SELECT alike(pg_temp.error_text($$SELECT tiktok_capi.tt_add_pixel('CSHOP01', 'sekrit-token')$$),
     'duplicate key value violates unique constraint%', 'adding a pixel twice is an error');
 SELECT ok(tiktok_capi.tt_update_pixel('CSHOP01', test_event_code => ''), 'tt_update_pixel finds the pixel');
+SELECT throws_ok($$SELECT tiktok_capi.tt_update_pixel('CSHOPO1', enabled => true)$$, '42704',
+                 'pixel "CSHOPO1" is not configured', 'tt_update_pixel of an unknown pixel is an error, not false');
 SELECT is((SELECT test_event_code FROM tiktok_capi.pixels), NULL,
           'tt_update_pixel clears the test_event_code with an empty string');
 

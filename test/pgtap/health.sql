@@ -3,19 +3,21 @@
 -- no rights on the outbox.  (This database is not the worker's: the
 -- pgTAP cluster's worker serves "postgres".)
 BEGIN;
-SELECT plan(21);
+SELECT plan(25);
 
 CREATE TEMP VIEW health AS SELECT * FROM tiktok_capi.tt_health();
 
-SELECT is(array_agg("check"), ARRAY['worker', 'lag', 'failures', 'paused_pixels', 'outbox_size', 'triggers', 'warnings'],
-          'the seven checks, in order')
+SELECT is(array_agg("check"), ARRAY['worker', 'lag', 'failures', 'paused_pixels', 'outbox_size', 'triggers', 'warnings', 'pixels'],
+          'the eight checks, in order')
   FROM tiktok_capi.tt_health();
 SELECT is((SELECT status || ' ' || severity FROM health WHERE "check" = 'worker'), 'critical 2',
           'worker: critical when the worker serves another database');
 SELECT matches((SELECT reason FROM health WHERE "check" = 'worker'), 'delivers from database postgres',
                'and the reason names the database it serves');
-SELECT is((SELECT status FROM health WHERE "check" <> 'worker' AND status <> 'ok'), NULL,
+SELECT is((SELECT status FROM health WHERE "check" NOT IN ('worker', 'pixels') AND status <> 'ok'), NULL,
           'an empty outbox is ok on every other check');
+SELECT is((SELECT status || ': ' || reason FROM health WHERE "check" = 'pixels'),
+          'warn: no pixel is configured: add one with tt_add_pixel()', 'pixels: none configured warns');
 
 SELECT tiktok_capi.tt_add_pixel('CHEALTH01', 'token');
 SELECT tiktok_capi.tt_add_pixel('CHEALTH02', 'token');
@@ -69,12 +71,22 @@ SELECT is((SELECT status || ' ' || value FROM health WHERE "check" = 'warnings')
 SET LOCAL tiktok_capi.health_warnings_critical = 20;
 SELECT is((SELECT status FROM health WHERE "check" = 'warnings'), 'critical', 'warnings: critical past health_warnings_critical');
 
+-- pixels: a live pixel still on Test Events, a disabled one with events waiting
+SELECT is((SELECT status FROM health WHERE "check" = 'pixels'), 'ok', 'pixels: ok once they are configured and live');
+UPDATE tiktok_capi.pixels SET test_event_code = 'TEST42' WHERE pixel_code = 'CHEALTH02';
+UPDATE tiktok_capi.pixels SET enabled = false WHERE pixel_code = 'CHEALTH01';
+SELECT is((SELECT status || ' ' || value FROM health WHERE "check" = 'pixels'), 'warn 2',
+          'pixels: a live pixel with a test_event_code and a disabled one with pending events warn');
+SELECT matches((SELECT reason FROM health WHERE "check" = 'pixels'),
+               'pixel CHEALTH01 is disabled and 2 of its events wait.*pixel CHEALTH02 sends to Test Events only',
+               'and the reason names each, with the fix');
+
 -- a monitoring role: EXECUTE granted, no rights on the tables
 SELECT ok(NOT has_function_privilege('public', 'tiktok_capi.tt_health()', 'EXECUTE'), 'PUBLIC cannot call tt_health');
 CREATE ROLE tt_health_reader NOLOGIN;
 GRANT EXECUTE ON FUNCTION tiktok_capi.tt_health() TO tt_health_reader;
 SET LOCAL ROLE tt_health_reader;
-SELECT is((SELECT count(*) FROM tiktok_capi.tt_health()), 7::bigint,
+SELECT is((SELECT count(*) FROM tiktok_capi.tt_health()), 8::bigint,
           'a role granted EXECUTE, with no rights on the outbox, gets every check');
 RESET ROLE;
 
