@@ -55,14 +55,18 @@ COMMENT ON FUNCTION tiktok_capi.tt_purge_sent IS
  * payload and becomes erased; its key stays, so a later change to the order
  * queues nothing of theirs again.
  */
-CREATE OR REPLACE FUNCTION tiktok_capi.tt_forget(
-    email text DEFAULT NULL, phone text DEFAULT NULL, external_id text DEFAULT NULL)
+DROP FUNCTION tiktok_capi.tt_forget(text, text, text);
+CREATE FUNCTION tiktok_capi.tt_forget(
+    email text DEFAULT NULL, phone text DEFAULT NULL, external_id text DEFAULT NULL,
+    country text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     email_hash text := tiktok_capi.tt_hash_email(email);
-    phone_hash text := tiktok_capi.tt_hash_phone(phone);
+    -- a national number needs its country, as for tt_hash_phone
+    phone_hash text := CASE WHEN country IS NULL THEN tiktok_capi.tt_hash_phone(phone)
+                            ELSE tiktok_capi.tt_hash_phone(phone, country) END;
     external_id_hash text := tiktok_capi.tt_hash_external_id(external_id);
     kinds text[];
     removed bigint;
@@ -96,7 +100,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION tiktok_capi.tt_forget IS
-'Erase a person: every outbox event carrying their email, phone or external_id (hashed as the trigger does) loses its payload and is never queued again; returns how many; logs the erasure without the identifier';
+'Erase a person: every outbox event carrying their email, phone (national numbers with country, or tiktok_capi.default_country) or external_id (hashed as the trigger does) loses its payload and is never queued again; returns how many; logs the erasure without the identifier';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_forget FROM PUBLIC;
 
 /*
  * tt_flush(): build now, instead of at commit, the events of the orders

@@ -4,7 +4,7 @@
 -- again), and leaves an audit line that holds neither the identifier nor
 -- its hash.
 BEGIN;
-SELECT plan(16);
+SELECT plan(18);
 
 SELECT tiktok_capi.tt_add_pixel('CERASE01', 'token');
 -- the person: two events by email (one already sent, one failed), one by
@@ -47,11 +47,18 @@ SELECT is(array_agg(event_id), ARRAY['b1'], 'only the other person''s event is l
  WHERE status <> 'erased';
 SELECT is(tiktok_capi.tt_forget(email => 'nobody@example.com'), 0::bigint, 'a person with no events: 0');
 
+-- a national number, with its country as for tt_hash_phone
+SELECT tiktok_capi.tt_enqueue('CERASE01', tiktok_capi.tt_event('Purchase', 'c1', phone => '+33 6 12 34 56 78'));
+SELECT throws_ok($$SELECT tiktok_capi.tt_forget(phone => '06 12 34 56 78')$$, '22023', NULL,
+                 'a national number without a country cannot be normalized: an error');
+SELECT is(tiktok_capi.tt_forget(phone => '06 12 34 56 78', country => 'FR'), 1::bigint,
+          'tt_forget takes the country of a national number');
+
 -- the audit: kinds and counts, never the identifier or its hash
 SELECT is(array_agg(identifiers::text || ':' || events_removed ORDER BY id),
-          ARRAY['{email}:4', '{phone,external_id}:2', '{email}:0'], 'one audit line per erasure, with its count')
+          ARRAY['{email}:4', '{phone,external_id}:2', '{email}:0', '{phone}:1'], 'one audit line per erasure, with its count')
   FROM tiktok_capi.erasures;
-SELECT is((SELECT count(*) FROM tiktok_capi.erasures WHERE erased_by = current_user AND erased_at = now()), 3::bigint,
+SELECT is((SELECT count(*) FROM tiktok_capi.erasures WHERE erased_by = current_user AND erased_at = now()), 4::bigint,
           'the audit says who and when');
 SELECT ok(NOT EXISTS (SELECT 1 FROM tiktok_capi.erasures e
                        WHERE e::text ILIKE '%ann%' OR e::text LIKE '%' || tiktok_capi.tt_hash_email('ann.lee@example.com') || '%'
@@ -59,7 +66,7 @@ SELECT ok(NOT EXISTS (SELECT 1 FROM tiktok_capi.erasures e
           'the audit holds neither the identifiers nor their hashes');
 
 -- who may erase: the owner, or whom the owner grants
-SELECT ok(NOT has_function_privilege('public', 'tiktok_capi.tt_forget(text, text, text)', 'EXECUTE'),
+SELECT ok(NOT has_function_privilege('public', 'tiktok_capi.tt_forget(text, text, text, text)', 'EXECUTE'),
           'PUBLIC cannot call tt_forget');
 SELECT ok(NOT has_table_privilege('public', 'tiktok_capi.erasures', 'SELECT'), 'PUBLIC cannot read the erasures');
 
