@@ -86,9 +86,7 @@ tt_attach_sql(PG_FUNCTION_ARGS)
 						  &elems, &elem_nulls, &nmap);
 	}
 
-	SPI_connect();
-	pixel = tt_pixel_for_call(PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)));
-
+	/* a pixel in the mapping is said to be misplaced before it is looked for */
 	nargs = 0;
 	args = palloc(sizeof(char *) * (nmap + 2));
 	args[nargs++] = event;
@@ -100,9 +98,12 @@ tt_attach_sql(PG_FUNCTION_ARGS)
 		if (strncmp(args[nargs], "pixel=", 6) == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("name the pixel with the pixel argument, not in the mapping")));
+					 errmsg("name the pixel with the pixel argument, not in the mapping"),
+					 errhint("tiktok_capi.tt_attach('orders', 'Purchase', pixel => '%s')", args[nargs] + 6)));
 		nargs++;
 	}
+	SPI_connect();
+	pixel = tt_pixel_for_call(PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)));
 	args[nargs++] = psprintf("pixel=%s", pixel);
 
 	rel = table_open(relid, AccessShareLock);

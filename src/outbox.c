@@ -318,7 +318,8 @@ tt_pixel_for_call(const char *named)
 		if (pixel == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("no pixel given and %s", why)));
+					 errmsg("no pixel given and %s", why),
+					 errhint("Name it with the function's pixel argument, e.g. pixel => 'C4XX...'.")));
 		named = pixel;
 	}
 	else if (!tt_pixel_exists(named))

@@ -3,7 +3,7 @@
 -- transaction), never queued again once sent, kept or erased, and never
 -- under another table's key.
 BEGIN;
-SELECT plan(25);
+SELECT plan(27);
 
 SELECT tiktok_capi.tt_add_pixel('CLIFE01', 'token');
 CREATE TABLE public.life_orders (id bigint PRIMARY KEY, email text, total numeric(12, 2),
@@ -106,6 +106,16 @@ SELECT lives_ok($$SELECT tiktok_capi.tt_flush()$$, 'a build that fails does not 
 SELECT alike((SELECT event_id || ': ' || last_error FROM tiktok_capi.outbox WHERE event = 'capture error'),
              'wish_orders row (%) of transaction %: the event could not be built: %wish_items%',
              'its event is a failed row naming the row and the error');
+
+-- with several pixels, a pixel put in the mapping is said to be misplaced
+SELECT tiktok_capi.tt_add_pixel('CLIFE02', 'token');
+CREATE TABLE public.misplaced (id bigint, total numeric);
+SELECT throws_ok($$SELECT tiktok_capi.tt_attach('misplaced', 'Lead', mapping => '{pixel=CLIFE02}')$$, '22023',
+                 'name the pixel with the pixel argument, not in the mapping',
+                 'a pixel in the mapping: where it goes, even with several pixels configured');
+SELECT throws_ok($$SELECT tiktok_capi.tt_attach('misplaced', 'Lead')$$, '22023',
+                 'no pixel given and several pixels are configured: name one with pixel=CODE',
+                 'no pixel with several configured: an error that asks for one');
 
 SELECT * FROM finish();
 ROLLBACK;
