@@ -68,6 +68,15 @@ typedef struct BuiltKey
 	ItemPointerData tid;
 } BuiltKey;
 
+/* A slice of touched rows to build in a subtransaction, and what came of it */
+typedef struct BuildJob
+{
+	TouchedRow *rows;
+	int			n;
+	int			nread;			/* out: how many rows were read */
+	const char *error;			/* for queue_build_error: why the build failed */
+} BuildJob;
+
 /* This transaction's touched rows, in TopTransactionContext */
 static TouchedRow *touched = NULL;
 /* who builds them: tt_capture()'s owner, as its SECURITY DEFINER firing saw */
@@ -82,9 +91,9 @@ static bool final_version(Relation rel, const TouchedRow *r, Snapshot snap,
 						  TupleTableSlot *slot);
 static Trigger *find_trigger(Relation rel, Oid tgoid);
 static int	build_rows(TouchedRow *rows, int n);
-static void queue_build_error(const TouchedRow *r, const char *message);
-static bool in_subtransaction(int (*fn) (TouchedRow *, int), TouchedRow *rows,
-							  int n, int *result, char **error);
+static void build_job(BuildJob *job);
+static void queue_build_error(BuildJob *job);
+static bool in_subtransaction(void (*fn) (BuildJob *), BuildJob *job, char **error);
 static int	flush_touched(void);
 static int	flush_as_builder(void);
 static void capture_xact_callback(XactEvent event, void *arg);
@@ -294,8 +303,8 @@ build_rows(TouchedRow *rows, int n)
 				if (found)
 					continue;
 			}
-			(void) tt_capture_row(cfg, ExecFetchSlotHeapTuple(slot, false, NULL),
-								  RelationGetDescr(rel), rows[i].inserted);
+			tt_capture_row(cfg, ExecFetchSlotHeapTuple(slot, false, NULL),
+						   RelationGetDescr(rel), rows[i].inserted);
 			nread++;
 		}
 		ExecDropSingleTupleTableSlot(slot);
@@ -308,50 +317,47 @@ build_rows(TouchedRow *rows, int n)
 	return nread;
 }
 
+/* Build a slice's events (a job for in_subtransaction) */
+static void
+build_job(BuildJob *job)
+{
+	job->nread = build_rows(job->rows, job->n);
+}
+
 /*
  * A row whose event could not be built even alone: a failed event under a
- * key naming the row, with the error, so the order is not lost silently.
+ * key naming the row, with the error, so the order is not lost silently
+ * (a job for in_subtransaction).
  */
 static void
-queue_build_error(const TouchedRow *r, const char *message)
+queue_build_error(BuildJob *job)
 {
+	const TouchedRow *r = &job->rows[0];
 	char	   *rel = get_rel_name(r->relid);
-	Datum		values[2];
+	TTQueueItem item = {0};
 
-	values[0] = CStringGetTextDatum(psprintf("%s row (%u,%u) of transaction %u",
-											 rel ? rel : "a dropped table",
-											 ItemPointerGetBlockNumber(&r->tid),
-											 ItemPointerGetOffsetNumber(&r->tid),
-											 GetTopTransactionId()));
-	values[1] = CStringGetTextDatum(psprintf("the event could not be built: %s", message));
+	item.pixel_code = "";
+	item.event = "capture error";
+	item.event_id = psprintf("%s row (%u,%u) of transaction %u",
+							 rel ? rel : "a dropped table",
+							 ItemPointerGetBlockNumber(&r->tid),
+							 ItemPointerGetOffsetNumber(&r->tid),
+							 GetTopTransactionId());
+	item.source = rel ? quote_qualified_identifier(get_namespace_name(get_rel_namespace(r->relid)), rel) : "";
+	item.event_time = GetCurrentTransactionStartTimestamp();
+	item.failed_reason = psprintf("the event could not be built: %s", job->error);
 	SPI_connect();
-	if (SPI_execute_with_args("INSERT INTO tiktok_capi.outbox"
-							  " (pixel_code, event, event_id, event_time, payload, status, last_error)"
-							  " VALUES ('', 'capture error', $1, now(), '{}', 'failed', $2)"
-							  " ON CONFLICT ON CONSTRAINT outbox_dedup_key DO NOTHING",
-							  2, (Oid[]) {TEXTOID, TEXTOID}, values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "could not queue the capture error");
+	(void) tt_outbox_queue(&item);
 	SPI_finish();
 }
 
-/* Queue one row's build error (a callback of in_subtransaction) */
-static char *pending_error = NULL;
-
-static int
-queue_error_rows(TouchedRow *rows, int n)
-{
-	queue_build_error(&rows[0], pending_error);
-	return 0;
-}
-
 /*
- * Run fn(rows, n) in a subtransaction, as PL/pgSQL's exception blocks do.
+ * Run fn(job) in a subtransaction, as PL/pgSQL's exception blocks do.
  * False, with *error set, when it failed: its work is undone.  A cancel is
  * not caught.
  */
 static bool
-in_subtransaction(int (*fn) (TouchedRow *, int), TouchedRow *rows, int n,
-				  int *result, char **error)
+in_subtransaction(void (*fn) (BuildJob *), BuildJob *job, char **error)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -361,7 +367,7 @@ in_subtransaction(int (*fn) (TouchedRow *, int), TouchedRow *rows, int n,
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		*result = fn(rows, n);
+		fn(job);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -419,9 +425,7 @@ flush_as_builder(void)
 
 	while (ntouched > 0)
 	{
-		TouchedRow *rows = touched;
-		int			n = ntouched;
-		int			result;
+		BuildJob	all = {touched, ntouched};
 		char	   *error;
 
 		touched = NULL;
@@ -429,31 +433,33 @@ flush_as_builder(void)
 		/* after DROP EXTENSION in this transaction there is no outbox */
 		if (!OidIsValid(get_extension_oid("tiktok_capi", true)))
 			return nread;
-		qsort(rows, n, sizeof(TouchedRow), row_cmp);
+		qsort(all.rows, all.n, sizeof(TouchedRow), row_cmp);
 		CommandCounterIncrement();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		if (in_subtransaction(build_rows, rows, n, &result, &error))
-			nread += result;
+		if (in_subtransaction(build_job, &all, &error))
+			nread += all.nread;
 		else
 		{
 			/* one row is at fault: find it, and keep the others */
-			for (int i = 0; i < n; i++)
+			for (int i = 0; i < all.n; i++)
 			{
-				if (in_subtransaction(build_rows, &rows[i], 1, &result, &error))
+				BuildJob	one = {&all.rows[i], 1};
+
+				if (in_subtransaction(build_job, &one, &error))
 				{
-					nread += result;
+					nread += one.nread;
 					continue;
 				}
-				pending_error = error;
-				if (!in_subtransaction(queue_error_rows, &rows[i], 1, &result, &error))
+				one.error = error;
+				if (!in_subtransaction(queue_build_error, &one, &error))
 					ereport(WARNING,
 							(errmsg("tiktok_capi: the event of a row of \"%s\" was not queued: %s",
-									get_rel_name(rows[i].relid), pending_error),
+									get_rel_name(one.rows[0].relid), one.error),
 							 errdetail("Queueing the failure failed too: %s", error)));
 			}
 		}
 		PopActiveSnapshot();
-		pfree(rows);
+		pfree(all.rows);
 	}
 	return nread;
 }

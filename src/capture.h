@@ -99,8 +99,8 @@ extern void tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg,
 							   MemoryContext cxt);
 
 /* in capture_row.c */
-extern TTQueued tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
-							   bool inserted);
+extern void tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
+						   bool inserted);
 
 /* in capture_consent.c */
 extern RowConsent tt_row_consent(const CaptureConfig *cfg, HeapTuple tup,

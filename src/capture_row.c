@@ -298,7 +298,7 @@ warn_once(const CaptureConfig *cfg)
  * or the event is queued as failed with the reason.  The caller is
  * connected to SPI.
  */
-TTQueued
+void
 tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, bool inserted)
 {
 	TTEventInput in = {0};
@@ -340,7 +340,7 @@ tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, bool inserted)
 	item.source = cfg->source;
 	item.event_time = in.has_event_time ? in.event_time : GetCurrentTransactionStartTimestamp();
 	if (!inserted && tt_outbox_settled(item.pixel_code, item.event, item.event_id))
-		return TT_QUEUED_UNCHANGED;
+		return;
 
 	/* consent, only when the table has it */
 	if (cfg->cols[CF_CONSENT].attnum != InvalidAttrNumber || cfg->consent_unreadable)
@@ -348,8 +348,13 @@ tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, bool inserted)
 		consent = tt_row_consent(cfg, tup, desc, &notes);
 		granted = tt_consent_given(consent);
 	}
+	/* without consent under skip: the pending event goes, nothing comes */
 	if (!granted && tt_consent_denied == CONSENT_DENIED_SKIP)
-		return failed != NULL ? TT_QUEUED_UNCHANGED : tt_outbox_queue(&item);
+	{
+		if (failed == NULL)
+			(void) tt_outbox_queue(&item);
+		return;
+	}
 	if (!granted)
 	{
 		tt_withhold_identifiers(&in);
@@ -365,8 +370,6 @@ tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, bool inserted)
 		item.payload = tt_build_event(&in, &notes);
 		item.warnings = notes;
 	}
-	else
-		item.payload = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
 	item.failed_reason = failed;
-	return tt_outbox_queue(&item);
+	(void) tt_outbox_queue(&item);
 }

@@ -42,6 +42,8 @@ static SPIPlanPtr settled_plan = NULL;
 static SPIPlanPtr existing_plan = NULL;
 static SPIPlanPtr default_pixel_plan = NULL;
 
+static bool write_and_wake(SPIPlanPtr plan, Datum *values, const char *nulls,
+						   int expected, const char *what);
 static char *key_owner(Datum *key, const char *source);
 static const char *payload_string(Jsonb *event, const char *key);
 
@@ -92,6 +94,7 @@ enqueue_insert(const char *pixel_code, const char *event,
  * key sent, kept after retention, erased, or failed after attempts stays
  * as it is.  A key another table queued is never touched: the order gets
  * a failed row of its own, under "source:event_id", naming both tables.
+ * A failed event (failed_reason set) is queued with the payload {}; else a
  * payload NULL withdraws the pending event (consent denied under skip).
  * The caller is connected to SPI.
  */
@@ -104,14 +107,18 @@ tt_outbox_queue(const TTQueueItem *item)
 	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	SPIPlanPtr	plan;
 	char	   *other;
-	int			rc;
+	TTQueueItem collided;
 
 	values[0] = CStringGetTextDatum(item->pixel_code);
 	values[1] = CStringGetTextDatum(item->event);
 	values[2] = CStringGetTextDatum(item->event_id);
 	values[3] = TimestampTzGetDatum(item->event_time);
-	values[4] = item->payload ? JsonbPGetDatum(item->payload) : (Datum) 0;
-	nulls[4] = item->payload ? ' ' : 'n';
+	if (item->failed_reason != NULL)
+		values[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	else if (item->payload != NULL)
+		values[4] = JsonbPGetDatum(item->payload);
+	else
+		nulls[4] = 'n';
 	values[5] = tt_text_array(item->warnings, &nulls[5]);
 	values[6] = item->failed_reason ? CStringGetTextDatum(item->failed_reason) : (Datum) 0;
 	nulls[6] = item->failed_reason ? ' ' : 'n';
@@ -120,7 +127,7 @@ tt_outbox_queue(const TTQueueItem *item)
 	/* before ALTER EXTENSION UPDATE: as 0.2.0 did, the first row stands */
 	if (!tt_outbox_is_current())
 	{
-		if (item->payload == NULL)
+		if (nulls[4] == 'n')
 			return TT_QUEUED_UNCHANGED;
 		plan = tt_prepare_once(&legacy_insert_plan,
 							   "INSERT INTO tiktok_capi.outbox"
@@ -130,24 +137,19 @@ tt_outbox_queue(const TTQueueItem *item)
 							   "  CASE WHEN $7 IS NULL THEN 'pending' ELSE 'failed' END, $7)"
 							   " ON CONFLICT ON CONSTRAINT outbox_dedup_key DO NOTHING",
 							   7, argtypes, 0);
-		if (SPI_execute_plan(plan, values, nulls, false, 1) != SPI_OK_INSERT)
-			elog(ERROR, "outbox insert failed");
-		tt_wake_worker_at_commit();
-		return SPI_processed > 0 ? TT_QUEUED_NEW : TT_QUEUED_UNCHANGED;
+		return write_and_wake(plan, values, nulls, SPI_OK_INSERT, "insert") ?
+			TT_QUEUED_NEW : TT_QUEUED_UNCHANGED;
 	}
 
-	if (item->payload == NULL)
+	if (nulls[4] == 'n')
 	{
 		plan = tt_prepare_once(&withdraw_plan,
 							   "DELETE FROM tiktok_capi.outbox o"
 							   " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3"
-							   "   AND o.status = 'pending' AND o.source = $4",
-							   4, (Oid[]) {TEXTOID, TEXTOID, TEXTOID, TEXTOID}, 0);
-		rc = SPI_execute_plan(plan, (Datum[]) {values[0], values[1], values[2], values[7]},
-							  NULL, false, 0);
-		if (rc != SPI_OK_DELETE)
-			elog(ERROR, "outbox withdrawal failed: %s", SPI_result_code_string(rc));
-		return SPI_processed > 0 ? TT_QUEUED_WITHDRAWN : TT_QUEUED_UNCHANGED;
+							   "   AND o.status = 'pending' AND o.source = $8",
+							   8, argtypes, 0);
+		return write_and_wake(plan, values, nulls, SPI_OK_DELETE, "withdrawal") ?
+			TT_QUEUED_WITHDRAWN : TT_QUEUED_UNCHANGED;
 	}
 
 	plan = tt_prepare_once(&insert_plan,
@@ -158,14 +160,8 @@ tt_outbox_queue(const TTQueueItem *item)
 						   "  CASE WHEN $7 IS NULL THEN 'pending' ELSE 'failed' END, $7, $8)"
 						   " ON CONFLICT ON CONSTRAINT outbox_dedup_key DO NOTHING",
 						   8, argtypes, 0);
-	rc = SPI_execute_plan(plan, values, nulls, false, 1);
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "outbox insert failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed > 0)
-	{
-		tt_wake_worker_at_commit();
+	if (write_and_wake(plan, values, nulls, SPI_OK_INSERT, "insert"))
 		return TT_QUEUED_NEW;
-	}
 
 	plan = tt_prepare_once(&rebuild_plan,
 						   "UPDATE tiktok_capi.outbox o"
@@ -180,29 +176,39 @@ tt_outbox_queue(const TTQueueItem *item)
 						   "   AND (o.status = 'pending' OR (o.status = 'failed' AND o.payload = '{}'))"
 						   "   AND (o.payload, o.warnings, o.last_error) IS DISTINCT FROM (n.payload, $6, $7)",
 						   8, argtypes, 0);
-	rc = SPI_execute_plan(plan, values, nulls, false, 0);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "outbox rebuild failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed > 0)
-	{
-		tt_wake_worker_at_commit();
+	if (write_and_wake(plan, values, nulls, SPI_OK_UPDATE, "rebuild"))
 		return TT_QUEUED_REBUILT;
-	}
 
 	/* the key is settled, unchanged, or another table's */
 	other = key_owner(values, item->source);
 	if (other == NULL)
 		return TT_QUEUED_UNCHANGED;
-	values[2] = CStringGetTextDatum(psprintf("%s:%s", item->source, item->event_id));
-	values[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
-	nulls[4] = ' ';
-	values[6] = CStringGetTextDatum(psprintf("order \"%s\" of %s has the event_id of an event %s queued for pixel %s, event %s: the ids of two tables collide; give one trigger a distinct prefix with event_id_prefix=",
-											 item->event_id, item->source, other,
-											 item->pixel_code, item->event));
-	nulls[6] = ' ';
-	if (SPI_execute_plan(insert_plan, values, nulls, false, 1) != SPI_OK_INSERT)
-		elog(ERROR, "outbox insert failed");
+	collided = *item;
+	collided.event_id = psprintf("%s:%s", item->source, item->event_id);
+	collided.warnings = NIL;
+	collided.failed_reason = psprintf("order \"%s\" of %s has the event_id of an event %s queued for pixel %s, event %s: the ids of two tables collide; give one trigger a distinct prefix with event_id_prefix=",
+									  item->event_id, item->source, other,
+									  item->pixel_code, item->event);
+	(void) tt_outbox_queue(&collided);
 	return TT_QUEUED_COLLISION;
+}
+
+/*
+ * Run one write of tt_outbox_queue(); whether it wrote a row, and then the
+ * worker is woken at commit
+ */
+static bool
+write_and_wake(SPIPlanPtr plan, Datum *values, const char *nulls, int expected,
+			   const char *what)
+{
+	int			rc = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (rc != expected)
+		elog(ERROR, "outbox %s failed: %s", what, SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return false;
+	tt_wake_worker_at_commit();
+	return true;
 }
 
 /*

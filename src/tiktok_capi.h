@@ -159,9 +159,9 @@ typedef struct TTQueueItem
 	const char *event_id;
 	const char *source;			/* the capturing table, schema-qualified */
 	TimestampTz event_time;
-	Jsonb	   *payload;		/* NULL: withdraw the pending event */
+	Jsonb	   *payload;		/* NULL (and not failed): withdraw the pending event */
 	List	   *warnings;		/* the builder's notes, char * */
-	const char *failed_reason;	/* set: queued as failed, payload {} */
+	const char *failed_reason;	/* set: queued as failed, with the payload {} */
 } TTQueueItem;
 
 /* What tt_outbox_queue() did */
