@@ -46,6 +46,9 @@ ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
 endif
 
+# PGXS knows no header dependencies: every object follows every header
+$(OBJS) $(OBJS:.o=.bc): $(wildcard src/*.h)
+
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test deps unit demo bench fuzz fuzzers chaos
