@@ -36,7 +36,7 @@ P_QUOTED = "CQUOTEDPIXEL01"
 P_CENTS = "CCENTSPIXEL001"
 PIXELS = (P_RAILS, P_SHOPIFY, P_WOO, P_MAGENTO, P_PART, P_QUOTED, P_CENTS)
 
-tap = Tap(50)
+tap = Tap(52)
 mock = Mock()
 configure(mock)
 psql("CREATE EXTENSION tiktok_capi")
@@ -169,6 +169,14 @@ psql(f"""CREATE SCHEMA "Shop";
            FOR EACH ROW WHEN (NEW."Status" = 'Paid')
            EXECUTE FUNCTION tiktok_capi.tt_capture('Purchase', 'event_id=Id', 'email=Email',
              'value=Total', 'currency=Currency', 'event_time=PaidAt', 'pixel={P_QUOTED}')""")
+# tt_attach on the quoted table, the README's field=column with the columns' own names
+ok, out, err = run(f"""BEGIN;
+    SELECT tiktok_capi.tt_attach('"Shop"."Orders"', 'CompletePayment',
+      mapping => '{{event_id=Id, email=Email, value=Total, currency=Currency, event_time=PaidAt}}',
+      pixel => '{P_QUOTED}', condition => $$NEW."Status" = 'Paid'$$);
+    ROLLBACK""")
+tap.ok(ok and '"Shop"."Orders"' in out, 'tt_attach takes "Shop"."Orders" and its mixed-case columns (event_id=Id)',
+       (out[:300], err[:300]))
 # the same columns written as SQL writes them, "Id": tt_attach must take them too
 ok, out, err = run(f"""BEGIN;
     SELECT tiktok_capi.tt_attach('"Shop"."Orders"', 'CompletePayment',
@@ -287,6 +295,11 @@ run("""UPDATE monthly_orders SET status = 'paid', created_at = '2026-11-02 08:00
 run("""INSERT INTO monthly_orders (id, email, total, user_agent, status, created_at)
   VALUES (3, 'part.three@example.com', 30, 'Mozilla/5.0 secret', 'paid', '2026-10-20 12:00:00+00');""")
 
+# a month backfilled after tt_attach: its new partition captures too
+run("""CREATE TABLE monthly_orders_2026_09 PARTITION OF monthly_orders
+  FOR VALUES FROM ('2026-09-01 00:00+00') TO ('2026-10-01 00:00+00');
+INSERT INTO monthly_orders (id, email, total, status, created_at)
+  VALUES (7, 'part.seven@example.com', 70, 'paid', '2026-09-30 18:00:00+00');""")
 # one multi-row INSERT whose rows land in two partitions
 run("""INSERT INTO monthly_orders (id, email, total, status, created_at) VALUES
   (4, 'part.four@example.com', 40, 'paid', '2026-10-05 10:00:00+00'),
@@ -438,9 +451,12 @@ tap.ok(p4 is not None and p5 is not None and props(p4).get("value") == 40 and pr
        and p4.get("event_time") == utc(2026, 10, 5, 10, 0, 0) and p5.get("event_time") == utc(2026, 11, 5, 10, 0, 0)
        and got(P_PART, 6) is None,
        "partitioned: a multi-row INSERT into two partitions sends each paid row, not the unpaid one", (p4, p5, got(P_PART, 6)))
+p7 = got(P_PART, 7)
+tap.ok(p7 is not None and props(p7).get("value") == 70 and p7.get("event_time") == utc(2026, 9, 30, 18, 0, 0),
+       "partitioned: a partition created after tt_attach (a backfilled month) sends its paid orders", p7)
 rows = psql(f"SELECT event_id || ':' || status FROM tiktok_capi.outbox WHERE pixel_code = '{P_PART}' ORDER BY 1")
 tap.ok(p3 is not None and p3.get("event_time") == utc(2026, 10, 20, 12, 0, 0)
-       and keys.get((P_PART, "Purchase", "3")) == 1 and rows == "1:sent\n2:sent\n3:sent\n4:sent\n5:sent",
+       and keys.get((P_PART, "Purchase", "3")) == 1 and rows == "1:sent\n2:sent\n3:sent\n4:sent\n5:sent\n7:sent",
        "partitioned: an order already sent, moved to another partition later, is not sent again",
        (keys.get((P_PART, "Purchase", "3")), rows))
 
