@@ -213,9 +213,10 @@ column_ttclid(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc)
 	LOCAL_FCINFO(fcinfo, 1);
 	Datum		id;
 
+	/* a click id may hold '/' and '=' (E.C.P.Cq0B/x==): a URL has more */
 	if (v == NULL || cfg->ttclid_fn.fn_oid == InvalidOid ||
-		(strchr(v, '?') == NULL && strchr(v, '#') == NULL &&
-		 strchr(v, '/') == NULL && strchr(v, '=') == NULL))
+		(strchr(v, '?') == NULL && strchr(v, '#') == NULL && v[0] != '/' &&
+		 strstr(v, "://") == NULL && strstr(v, "ttclid=") == NULL))
 		return v;
 	InitFunctionCallInfoData(*fcinfo, (FmgrInfo *) &cfg->ttclid_fn, 1, InvalidOid,
 							 NULL, NULL);
