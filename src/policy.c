@@ -12,7 +12,12 @@
  *	400xx (40002)	validation: split a batch until the bad event is alone,
  *					then reject it with TikTok's message
  *	40100, 5xxxx	rate limit or TikTok trouble: retry with backoff
- * Transport errors, HTTP 429 and 5xx, and unreadable bodies are retried.
+ * Transport errors, HTTP 408, 429 and 5xx (whatever their body, such as a
+ * load balancer's HTML page) and redirects are retried.  HTTP 404, 405 and
+ * 410, and any other answer that is not the Events API's JSON with a code
+ * (an HTML page, a 200 from some other server), say that api_url points
+ * somewhere else: a configuration error, which pauses delivery instead of
+ * spending the events' attempts.
  *
  * Pure C, no PostgreSQL headers (see policy.h).
  *
@@ -289,7 +294,7 @@ tt_judge(const char *transport_error, long http_status,
 		snprintf(reason, reasonsize, "network: %s", transport_error);
 		return TT_RETRY;
 	}
-	if (http_status == 429 || http_status >= 500)
+	if (http_status == 408 || http_status == 429 || http_status >= 500)
 	{
 		snprintf(reason, reasonsize, "HTTP %ld from the Events API", http_status);
 		return TT_RETRY;
@@ -301,10 +306,20 @@ tt_judge(const char *transport_error, long http_status,
 				 http_status);
 		return TT_RETRY;
 	}
+	/* no such path, or no POST there: whatever the body says */
+	if (http_status == 404 || http_status == 405 || http_status == 410)
+	{
+		snprintf(reason, reasonsize,
+				 "HTTP %ld: tiktok_capi.api_url is not the Events API's track URL (it should end in " TT_TRACK_PATH ")",
+				 http_status);
+		return TT_PAUSE_URL;
+	}
 	if (!answer->has_code)
 	{
-		snprintf(reason, reasonsize, "HTTP %ld with an unreadable answer", http_status);
-		return TT_RETRY;
+		snprintf(reason, reasonsize,
+				 "HTTP %ld with an answer that is not the Events API's (no JSON with a code): check tiktok_capi.api_url (it should end in " TT_TRACK_PATH ")",
+				 http_status);
+		return TT_PAUSE_URL;
 	}
 	if (answer->code == 0)
 	{

@@ -23,6 +23,9 @@
 #define TT_MESSAGE_MAX 256
 #define TT_REQUEST_ID_MAX 128
 
+/* How the path of tiktok_capi.api_url ends, for hints */
+#define TT_TRACK_PATH "/open_api/v1.3/event/track/"
+
 /* The fields of an Events API answer body the worker acts on */
 typedef struct TTAnswer
 {
@@ -39,7 +42,9 @@ typedef enum TTVerdict
 	TT_SPLIT,					/* an event failed validation: halve the
 								 * request to find it */
 	TT_REJECT,					/* this single event failed validation */
-	TT_PAUSE_PIXEL				/* the pixel or its token is wrong */
+	TT_PAUSE_PIXEL,				/* the pixel or its token is wrong */
+	TT_PAUSE_URL				/* what answered is not the Events API: the
+								 * URL is wrong, for every pixel */
 } TTVerdict;
 
 extern bool tt_read_answer(const char *body, size_t len, TTAnswer *answer);

@@ -198,6 +198,8 @@ extern void tt_wake_init(void);
 extern void tt_wake_worker_at_commit(void);
 extern void tt_wake_worker(void);
 extern void tt_publish_worker_latch(void);
+extern void tt_publish_url_pause(const char *url, const char *reason,
+								 TimestampTz since, TimestampTz retry_at);
 
 /* in launcher.c (the worker shares worker.h) */
 extern void tt_launcher_init(void);

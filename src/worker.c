@@ -32,6 +32,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "policy.h"
 #include "tiktok_capi.h"
 #include "worker.h"
 
@@ -42,6 +43,9 @@ PGDLLEXPORT void tt_worker_main(Datum arg);
 
 static void set_session_options(void);
 static long run_cycle(void);
+static bool deliver(Cycle *cycle, int limit, double *due_ms);
+static double url_pause_ms(void);
+static void settle_url_pause(Cycle *cycle);
 static bool begin_transaction(const char *activity, bool claiming);
 static LOCKTAG sending_lock_tag(void);
 static void release_sending_lock(void);
@@ -49,6 +53,10 @@ static void end_transaction(void);
 
 static MemoryContext cycle_context = NULL;
 static bool said_no_extension = false;
+/* the URL pause (worker.h): the api_url it is about, NULL while none */
+static char *paused_url = NULL;
+static TimestampTz paused_since;
+static TimestampTz pause_retry_at;
 /* the extension the current transaction saw: a record is only written to
  * the outbox its events were claimed from */
 static Oid	transaction_extension = InvalidOid;
@@ -131,7 +139,8 @@ set_session_options(void)
 /*
  * One round: claim, send, record, then a slice of retention.  Returns how
  * long to sleep: 0 while work is left, else until the next event is due,
- * at most poll_interval.
+ * at most poll_interval.  During a URL pause only retention runs: it keeps
+ * its promise about old payloads whatever becomes of delivery.
  */
 static long
 run_cycle(void)
@@ -140,43 +149,13 @@ run_cycle(void)
 	static bool retention_behind = false;
 	int			limit = tt_batch_size * TT_CLAIM_BATCHES;
 	Cycle		cycle = {.cxt = cycle_context};
-	double		due_ms = tt_poll_interval_ms;
-	Oid			claimed_from;
+	double		due_ms = url_pause_ms();
 
-	/* when the next event is due is asked in the round's last transaction */
-	if (!begin_transaction("claiming events", true))
-		return tt_poll_interval_ms;
-	/* pixels after the claim: every claimed event's pixel is seen */
-	tt_claim(&cycle, limit);
-	claimed_from = transaction_extension;
-	if (cycle.nevents > 0)
-		tt_load_pixels(&cycle);
-	else
-		due_ms = tt_ms_until_due();
-	end_transaction();
-	if (cycle.nevents == 0)
-		release_sending_lock();
-
-	if (cycle.nevents > 0)
+	if (due_ms == 0)
 	{
-		List	   *batches = NIL;
-
-		tt_sort_out(&cycle, &batches);
-		tt_send_all(&cycle, batches);
-		release_sending_lock();
-		if (begin_transaction("recording results", false))
-		{
-			if (transaction_extension == claimed_from)
-				tt_record(&cycle);
-			else
-				ereport(LOG,
-						(errmsg("tiktok_capi: the extension was created again while %d events were being sent; their results are not recorded",
-								cycle.nevents),
-						 errdetail("The events belonged to the dropped outbox.")));
-			if (cycle.nevents < limit)
-				due_ms = tt_ms_until_due();
-			end_transaction();
-		}
+		due_ms = tt_poll_interval_ms;
+		if (!deliver(&cycle, limit, &due_ms))
+			return tt_poll_interval_ms;
 	}
 
 	/* a slice each second, or one each round while old sent events pile up */
@@ -193,6 +172,124 @@ run_cycle(void)
 	if (cycle.nevents >= limit || retention_behind)
 		return 0;
 	return (long) Min(due_ms, (double) tt_poll_interval_ms);
+}
+
+/*
+ * Claim, send and record; *due_ms is lowered to when the next event is
+ * due.  False while the extension is not installed.
+ */
+static bool
+deliver(Cycle *cycle, int limit, double *due_ms)
+{
+	Oid			claimed_from;
+	List	   *batches = NIL;
+
+	/* when the next event is due is asked in the round's last transaction */
+	if (!begin_transaction("claiming events", true))
+		return false;
+	/* pixels after the claim: every claimed event's pixel is seen */
+	tt_claim(cycle, limit);
+	claimed_from = transaction_extension;
+	if (cycle->nevents > 0)
+		tt_load_pixels(cycle);
+	else
+		*due_ms = tt_ms_until_due();
+	end_transaction();
+	if (cycle->nevents == 0)
+	{
+		release_sending_lock();
+		return true;
+	}
+
+	tt_sort_out(cycle, &batches);
+	tt_send_all(cycle, batches);
+	release_sending_lock();
+	settle_url_pause(cycle);
+	if (begin_transaction("recording results", false))
+	{
+		if (transaction_extension == claimed_from)
+			tt_record(cycle);
+		else
+			ereport(LOG,
+					(errmsg("tiktok_capi: the extension was created again while %d events were being sent; their results are not recorded",
+							cycle->nevents),
+					 errdetail("The events belonged to the dropped outbox.")));
+		if (cycle->nevents < limit && cycle->url_problem == NULL)
+			*due_ms = tt_ms_until_due();
+		end_transaction();
+	}
+	return true;
+}
+
+/*
+ * Milliseconds the URL pause still lasts; 0 when delivery may go on.  A
+ * changed api_url (a reload) ends the pause at once; when the pause has run
+ * out, the next round tries api_url again and the pause stays on record
+ * until an answer tells how it went.
+ */
+static double
+url_pause_ms(void)
+{
+	long		secs;
+	int			usecs;
+
+	if (paused_url == NULL)
+		return 0;
+	if (strcmp(paused_url, tt_api_url) != 0)
+	{
+		ereport(LOG,
+				(errmsg("tiktok_capi: tiktok_capi.api_url changed to \"%s\"; delivery resumes",
+						tt_api_url)));
+		pfree(paused_url);
+		paused_url = NULL;
+		tt_publish_url_pause(NULL, NULL, 0, 0);
+		return 0;
+	}
+	if (GetCurrentTimestamp() >= pause_retry_at)
+		return 0;
+	TimestampDifference(GetCurrentTimestamp(), pause_retry_at, &secs, &usecs);
+	return Max(secs * 1000.0 + usecs / 1000.0, 1);
+}
+
+/*
+ * After a round's requests: pause delivery when an answer was not the
+ * Events API's, saying so once for each api_url that is found wrong; end
+ * the pause once the API answers.  Called with no transaction open.
+ */
+static void
+settle_url_pause(Cycle *cycle)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (cycle->url_problem != NULL)
+	{
+		if (paused_url == NULL)
+		{
+			paused_url = MemoryContextStrdup(TopMemoryContext, tt_api_url);
+			paused_since = now;
+			ereport(WARNING,
+					(errmsg("tiktok_capi: delivery paused: tiktok_capi.api_url \"%s\" does not answer as the Events API",
+							tt_api_url),
+					 errdetail("%s.  The events stay pending, their attempts not counted.",
+							   cycle->url_problem),
+					 errhint("Check tiktok_capi.api_url; it should end in %s.  Delivery resumes when it changes (ALTER SYSTEM SET tiktok_capi.api_url, then SELECT pg_reload_conf()), and it is tried again every %d minutes.",
+							 TT_TRACK_PATH, TT_URL_PAUSE_MS / 60000)));
+		}
+		pause_retry_at = TimestampTzPlusMilliseconds(now, TT_URL_PAUSE_MS);
+		tt_publish_url_pause(paused_url, cycle->url_problem, paused_since,
+							 pause_retry_at);
+		/* the events held back come first when delivery resumes */
+		tt_claim_from_start();
+	}
+	else if (paused_url != NULL && cycle->api_answered)
+	{
+		ereport(LOG,
+				(errmsg("tiktok_capi: delivery resumed: tiktok_capi.api_url \"%s\" answers as the Events API",
+						paused_url)));
+		pfree(paused_url);
+		paused_url = NULL;
+		tt_publish_url_pause(NULL, NULL, 0, 0);
+	}
 }
 
 /*

@@ -23,6 +23,12 @@
  *	  attempt is counted).  On the success path this is the one write per
  *	  event besides its insert: each write is a new row version and a new
  *	  entry in every index, which is what delivery throughput is made of.
+ *	- URL pause: what answered at tiktok_capi.api_url is not the Events API
+ *	  (HTTP 404, an HTML page, JSON without a code).  That is the
+ *	  configuration's fault, not the events' nor one pixel's: the worker
+ *	  says so once, claims nothing until api_url changes or TT_URL_PAUSE_MS
+ *	  has passed, and the events it held are not recorded at all: they stay
+ *	  pending and due, their attempts untouched.
  *
  *-------------------------------------------------------------------------
  */
@@ -34,6 +40,14 @@
 
 /* Sent events deleted per retention transaction */
 #define TT_RETENTION_ROWS 5000
+
+/*
+ * How long a URL pause lasts before the worker tries api_url again.  Not an
+ * hour as for a pixel: a proxy or load balancer can answer 404 or a page of
+ * its own for a minute while it reloads, and a try costs one claim's
+ * requests, which TikTok never sees.  A changed api_url ends it at once.
+ */
+#define TT_URL_PAUSE_MS (5 * 60 * 1000)
 
 /* One pixel's configuration and what this cycle learned about it */
 typedef struct Pixel
@@ -52,7 +66,8 @@ typedef enum Fate
 	FATE_SENT,
 	FATE_RETRY,
 	FATE_FAILED,
-	FATE_DEFERRED
+	FATE_DEFERRED,
+	FATE_HELD					/* URL pause: not recorded, stays due */
 } Fate;
 
 /* One claimed event */
@@ -78,6 +93,8 @@ typedef struct Cycle
 	Claimed    *events;
 	int			nevents;
 	TimestampTz claimed_at;
+	char	   *url_problem;	/* an answer was not the Events API's: why */
+	bool		api_answered;	/* an HTTP answer was judged another way */
 	MemoryContext cxt;			/* where the cycle's data lives */
 } Cycle;
 
@@ -85,6 +102,7 @@ typedef struct Cycle
 extern void tt_claim(Cycle *cycle, int limit);
 extern void tt_load_pixels(Cycle *cycle);
 extern double tt_ms_until_due(void);
+extern void tt_claim_from_start(void);
 
 /* in worker_send.c */
 extern void tt_sort_out(Cycle *cycle, List **batches);

@@ -111,6 +111,17 @@ tt_claim(Cycle *cycle, int limit)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * The next claim starts from the first due event: after a URL pause, the
+ * events held back come first.
+ */
+void
+tt_claim_from_start(void)
+{
+	cursor_time = DT_NOBEGIN;
+	cursor_id = 0;
+}
+
 /* Read the pixels table into the cycle; find each claimed event's pixel */
 void
 tt_load_pixels(Cycle *cycle)

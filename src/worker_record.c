@@ -29,9 +29,10 @@ static void record_group(Cycle *cycle, const Claimed *lead, Datum *ids, int n);
 static void record_pixels(Cycle *cycle);
 
 /*
- * Write every claimed event's fate, then the pixels' health.  Events with
- * the same fate, reason, request_id and delay (as a request's events
- * mostly are) are written by one UPDATE of "id = ANY (ids)", a statement
+ * Write every claimed event's fate, then the pixels' health.  An event
+ * held by a URL pause is not written: it stays pending and due, as it was.
+ * Events with the same fate, reason, request_id and delay (as a request's
+ * events mostly are) are written by one UPDATE of "id = ANY (ids)", a statement
  * whose only possible plan walks the primary key: joined with unnest()
  * instead, the planner once put the outbox on the outer side and rescanned
  * the array for each of its rows.  Only rows still pending are touched (a
@@ -51,7 +52,7 @@ tt_record(Cycle *cycle)
 		Claimed    *lead = &cycle->events[first];
 		int			n = 0;
 
-		if (done[first])
+		if (done[first] || lead->fate == FATE_HELD)
 			continue;
 		for (int i = first; i < cycle->nevents; i++)
 		{

@@ -197,6 +197,8 @@ judge(Cycle *cycle, Batch *batch, TTHttpCall *call, List **resend)
 		pixel->succeeded = true;
 	else
 		pixel->error = pstrdup(reason);
+	if (verdict != TT_PAUSE_URL && call->transport_error == NULL)
+		cycle->api_answered = true;
 
 	switch (verdict)
 	{
@@ -223,6 +225,13 @@ judge(Cycle *cycle, Batch *batch, TTHttpCall *call, List **resend)
 			pixel->deferred = true;
 			for (int i = 0; i < batch->nitems; i++)
 				set_fate(&cycle->events[batch->items[i]], FATE_DEFERRED, NULL, NULL);
+			break;
+		case TT_PAUSE_URL:
+			/* the URL is wrong, not the events: they wait, as they are */
+			if (cycle->url_problem == NULL)
+				cycle->url_problem = pstrdup(reason);
+			for (int i = 0; i < batch->nitems; i++)
+				set_fate(&cycle->events[batch->items[i]], FATE_HELD, NULL, NULL);
 			break;
 		case TT_SPLIT:
 			{

@@ -19,6 +19,7 @@ any other path is answered 404), and drive it through control endpoints (no toke
     GET  /_mock/stats    counters: requests, accepted_requests, events_accepted, unique_keys,
                          duplicate_keys, max_batch, faults{kind:n}, rejected{code:n},
                          test_event_codes{code:n}, redirects (track requests answered 302),
+                         html_answers (track requests answered with html_status),
                          not_found (requests answered 404: a wrong path, or GET on the
                          track path, as a client following a 302 would send)
     GET  /_mock/keys     [[pixel, event, event_id, times_accepted, first_seen], ...]
@@ -30,7 +31,11 @@ any other path is answered 404), and drive it through control endpoints (no toke
 Config keys: tokens {pixel: token}, no_permission [pixel], count_only bool, fault_rate 0..1,
 faults [kinds], hang_seconds, poison [event_id], delay_ms, redirect_to (an http(s) URL, or null
 for off: while set, every track request is counted in requests and redirects and answered
-302 Found with Location: redirect_to and an empty body, before any delay, fault or check).
+302 Found with Location: redirect_to and an empty body, before any delay, fault or check),
+html_status (an HTTP status 100..599, or null for off: while set, every track request is counted
+in requests and html_answers and answered with that status and an HTML page instead of the API's
+JSON, as a web server or load balancer in front of the wrong place does, before any delay, fault
+or check; redirect_to goes first).
 Tokens are never echoed or printed.
 """
 import argparse, hmac, itertools, json, os, random, signal, socket, socketserver
@@ -46,7 +51,7 @@ HEX = set("0123456789abcdef")
 MAX_BODY = 64 * 1024 * 1024
 DEFAULTS = {"tokens": {}, "no_permission": [], "count_only": False, "fault_rate": 0.0,
             "faults": list(FAULT_KINDS), "hang_seconds": 30.0, "poison": [], "delay_ms": 0,
-            "redirect_to": None}
+            "redirect_to": None, "html_status": None}
 
 
 class Invalid(Exception):
@@ -70,7 +75,7 @@ class State:
             self.events = {}  # (pixel, event, event_id) -> the event as last accepted
             self.stats = {"requests": 0, "accepted_requests": 0, "events_accepted": 0,
                           "max_batch": 0, "faults": {}, "rejected": {}, "test_event_codes": {},
-                          "redirects": 0, "not_found": 0}
+                          "redirects": 0, "not_found": 0, "html_answers": 0}
 
     # Shallow merge, refusing unknown keys and wrong types so a typo in a test fails loudly.
     def merge(self, new):
@@ -79,6 +84,9 @@ class State:
             if k == "redirect_to":
                 if v is not None and not (isinstance(v, str) and v.startswith(("http://", "https://"))):
                     raise ValueError("redirect_to must be an http(s) URL or null")
+            elif k == "html_status":
+                if v is not None and not (is_int(v) and 100 <= v <= 599):
+                    raise ValueError("html_status must be an HTTP status (100..599) or null")
             elif k not in DEFAULTS or not (is_num(v) if is_num(d) else type(v) is type(d)):
                 raise ValueError("unknown config key or wrong type: %s" % k)
         if any(f not in FAULT_KINDS for f in new.get("faults", [])):
@@ -251,6 +259,18 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
         self.end_headers()
 
+    # A page for people, not the API's JSON: what a server in front of the wrong place answers.
+    def html(self, status):
+        data = ("<!DOCTYPE html>\n<html><head><title>%d</title></head>"
+                "<body><h1>%d</h1><p>Not the Events API.</p></body></html>\n" % (status, status)).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
     # Every 404 is counted, so a test can tell that nothing at all reached this mock.
     def not_found(self):
         self.server.state.bump_total("not_found")
@@ -313,15 +333,19 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(400, {"error": str(e)})
         return None
 
-    # One track request: redirect, delay, fault, auth, parse, validate, poison, count.
+    # One track request: redirect, HTML page, delay, fault, auth, parse, validate, poison, count.
     def track(self, state, raw):
         with state.lock:
             state.stats["requests"] += 1
             cfg = dict(state.config)
             if cfg["redirect_to"] is not None:
                 state.stats["redirects"] += 1
+            elif cfg["html_status"] is not None:
+                state.stats["html_answers"] += 1
         if cfg["redirect_to"] is not None:
             return self.redirect(cfg["redirect_to"])
+        if cfg["html_status"] is not None:
+            return self.html(cfg["html_status"])
         if cfg["delay_ms"]:
             time.sleep(cfg["delay_ms"] / 1000.0)
         fault = None

@@ -244,6 +244,44 @@ def run(m):
           "reset turns redirect_to off and zeroes redirects")
 
     m.reset()
+    st, shown = m.config(html_status=200, tokens={PIXEL: TOKEN})
+    check(st == 200 and shown.get("html_status") == 200, "html_status is set", shown)
+    c = m.conn()
+    answers = []
+    for i in range(2):  # twice on one kept-alive connection
+        c.request("POST", TRACK, body=json.dumps(batch([event(i)])).encode(),
+                  headers={"Content-Type": "application/json", "Access-Token": TOKEN})
+        r = c.getresponse()
+        answers.append((r.status, r.getheader("Content-Type"), r.read()))
+    c.close()
+    check(all(a[0] == 200 and a[1].startswith("text/html") and a[2].startswith(b"<!DOCTYPE html>")
+              for a in answers) and len(answers) == 2,
+          "html_status 200: an HTML page with HTTP 200, connection kept", answers)
+    s = m.stats()
+    check(s["requests"] == 2 and s["html_answers"] == 2 and s["accepted_requests"] == 0
+          and s["unique_keys"] == 0 and s["rejected"] == {},
+          "an HTML answer is counted in requests and html_answers, nothing accepted", s)
+    r = m.track(batch([event(1)]), token="a-wrong-token")
+    check(r[0] == 200 and isinstance(r[1], str) and "<html>" in r[1] and m.stats()["rejected"] == {},
+          "html_status answers before the token is judged", r)
+    m.config(html_status=502)
+    r = m.track(batch([event(1)]))
+    check(r[0] == 502 and "<html>" in r[1], "html_status 502: a load balancer's error page", r)
+    m.config(redirect_to="http://127.0.0.1:9/", html_status=200)
+    r = m.track(batch([event(1)]))
+    check(r[0] == 302 and m.stats()["html_answers"] == 4, "redirect_to goes before html_status", r)
+    check(m.config(html_status="200")[0] == 400 and m.config(html_status=99)[0] == 400
+          and m.config(html_status=600)[0] == 400 and m.config(html_status=True)[0] == 400,
+          "html_status that is not a status 100..599 or null -> HTTP 400")
+    m.config(redirect_to=None, html_status=None)
+    r = m.track(batch([event(1)]))
+    check(code(r) == 0 and m.stats()["unique_keys"] == 1, "html_status null turns it off", r)
+    m.config(html_status=404)
+    m.reset()
+    check(code(m.track(batch([event(1)]))) == 0 and m.stats()["html_answers"] == 0,
+          "reset turns html_status off and zeroes html_answers")
+
+    m.reset()
     m.config(count_only=True)
     junk = batch([{"event": "Purchase", "event_id": 42, "event_time": "soon"}], event_source="x")
     r = m.track(junk)
@@ -358,7 +396,7 @@ def main():
             time.sleep(0.02)
         port = int(open(port_file).read()) if os.path.exists(port_file) else 0
         line = proc.stdout.readline().strip() if port else ""
-        print("1..64")
+        print("1..73")
         check(port > 0 and line == "listening on 127.0.0.1:%d" % port,
               "mock starts, writes --port-file and prints the port", line)
         if port:

@@ -3,7 +3,7 @@
 -- no rights on the outbox.  (This database is not the worker's: the
 -- pgTAP cluster's worker serves "postgres".)
 BEGIN;
-SELECT plan(25);
+SELECT plan(27);
 
 CREATE TEMP VIEW health AS SELECT * FROM tiktok_capi.tt_health();
 
@@ -80,6 +80,12 @@ SELECT is((SELECT status || ' ' || value FROM health WHERE "check" = 'pixels'), 
 SELECT matches((SELECT reason FROM health WHERE "check" = 'pixels'),
                'pixel CHEALTH01 is disabled and 2 of its events wait.*pixel CHEALTH02 sends to Test Events only',
                'and the reason names each, with the fix');
+
+-- the worker's URL pause (a wrong api_url): none here
+SELECT is((SELECT count(*) FROM tiktok_capi.tt_worker_pause()), 0::bigint,
+          'tt_worker_pause(): no row while delivery is not paused');
+SELECT ok(NOT has_function_privilege('public', 'tiktok_capi.tt_worker_pause()', 'EXECUTE'),
+          'PUBLIC cannot call tt_worker_pause');
 
 -- a monitoring role: EXECUTE granted, no rights on the tables
 SELECT ok(NOT has_function_privilege('public', 'tiktok_capi.tt_health()', 'EXECUTE'), 'PUBLIC cannot call tt_health');

@@ -283,6 +283,8 @@ verdict_name(TTVerdict v)
 			return "REJECT";
 		case TT_PAUSE_PIXEL:
 			return "PAUSE_PIXEL";
+		case TT_PAUSE_URL:
+			return "PAUSE_URL";
 	}
 	return "(not a verdict)";
 }
@@ -298,6 +300,19 @@ judge(const char *transport_error, long http_status, const TTAnswer *a,
 	memset(reason, 'X', sizeof(reason));
 	return verdict_name(tt_judge(transport_error, http_status, a, nevents,
 								 reason, sizeof(reason)));
+}
+
+/*
+ * tt_judge's verdict on a body as it came off the network, read by
+ * tt_read_answer first, as the worker does
+ */
+static const char *
+judge_body(long http_status, const char *body, size_t len, int nevents)
+{
+	TTAnswer	a;
+
+	read_exact(body, len, &a);
+	return judge(NULL, http_status, &a, nevents);
 }
 
 /* Whether the last judge() call left a reason containing part */
@@ -592,12 +607,82 @@ main(void)
 				  "RETRY");
 		check_bool("judge: HTTP 302 reason mentions the redirect",
 				   reason_has("redirect"), true);
-		check_str("judge: HTTP 200 with an unreadable body is RETRY",
-				  judge(NULL, 200, &none, 5), "RETRY");
-		check_bool("judge: unreadable body has a reason", reason[0] != '\0',
-				   true);
 		check_str("judge: HTTP 200 code 0 is SENT", judge(NULL, 200, &ok, 5),
 				  "SENT");
+	}
+
+	/*
+	 * tt_judge: an answer that is not the Events API's says api_url points
+	 * elsewhere, for every pixel; a proxy's error page in front of the API
+	 * (5xx, 408, 429) stays trouble on the way, retried
+	 */
+	{
+		TTAnswer	none = make_answer(false, 0, "");
+		TTAnswer	ok = make_answer(true, 0, "OK");
+		TTAnswer	c40105 = make_answer(true, 40105, "Access token is incorrect or has been revoked");
+
+		check_str("judge: HTTP 404 with a text body is PAUSE_URL",
+				  judge_body(404, S("not found"), 5), "PAUSE_URL");
+		check_bool("judge: HTTP 404 reason names the status",
+				   reason_has("HTTP 404"), true);
+		check_bool("judge: HTTP 404 reason names tiktok_capi.api_url",
+				   reason_has("tiktok_capi.api_url"), true);
+		check_bool("judge: HTTP 404 reason gives the path api_url should end in",
+				   reason_has("/open_api/v1.3/event/track/"), true);
+		check_str("judge: HTTP 404 with 1 event is PAUSE_URL",
+				  judge(NULL, 404, &none, 1), "PAUSE_URL");
+		check_str("judge: HTTP 404 with a code 0 body is PAUSE_URL, not SENT",
+				  judge(NULL, 404, &ok, 5), "PAUSE_URL");
+		check_str("judge: HTTP 404 with a code 40105 body is PAUSE_URL",
+				  judge(NULL, 404, &c40105, 5), "PAUSE_URL");
+		check_str("judge: HTTP 405 (no POST there) is PAUSE_URL",
+				  judge(NULL, 405, &none, 5), "PAUSE_URL");
+		check_str("judge: HTTP 410 (gone) is PAUSE_URL",
+				  judge(NULL, 410, &none, 5), "PAUSE_URL");
+		check_str("judge: HTTP 200 with an HTML page is PAUSE_URL",
+				  judge_body(200, S("<!DOCTYPE html><html><body>Welcome</body></html>"), 5),
+				  "PAUSE_URL");
+		check_bool("judge: HTTP 200 HTML reason names the status",
+				   reason_has("HTTP 200"), true);
+		check_bool("judge: HTTP 200 HTML reason says it is not the API's answer",
+				   reason_has("not the Events API's"), true);
+		check_bool("judge: HTTP 200 HTML reason gives the path api_url should end in",
+				   reason_has("tiktok_capi.api_url") &&
+				   reason_has("/open_api/v1.3/event/track/"), true);
+		check_str("judge: HTTP 200 with JSON without a code is PAUSE_URL",
+				  judge_body(200, S("{\"status\":\"ok\",\"message\":\"hello\"}"), 5),
+				  "PAUSE_URL");
+		check_str("judge: HTTP 200 with an empty body is PAUSE_URL",
+				  judge_body(200, S(""), 5), "PAUSE_URL");
+		check_str("judge: HTTP 200 with a truncated answer is PAUSE_URL",
+				  judge_body(200, S("{\"code\":0,\"message\":\"O"), 5), "PAUSE_URL");
+		check_str("judge: HTTP 401 without a code (a proxy's login) is PAUSE_URL",
+				  judge_body(401, S("<html>Unauthorized</html>"), 5), "PAUSE_URL");
+		check_str("judge: HTTP 403 HTML page is PAUSE_URL",
+				  judge_body(403, S("<html><h1>403 Forbidden</h1></html>"), 1),
+				  "PAUSE_URL");
+		check_str("judge: HTTP 401 with code 40105 is still PAUSE_PIXEL",
+				  judge(NULL, 401, &c40105, 5), "PAUSE_PIXEL");
+		check_str("judge: HTTP 502 HTML page from a load balancer is RETRY",
+				  judge_body(502, S(BODY_HTML_502), 5), "RETRY");
+		check_bool("judge: HTTP 502 reason names the status",
+				   reason_has("502"), true);
+		check_str("judge: HTTP 503 HTML page is RETRY",
+				  judge_body(503, S("<html><body>Service Unavailable</body></html>"), 1),
+				  "RETRY");
+		check_str("judge: HTTP 504 with an empty body is RETRY",
+				  judge_body(504, S(""), 5), "RETRY");
+		check_str("judge: HTTP 429 HTML page is RETRY (throttling)",
+				  judge_body(429, S("<html>Too Many Requests</html>"), 5), "RETRY");
+		check_str("judge: HTTP 408 (a proxy's request timeout) is RETRY",
+				  judge_body(408, S("<html>Request Timeout</html>"), 5), "RETRY");
+		check_str("judge: HTTP 302 with an empty body stays RETRY",
+				  judge_body(302, S(""), 5), "RETRY");
+		check_str("judge: HTTP 200 code 40100 stays RETRY (throttling)",
+				  judge_body(200, S("{\"code\":40100,\"message\":\"Too many requests\"}"), 5),
+				  "RETRY");
+		check_str("judge: a transport error with no answer is RETRY",
+				  judge("Connection refused", 0, &none, 5), "RETRY");
 	}
 
 	/* tt_judge: TikTok's codes (tiktok-events-api.md, "The response") */
