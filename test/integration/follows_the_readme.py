@@ -283,11 +283,7 @@ r = as_postgres(["psql", "-X", "-v", "ON_ERROR_STOP=1", psql_db], input=setup_sq
 t_order = time.time()
 tap.ok(r.returncode == 0 and psql_db == DB,
        f"the README's SQL runs in `psql {psql_db}`, the database of tiktok_capi.database",
-       (r.stderr.strip() or f"psql {psql_db}, tiktok_capi.database = {DB}"))
-
-worker = wait_until(lambda: psql(f"SELECT count(*) FROM pg_stat_activity WHERE backend_type = '{worker_name}' "
-                                 f"AND datname = '{DB}'") == "1", 10)
-tap.ok(worker, f"pg_stat_activity shows one {worker_name!r} in {DB}")
+       r.stderr.strip() if r.returncode else f"psql {psql_db}, tiktok_capi.database = {DB}")
 
 # 5. the README's query shows it sent, as the README shows it
 want = expected[0]
@@ -309,6 +305,10 @@ tap.ok(got is not None and len(got) == len(expected)
        f"the README's outbox query shows {len(expected)} row(s) as the README does: "
        f"{want['event']} {want['event_id']} {want['status']}, every column filled", got)
 tap.ok(waited < 1, f"{want['status']} within a second of the INSERT, as the README says", f"{waited:.2f} s")
+
+worker = wait_until(lambda: psql(f"SELECT count(*) FROM pg_stat_activity WHERE backend_type = '{worker_name}' "
+                                 f"AND datname = '{DB}'") == "1", 10)
+tap.ok(worker, f"pg_stat_activity shows one {worker_name!r} in {DB}")
 
 events = mock_events()
 ev = events.get((PIXEL, event, EVENT_ID))
