@@ -34,7 +34,9 @@ REGRESS = hashing phone event
 REGRESS_OPTS = --inputdir=test/regress --load-extension=tiktok_capi
 
 # Warnings flags go in PG_CPPFLAGS so they reach gcc and the clang bitcode step
-PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
+# the version the User-Agent says: the control file's
+TT_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" tiktok_capi.control)
+PG_CPPFLAGS = -DTT_VERSION='"$(TT_VERSION)"' -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-sign-compare -Wno-missing-field-initializers
 SHLIB_LINK = -lcurl -lcrypto
 

@@ -55,6 +55,7 @@ int			tt_consent_unknown = CONSENT_UNKNOWN_DENIED;
 char	   *tt_database = NULL;
 char	   *tt_api_url = NULL;
 int			tt_batch_size = 1000;
+int			tt_max_in_flight = 16;
 int			tt_poll_interval_ms = 10000;
 int			tt_http_timeout_ms = 30000;
 int			tt_max_attempts = 100;
@@ -229,6 +230,13 @@ define_worker_settings(void)
 							"Most events in one request.",
 							"TikTok takes 1 to 1000.",
 							&tt_batch_size, 1000, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.max_in_flight",
+							"Most Events API requests in flight at once.",
+							"Far from TikTok, throughput is requests in flight times "
+							"batch_size per round trip. Fewer go out while TikTok "
+							"throttles.",
+							&tt_max_in_flight, 16, 1, 256,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tiktok_capi.poll_interval",
 							"Longest the worker sleeps between looks at the outbox.",

@@ -60,6 +60,7 @@ extern int	tt_consent_unknown;
 extern char *tt_database;
 extern char *tt_api_url;
 extern int	tt_batch_size;
+extern int	tt_max_in_flight;
 extern int	tt_poll_interval_ms;
 extern int	tt_http_timeout_ms;
 extern int	tt_max_attempts;
