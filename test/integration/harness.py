@@ -88,6 +88,18 @@ class Mock:
     def first_seen(self):
         return {(p, e, i): t for p, e, i, _, t in self._call("/_mock/keys")}
 
+    def requests(self):
+        """the track requests in arrival order: {seq, pixel, events, event_ids (the first 10),
+        held, arrived, closed, outcome}"""
+        return self._call("/_mock/requests")
+
+    def reset(self):
+        """counters, keys, the request log and the config back to the defaults"""
+        return self._call("/_mock/reset", {})
+
+    def reset_max_open(self):
+        return self._call("/_mock/reset_max_open", {})
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
