@@ -85,7 +85,7 @@ class State:
         self.defaults = dict(DEFAULTS, count_only=count_only)
         self.ids = itertools.count(1)
         self.open_now = 0
-        self.open_keys = collections.Counter()  # key -> open requests carrying it
+        self.open_keys = {}  # key -> open requests carrying it
         self.max_open = 0
         self.reset()
 
@@ -157,11 +157,13 @@ class State:
             others = self.open_now
             self.open_now += 1
             self.max_open = max(self.max_open, self.open_now)
-            clash = sum(1 for k in set(keys) if self.open_keys[k] > 0)
+            distinct = set(keys)
+            clash = len(distinct & self.open_keys.keys())
             if clash:
                 st["concurrent_duplicates"] += 1
                 st["concurrent_duplicate_keys"] += clash
-            self.open_keys.update(keys)
+            for k in distinct:
+                self.open_keys[k] = self.open_keys.get(k, 0) + 1
             limit = self.config["throttle_open"]
             throttled = limit is not None and others >= limit
             held, hold = False, self.config["hold"]
@@ -176,15 +178,17 @@ class State:
                    "event_ids": [k[2] for k in keys[:10]], "held": held,
                    "arrived": time.time(), "closed": None, "outcome": None}
             self.log.append(rec)
-            return rec, keys, throttled, (float(hold["seconds"]) if held else None)
+            return rec, distinct, throttled, (float(hold["seconds"]) if held else None)
 
     # The request is answered (or its client gone): no longer open.
-    def close_request(self, rec, keys, outcome):
+    def close_request(self, rec, distinct, outcome):
         with self.lock:
             self.open_now -= 1
-            self.open_keys.subtract(keys)
-            for k in keys:
-                if self.open_keys[k] <= 0:
+            for k in distinct:
+                n = self.open_keys[k] - 1
+                if n:
+                    self.open_keys[k] = n
+                else:
                     del self.open_keys[k]
             rec["closed"], rec["outcome"] = time.time(), outcome
             if outcome == "abandoned":
@@ -459,12 +463,12 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError):
             body = None
         keys = event_keys(body)
-        rec, keys, throttled, hold = state.open_request(body, keys, cfg)
+        rec, distinct, throttled, hold = state.open_request(body, keys, cfg)
         outcome = "abandoned"
         try:
             outcome = self.answer(state, cfg, body, keys, throttled, hold)
         finally:
-            state.close_request(rec, keys, outcome)
+            state.close_request(rec, distinct, outcome)
         return None
 
     # The answer to an open request; its outcome for the request log.
