@@ -32,7 +32,8 @@ any other path is answered 404), and drive it through control endpoints (no toke
                          just before its answer is written
     GET  /_mock/events   [[pixel, event, event_id, the event as last accepted], ...] (not kept
                          with --count-only)
-    GET  /_mock/requests the track requests in arrival order (the last 100,000), each
+    GET  /_mock/requests the track requests in arrival order (the last 100,000; ?pixel=CODE:
+                         those of one pixel), each
                          {seq, pixel, events, event_ids (the first 10), held, arrived, closed,
                          outcome}: arrived and closed are wall-clock times (closed null while
                          open), outcome null while open, then accepted, rejected:<code>,
@@ -57,7 +58,7 @@ open is answered at once, HTTP 200 with code 40100, nothing accepted).
 Tokens are never echoed or printed.
 """
 import argparse, collections, hmac, itertools, json, os, random, select, signal, socket
-import socketserver, struct, sys, threading, time
+import socketserver, struct, sys, threading, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TRACK_PATH = "/open_api/v1.3/event/track/"
@@ -227,9 +228,9 @@ class State:
         with self.lock:
             return [[*k, ev] for k, ev in self.events.items()]
 
-    def request_list(self):
+    def request_list(self, pixel=None):
         with self.lock:
-            return [dict(r) for r in self.log]
+            return [dict(r) for r in self.log if pixel is None or r["pixel"] == pixel]
 
 
 # TikTok's dedup key of each event of a parsed body (pixel, event, event_id), one per element
@@ -399,8 +400,9 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, state.key_list())
         elif self.path == "/_mock/events":
             self.reply(200, state.event_list())
-        elif self.path == "/_mock/requests":
-            self.reply(200, state.request_list())
+        elif self.path.split("?")[0] == "/_mock/requests":
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            self.reply(200, state.request_list(query.get("pixel", [None])[0]))
         else:
             self.not_found()
 

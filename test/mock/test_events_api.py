@@ -457,8 +457,11 @@ def concurrency(m):
           and s["max_open"] == 3 and s["faults"] == {} and s["rejected"] == {},
           "throttle_open: a request arriving while 2 are open -> HTTP 200 code 40100 at once, "
           "nothing accepted, counted in throttled", (r, quick, s))
-    r = m.track(batch([event(3)]))
+    r = m.track(batch([event(3)], pixel="CPIXEL0002"))
     log = m.call("GET", "/_mock/requests")[1]
+    mine = m.call("GET", "/_mock/requests?pixel=CPIXEL0002")[1]
+    check(len(mine) == 1 and mine[0]["event_ids"] == ["order-3"] and mine[0]["pixel"] == "CPIXEL0002",
+          "/_mock/requests?pixel=CODE: that pixel's requests only", mine)
     check(code(r) == 0 and [x["outcome"] for x in log][-2:] == ["throttled", "accepted"],
           "with fewer than 2 open, the next request is accepted", log)
     m.config(throttle_open=None, delay_ms=0)
@@ -538,7 +541,7 @@ def main():
             time.sleep(0.02)
         port = int(open(port_file).read()) if os.path.exists(port_file) else 0
         line = proc.stdout.readline().strip() if port else ""
-        print("1..83")
+        print("1..84")
         check(port > 0 and line == "listening on 127.0.0.1:%d" % port,
               "mock starts, writes --port-file and prints the port", line)
         if port:
