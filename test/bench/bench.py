@@ -5,7 +5,8 @@ against a baseline measured in the same run (these machines are noisy).
 Runs inside a throw-away cluster (test/bench/run.sh starts it).  `--tiny`
 runs every part at toy sizes so that `make test` keeps the benchmarks
 working; it asserts that each part ran, never a timing.  `--only=PART`
-(hashing, capture, checkout, kept, delivery, latency, memory) runs one part.  Prints TAP: one
+(hashing, capture, checkout, kept, delivery, latency, memory, roundtrip) runs one part;
+`--roundtrip-backlog=N` sets the roundtrip part's large backlogs (a million at full size).  Prints TAP: one
 check per part, and the figures as "# " lines and a Markdown table.
 """
 import json
@@ -24,11 +25,17 @@ from harness import PIXEL, Mock, Tap, configure, enqueue, install, psql, wait_un
 
 TINY = "--tiny" in sys.argv
 SIZES = dict(hash_rows=20_000, pgbench_secs=1, rounds=1, drains=(2_000, 20_000), latency_secs=2, kept_orders=10_000,
-             cycle_events=20_000, cycles=3, ceiling_secs=1) if TINY else \
+             cycle_events=20_000, cycles=3, ceiling_secs=1,
+             rt_drains=(2_000,), rt_latency_secs=2, rt_fair_backlog=5_000) if TINY else \
         dict(hash_rows=1_000_000, pgbench_secs=10, rounds=2, drains=(100_000, 1_000_000), latency_secs=30,
              kept_orders=1_000_000,
-             cycle_events=1_000_000, cycles=3, ceiling_secs=3)
-tap = Tap(2 if any(a.startswith("--only=") for a in sys.argv) else 8)
+             cycle_events=1_000_000, cycles=3, ceiling_secs=3,
+             rt_drains=(100_000, 1_000_000), rt_latency_secs=20, rt_fair_backlog=1_000_000)
+for a in sys.argv:
+    if a.startswith("--roundtrip-backlog="):
+        big = int(a.split("=", 1)[1])
+        SIZES.update(rt_drains=tuple(sorted({min(100_000, big), big})), rt_fair_backlog=big)
+tap = Tap(2 if any(a.startswith("--only=") for a in sys.argv) else 9)
 table = []          # (part, measure, figure, baseline / target)
 
 
@@ -327,12 +334,12 @@ def bench_delivery():
 
 
 # -- 4. latency -------------------------------------------------------------
-def bench_latency():
-    mock = Mock()
-    configure(mock)
-    psql(ORDERS.format(name="orders_latency"))
-    psql("SELECT tiktok_capi.tt_attach('orders_latency', 'Purchase', '{event_id_prefix=lat-}')")
-    rate, secs = 200, SIZES["latency_secs"]
+def latencies(mock, name, rate, secs):
+    """Orders committed one a transaction, rate a second for secs, into a new table name with
+    the trigger: each one's milliseconds from its commit (created_at) to its acceptance by the
+    mock, sorted"""
+    psql(ORDERS.format(name=name))
+    psql(f"SELECT tiktok_capi.tt_attach('{name}', 'Purchase', '{{event_id_prefix={name}-}}')")
     feeder = subprocess.Popen(["psql", "-X", "-q", "-o", "/dev/null"], stdin=subprocess.PIPE, text=True)
     t0 = time.time()
     n = rate * secs
@@ -340,19 +347,31 @@ def bench_latency():
         delay = t0 + i / rate - time.time()
         if delay > 0:
             time.sleep(delay)
-        feeder.stdin.write(f"INSERT INTO orders_latency (id, email, total, currency) "
+        feeder.stdin.write(f"INSERT INTO {name} (id, email, total, currency) "
                            f"VALUES ({i + 1}, 'l{i}@example.com', 10, 'USD');\n")
         feeder.stdin.flush()
     feeder.stdin.close()
     feeder.wait()
-    wait_until(lambda: len(mock.keys()) >= n, 60)
+    prefix = f"{name}-"
+    wait_until(lambda: sum(1 for k in mock.keys() if k[2].startswith(prefix)) >= n, 120)
     seen = mock.first_seen()
     created = dict(line.split("|") for line in psql(
         "SELECT event_id, extract(epoch FROM created_at) FROM tiktok_capi.outbox "
-        "WHERE event_id ~ '^lat-[0-9]+$'").splitlines())
-    lat = sorted((seen[(PIXEL, "Purchase", k)] - float(v)) * 1000 for k, v in created.items()
-                 if (PIXEL, "Purchase", k) in seen)
-    p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1]
+        f"WHERE event_id LIKE '{prefix}%'").splitlines())
+    return sorted((seen[(PIXEL, "Purchase", k)] - float(v)) * 1000 for k, v in created.items()
+                  if (PIXEL, "Purchase", k) in seen), n
+
+
+def percentiles(lat):
+    return lat[len(lat) // 2], lat[max(0, int(len(lat) * 0.99) - 1)]
+
+
+def bench_latency():
+    mock = Mock()
+    configure(mock)
+    rate, secs = 200, SIZES["latency_secs"]
+    lat, n = latencies(mock, "orders_latency", rate, secs)
+    p50, p99 = percentiles(lat)
     figure("latency", f"commit to accepted, {rate} orders/s for {secs} s, p50", f"{p50:.1f} ms", "(target 20 ms)")
     figure("latency", "p99", f"{p99:.1f} ms", "(target 100 ms)")
     mock.stop()
@@ -403,10 +422,150 @@ def bench_cycles():
     return worker_pid() == pid
 
 
+# -- 7. round trip: delivery against a slow API ------------------------------
+def pending():
+    return int(psql("SELECT count(*) FROM tiktok_capi.outbox WHERE status = 'pending'"))
+
+
+def clear_outbox():
+    """every event settled: the outbox emptied so that each drain starts alike"""
+    wait_until(lambda: pending() == 0, 600, 0.1)
+    psql("TRUNCATE tiktok_capi.outbox")
+
+
+def slow_ceiling(mock, delay_ms, clients, secs):
+    """(requests/s, events/s) the mock serves at delay_ms to clients concurrent kept-alive
+    connections, each sending 1000-event requests of its own events, as fast as answered"""
+    event = json.loads(psql("SELECT tiktok_capi.tt_event('Purchase', 'x', email => 'a@b.c', value => 1, "
+                            "currency => 'EUR')"))
+    mock.config(delay_ms=delay_ms)
+    count = [0]
+    lock = threading.Lock()
+    stop = time.time() + secs
+
+    def client(k):
+        data = [dict(event, event_id=f"ceil-{k}-{i}") for i in range(1000)]
+        body = json.dumps({"event_source": "web", "event_source_id": "CCEILING", "data": data}).encode()
+        c = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=30)
+        while time.time() < stop:
+            c.request("POST", "/open_api/v1.3/event/track/", body,
+                      {"Access-Token": "x", "Content-Type": "application/json"})
+            c.getresponse().read()
+            with lock:
+                count[0] += 1
+        c.close()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rps = count[0] / (time.time() - t0)
+    return rps, rps * 1000
+
+
+def bench_roundtrip():
+    """How the worker's delivery fares when each request takes a round trip: drain rates at
+    0 to 300 ms, commit-to-accepted latency at 0 and 150 ms, a fresh order on pixel B while
+    pixel A drains a large backlog, the worker's memory meanwhile, and the mock's own ceiling
+    at 150 ms (so that the mock is not what is measured)"""
+    mock = Mock("--count-only")
+    configure(mock)
+    pid = worker_pid()
+    clear_outbox()
+    delays = (0, 50, 150, 300)
+    rates, opened, all_in = {}, {}, True
+    peak_rss = [0.0]
+    for d in delays:
+        for n in SIZES["rt_drains"]:
+            mock.reset()
+            mock.config(count_only=True, delay_ms=d)
+            done = threading.Event()
+            sampler = None
+            if d == 150 and n == max(SIZES["rt_drains"]):
+                def sample():
+                    while not done.is_set():
+                        try:
+                            peak_rss[0] = max(peak_rss[0], rss(worker_pid() or pid)[1])
+                        except (OSError, KeyError):
+                            pass
+                        time.sleep(0.1)
+                sampler = threading.Thread(target=sample)
+                sampler.start()
+            secs = drain(mock, n, f"rt{d}_{n}_")
+            done.set()
+            if sampler:
+                sampler.join()
+            st = mock.stats()
+            all_in &= st["unique_keys"] == n
+            rates[d, n], opened[d, n] = n / secs, st["max_open"]
+            figure("roundtrip", f"backlog of {n:,} drained, API answering after {d} ms",
+                   f"{secs:.2f} s, {n / secs:,.0f} events/s",
+                   f"({st['requests']} requests, at most {st['max_open']} open at once)")
+            clear_outbox()
+    for n in SIZES["rt_drains"]:
+        figure("roundtrip", f"drain rate at 150 ms / at 0 ms, {n:,} events",
+               f"{rates[150, n] / rates[0, n]:.2f}", "(1.0 = the round trip costs nothing)")
+        figure("roundtrip", f"drain rate at 300 ms / at 0 ms, {n:,} events",
+               f"{rates[300, n] / rates[0, n]:.2f}")
+    figure("roundtrip", f"worker RssAnon at its peak, draining {max(SIZES['rt_drains']):,} at 150 ms",
+           f"{peak_rss[0]:.1f} MB", "(target under 64 MB)")
+
+    # commit to accepted, 200 orders/s, at 0 and at 150 ms
+    rate, secs = 200, SIZES["rt_latency_secs"]
+    for d in (0, 150):
+        mock.reset()
+        mock.config(count_only=True, delay_ms=d)
+        lat, n = latencies(mock, f"rt_lat{d}", rate, secs)
+        all_in &= len(lat) == n
+        if lat:
+            p50, p99 = percentiles(lat)
+            figure("roundtrip", f"commit to accepted at {rate} orders/s for {secs} s, API at {d} ms: p50 / p99",
+                   f"{p50:.1f} / {p99:.1f} ms",
+                   f"(minus the {d} ms: {p50 - d:.1f} / {p99 - d:.1f} ms; at most {mock.stats()['max_open']} open)")
+        clear_outbox()
+
+    # fairness: one order on pixel B while pixel A drains a large backlog, at 150 ms
+    n = SIZES["rt_fair_backlog"]
+    psql("SELECT tiktok_capi.tt_add_pixel('CBENCHPIXELB', 'bench-token') "
+         "WHERE NOT EXISTS (SELECT FROM tiktok_capi.pixels WHERE pixel_code = 'CBENCHPIXELB')")
+    mock.reset()
+    mock.config(count_only=True, delay_ms=150)
+    enqueue(n, prefix="rtfairA_")
+    t_a = time.time()
+    wait_until(lambda: mock.stats()["accepted_requests"] > 0, 120, 0.02)
+    enqueue(1, pixel="CBENCHPIXELB", prefix="rtfairB_")
+    # B's request as the mock logged it: the keys would be a million long
+    b_req = wait_until(lambda: [r for r in mock.requests("CBENCHPIXELB") if r["outcome"] == "accepted"],
+                       3600, 0.02)
+    a_pending = pending()
+    seen = b_req[0]["closed"] if b_req else None
+    created = float(psql("SELECT extract(epoch FROM created_at) FROM tiktok_capi.outbox "
+                         "WHERE event_id = 'rtfairB_1'"))
+    wait_until(lambda: mock.stats()["unique_keys"] >= n + 1, 3600, 0.1)
+    a_secs = time.time() - t_a
+    all_in &= bool(seen)
+    figure("roundtrip", f"one order on pixel B while pixel A drains {n:,} (API at 150 ms): commit to accepted",
+           f"{(seen - created) * 1000:,.0f} ms" if seen else "never",
+           f"(A's drain {a_secs:.1f} s; {a_pending:,} events pending when B's was seen; "
+           "target: a round trip and a little)")
+    clear_outbox()
+
+    # the mock's own ceiling at 150 ms, 64 clients
+    mock.reset()
+    mock.config(count_only=True)
+    rps, eps = slow_ceiling(mock, 150, 64, SIZES["ceiling_secs"] * 2)
+    figure("roundtrip", "mock API's own ceiling at 150 ms, 64 concurrent clients, 1000-event requests",
+           f"{rps:,.0f} requests/s, {eps:,.0f} events/s", f"(64 clients at 150 ms allow {64 / 0.150:,.0f} requests/s)")
+    mock.stop()
+    return all_in
+
+
 parts = [("hashing", bench_hashing), ("capture", bench_capture), ("checkout", bench_checkout),
          ("kept keys", bench_kept_keys),
          ("delivery", bench_delivery),
-         ("latency", bench_latency), ("memory and bloat", bench_cycles)]
+         ("latency", bench_latency), ("memory and bloat", bench_cycles),
+         ("roundtrip", bench_roundtrip)]
 install()
 only = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")]
 for name, fn in parts:

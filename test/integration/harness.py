@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -87,6 +88,18 @@ class Mock:
 
     def first_seen(self):
         return {(p, e, i): t for p, e, i, _, t in self._call("/_mock/keys")}
+
+    def requests(self, pixel=None):
+        """the track requests in arrival order (of pixel, if given): {seq, pixel, events,
+        event_ids (the first 10), held, arrived, closed, outcome}"""
+        return self._call("/_mock/requests" + (f"?pixel={urllib.parse.quote(pixel)}" if pixel else ""))
+
+    def reset(self):
+        """counters, keys, the request log and the config back to the defaults"""
+        return self._call("/_mock/reset", {})
+
+    def reset_max_open(self):
+        return self._call("/_mock/reset_max_open", {})
 
     def stop(self):
         if self.proc.poll() is None:

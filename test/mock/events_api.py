@@ -21,12 +21,31 @@ any other path is answered 404), and drive it through control endpoints (no toke
                          test_event_codes{code:n}, redirects (track requests answered 302),
                          html_answers (track requests answered with html_status),
                          not_found (requests answered 404: a wrong path, or GET on the
-                         track path, as a client following a 302 would send)
-    GET  /_mock/keys     [[pixel, event, event_id, times_accepted, first_seen], ...]
+                         track path, as a client following a 302 would send); and the
+                         concurrency seen: open_now (track requests open now), max_open (the
+                         most open at once), concurrent_duplicates (requests that arrived
+                         carrying a key that another still-open request carries; each such key
+                         counts in concurrent_duplicate_keys), throttled (answered 40100 by
+                         throttle_open), held (requests held by hold), abandoned (held requests
+                         whose client hung up before the answer: nothing accepted)
+    GET  /_mock/keys     [[pixel, event, event_id, times_accepted, first_seen], ...]; first_seen
+                         is the wall-clock time (time.time()) the key was first accepted, taken
+                         just before its answer is written
     GET  /_mock/events   [[pixel, event, event_id, the event as last accepted], ...] (not kept
                          with --count-only)
+    GET  /_mock/requests the track requests in arrival order (the last 100,000; ?pixel=CODE:
+                         those of one pixel), each
+                         {seq, pixel, events, event_ids (the first 10), held, arrived, closed,
+                         outcome}: arrived and closed are wall-clock times (closed null while
+                         open), outcome null while open, then accepted, rejected:<code>,
+                         throttled, fault:<kind> or abandoned
     POST /_mock/config   merge a JSON object into the config; answers the config, tokens masked
-    POST /_mock/reset    counters and config back to the defaults
+    POST /_mock/reset    counters, keys, the request log and config back to the defaults;
+                         max_open restarts from open_now (requests in flight stay open)
+    POST /_mock/reset_max_open   max_open restarts from open_now, nothing else changes
+
+A track request is open from the moment its body is read until its answer is written, or
+until its client hangs up while it is held or hung (a plain delay_ms is slept through).
 
 Config keys: tokens {pixel: token}, no_permission [pixel], count_only bool, fault_rate 0..1,
 faults [kinds], hang_seconds, poison [event_id], delay_ms, redirect_to (an http(s) URL, or null
@@ -35,11 +54,16 @@ for off: while set, every track request is counted in requests and redirects and
 html_status (an HTTP status 100..599, or null for off: while set, every track request is counted
 in requests and html_answers and answered with that status and an HTML page instead of the API's
 JSON, as a web server or load balancer in front of the wrong place does, before any delay, fault
-or check; redirect_to goes first).
+or check; redirect_to goes first),
+hold {"requests": N, "seconds": S} (the next N track requests, throttled ones aside, are held
+S seconds instead of delay_ms before they are judged and answered; a held request whose
+client hangs up meanwhile is dropped, nothing of it accepted; the config shows the N still
+to come), throttle_open K (null for off: a track request arriving while K or more others are
+open is answered at once, HTTP 200 with code 40100, nothing accepted).
 Tokens are never echoed or printed.
 """
-import argparse, hmac, itertools, json, os, random, signal, socket, socketserver
-import struct, sys, threading, time
+import argparse, collections, hmac, itertools, json, os, random, select, signal, socket
+import socketserver, struct, sys, threading, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TRACK_PATH = "/open_api/v1.3/event/track/"
@@ -49,9 +73,11 @@ GBP GTQ HKD HNL HUF IDR ILS INR ISK JPY KES KHR KRW KWD KZT MAD MOP MXN MYR NGN 
 PEN PHP PKR PLN PYG QAR RON RUB SAR SEK SGD THB TRY TWD UAH USD VES VND ZAR""".split())
 HEX = set("0123456789abcdef")
 MAX_BODY = 64 * 1024 * 1024
+REQUEST_LOG = 100_000
 DEFAULTS = {"tokens": {}, "no_permission": [], "count_only": False, "fault_rate": 0.0,
             "faults": list(FAULT_KINDS), "hang_seconds": 30.0, "poison": [], "delay_ms": 0,
-            "redirect_to": None, "html_status": None}
+            "redirect_to": None, "html_status": None, "hold": {"requests": 0, "seconds": 0},
+            "throttle_open": None}
 
 
 class Invalid(Exception):
@@ -65,6 +91,9 @@ class State:
         self.lock = threading.Lock()
         self.defaults = dict(DEFAULTS, count_only=count_only)
         self.ids = itertools.count(1)
+        self.open_now = 0
+        self.open_keys = {}  # key -> open requests carrying it
+        self.max_open = 0
         self.reset()
 
     # Back to a clean slate between tests, without restarting the process.
@@ -75,7 +104,17 @@ class State:
             self.events = {}  # (pixel, event, event_id) -> the event as last accepted
             self.stats = {"requests": 0, "accepted_requests": 0, "events_accepted": 0,
                           "max_batch": 0, "faults": {}, "rejected": {}, "test_event_codes": {},
-                          "redirects": 0, "not_found": 0, "html_answers": 0}
+                          "redirects": 0, "not_found": 0, "html_answers": 0, "concurrent_duplicates": 0,
+                          "concurrent_duplicate_keys": 0, "throttled": 0, "held": 0,
+                          "abandoned": 0}
+            self.log = collections.deque(maxlen=REQUEST_LOG)  # the requests' records
+            self.seqs = itertools.count(1)
+            self.max_open = self.open_now  # those in flight stay open
+
+    def reset_max_open(self):
+        with self.lock:
+            self.max_open = self.open_now
+            return {"max_open": self.max_open}
 
     # Shallow merge, refusing unknown keys and wrong types so a typo in a test fails loudly.
     def merge(self, new):
@@ -87,6 +126,14 @@ class State:
             elif k == "html_status":
                 if v is not None and not (is_int(v) and 100 <= v <= 599):
                     raise ValueError("html_status must be an HTTP status (100..599) or null")
+            elif k == "throttle_open":
+                if v is not None and not (is_int(v) and v >= 1):
+                    raise ValueError("throttle_open must be an integer of at least 1, or null")
+            elif k == "hold":
+                if not (isinstance(v, dict) and set(v) == {"requests", "seconds"}
+                        and is_int(v["requests"]) and v["requests"] >= 0
+                        and is_num(v["seconds"]) and v["seconds"] >= 0):
+                    raise ValueError('hold must be {"requests": N >= 0, "seconds": S >= 0}')
             elif k not in DEFAULTS or not (is_num(v) if is_num(d) else type(v) is type(d)):
                 raise ValueError("unknown config key or wrong type: %s" % k)
         if any(f not in FAULT_KINDS for f in new.get("faults", [])):
@@ -110,9 +157,56 @@ class State:
         with self.lock:
             self.stats[table][key] = self.stats[table].get(key, 0) + 1
 
+    # A track request arrives carrying keys: it is open from now on.  Decides, under the
+    # lock, whether it is throttled (throttle_open) or held (hold); answers its record.
+    def open_request(self, body, keys, cfg):
+        events = body.get("data") if isinstance(body, dict) else None
+        pixel = body.get("event_source_id") if isinstance(body, dict) else None
+        with self.lock:
+            st = self.stats
+            others = self.open_now
+            self.open_now += 1
+            self.max_open = max(self.max_open, self.open_now)
+            distinct = set(keys)
+            clash = len(distinct & self.open_keys.keys())
+            if clash:
+                st["concurrent_duplicates"] += 1
+                st["concurrent_duplicate_keys"] += clash
+            for k in distinct:
+                self.open_keys[k] = self.open_keys.get(k, 0) + 1
+            limit = self.config["throttle_open"]
+            throttled = limit is not None and others >= limit
+            held, hold = False, self.config["hold"]
+            if not throttled and hold["requests"] > 0:
+                self.config["hold"] = dict(hold, requests=hold["requests"] - 1)
+                held = True
+                st["held"] += 1
+            if throttled:
+                st["throttled"] += 1
+            rec = {"seq": next(self.seqs), "pixel": pixel if isinstance(pixel, str) else None,
+                   "events": len(events) if isinstance(events, list) else 0,
+                   "event_ids": [k[2] for k in keys[:10]], "held": held,
+                   "arrived": time.time(), "closed": None, "outcome": None}
+            self.log.append(rec)
+            return rec, distinct, throttled, (float(hold["seconds"]) if held else None)
+
+    # The request is answered (or its client gone): no longer open.
+    def close_request(self, rec, distinct, outcome):
+        with self.lock:
+            self.open_now -= 1
+            for k in distinct:
+                n = self.open_keys[k] - 1
+                if n:
+                    self.open_keys[k] = n
+                else:
+                    del self.open_keys[k]
+            rec["closed"], rec["outcome"] = time.time(), outcome
+            if outcome == "abandoned":
+                self.stats["abandoned"] += 1
+
     # Count one accepted request: every event under its dedup key.
-    def accept(self, body):
-        now, pixel, events = time.time(), body.get("event_source_id"), body["data"]
+    def accept(self, body, keys):
+        now, events = time.time(), body["data"]
         with self.lock:
             st = self.stats
             st["accepted_requests"] += 1
@@ -121,19 +215,18 @@ class State:
             tec = body.get("test_event_code")
             if isinstance(tec, str):
                 st["test_event_codes"][tec] = st["test_event_codes"].get(tec, 0) + 1
-            for ev in events:
-                ev = ev if isinstance(ev, dict) else {}
-                key = tuple(json.dumps(v) if isinstance(v, (dict, list)) else v
-                            for v in (pixel, ev.get("event"), ev.get("event_id")))
+            keep = not self.config["count_only"]
+            for ev, key in zip(events, keys):
                 self.keys.setdefault(key, [0, now])[0] += 1
-                if not self.config["count_only"]:
-                    self.events[key] = ev
+                if keep:
+                    self.events[key] = ev if isinstance(ev, dict) else {}
 
     def snapshot(self):
         with self.lock:
             out = json.loads(json.dumps(self.stats))
             out["unique_keys"] = len(self.keys)
             out["duplicate_keys"] = sum(1 for n, _ in self.keys.values() if n > 1)
+            out["open_now"], out["max_open"] = self.open_now, self.max_open
             return out
 
     def key_list(self):
@@ -143,6 +236,26 @@ class State:
     def event_list(self):
         with self.lock:
             return [[*k, ev] for k, ev in self.events.items()]
+
+    def request_list(self, pixel=None):
+        with self.lock:
+            return [dict(r) for r in self.log if pixel is None or r["pixel"] == pixel]
+
+
+# TikTok's dedup key of each event of a parsed body (pixel, event, event_id), one per element
+# of data[]; a value that is not a plain scalar is keyed by its JSON text.
+def event_keys(body):
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        return []
+    pixel = body.get("event_source_id")
+    pixel = json.dumps(pixel) if isinstance(pixel, (dict, list)) else pixel
+    keys = []
+    for ev in body["data"]:
+        ev = ev if isinstance(ev, dict) else {}
+        e, i = ev.get("event"), ev.get("event_id")
+        keys.append((pixel, json.dumps(e) if isinstance(e, (dict, list)) else e,
+                     json.dumps(i) if isinstance(i, (dict, list)) else i))
+    return keys
 
 
 def is_int(v):  # JSON true/false parse to bool, a subclass of int: not a number here
@@ -308,11 +421,14 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200, state.key_list())
         elif self.path == "/_mock/events":
             self.reply(200, state.event_list())
+        elif self.path.split("?")[0] == "/_mock/requests":
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            self.reply(200, state.request_list(query.get("pixel", [None])[0]))
         else:
             self.not_found()
 
     def do_POST(self):
-        if self.path not in (TRACK_PATH, "/_mock/reset", "/_mock/config"):
+        if self.path not in (TRACK_PATH, "/_mock/reset", "/_mock/config", "/_mock/reset_max_open"):
             self.close_connection = True  # the body is left unread
             return self.not_found()
         raw = self.read_body()
@@ -324,6 +440,8 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/_mock/reset":
             state.reset()
             self.reply(200, {"ok": True})
+        elif self.path == "/_mock/reset_max_open":
+            self.reply(200, state.reset_max_open())
         else:
             try:
                 new = json.loads(raw)
@@ -333,7 +451,28 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(400, {"error": str(e)})
         return None
 
-    # One track request: redirect, HTML page, delay, fault, auth, parse, validate, poison, count.
+    # Sleep secs, or less if the client hangs up meanwhile: False then.
+    def wait_for_client(self, secs):
+        end = time.monotonic() + secs
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN | select.POLLHUP | select.POLLERR)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            if not poller.poll(left * 1000):
+                continue
+            try:
+                more = self.connection.recv(1, socket.MSG_PEEK)
+            except OSError:  # reset
+                return False
+            if not more:  # closed
+                return False
+            time.sleep(max(0.0, end - time.monotonic()))  # it pipelined a request: just wait
+            return True
+
+    # One track request: redirect, HTML page, count as open, throttle, hold or delay, fault, auth,
+    # validate, poison, count what was accepted.
     def track(self, state, raw):
         with state.lock:
             state.stats["requests"] += 1
@@ -346,70 +485,92 @@ class Handler(BaseHTTPRequestHandler):
             return self.redirect(cfg["redirect_to"])
         if cfg["html_status"] is not None:
             return self.html(cfg["html_status"])
-        if cfg["delay_ms"]:
+        try:
+            body = json.loads(raw, parse_constant=reject_constant)
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        keys = event_keys(body)
+        rec, distinct, throttled, hold = state.open_request(body, keys, cfg)
+        outcome = "abandoned"
+        try:
+            outcome = self.answer(state, cfg, body, keys, throttled, hold)
+        finally:
+            state.close_request(rec, distinct, outcome)
+        return None
+
+    # The answer to an open request; its outcome for the request log.
+    def answer(self, state, cfg, body, keys, throttled, hold):
+        if throttled:
+            self.api(40100, "Too many requests")
+            return "throttled"
+        if hold is not None:
+            if not self.wait_for_client(hold):
+                self.close_connection = True
+                return "abandoned"
+        elif cfg["delay_ms"]:
             time.sleep(cfg["delay_ms"] / 1000.0)
         fault = None
         if cfg["fault_rate"] and cfg["faults"] and random.random() < cfg["fault_rate"]:
             fault = random.choice(cfg["faults"])
             state.bump("faults", fault)
         if fault == "5xx":
-            return self.reply(503, text="Service Unavailable")
-        if fault == "40100":
-            return self.api(40100, "Too many requests")
-        if fault == "50002":
-            return self.api(50002, "Internal service error")
-        if fault == "reset":
+            self.reply(503, text="Service Unavailable")
+        elif fault == "40100":
+            self.api(40100, "Too many requests")
+        elif fault == "50002":
+            self.api(50002, "Internal service error")
+        elif fault == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             self.close_connection = True
-            return None
-        code, message, body = self.judge(cfg, raw)
+        if fault in ("5xx", "40100", "50002", "reset"):
+            return "fault:" + fault
+        code, message = self.judge(cfg, body)
         if fault == "hang":  # accepted, but the answer never arrives
             if code == 0:
-                state.accept(body)
-            time.sleep(float(cfg["hang_seconds"]))
+                state.accept(body, keys)
+            self.wait_for_client(float(cfg["hang_seconds"]))
             self.close_connection = True
-            return None
+            return "fault:hang"
         if code == 0:
-            state.accept(body)
+            state.accept(body, keys)
         else:
             state.bump("rejected", str(code))
         self.api(code, message)
+        return "accepted" if code == 0 else "rejected:%d" % code
 
-    # The verdict TikTok would give: (code, message, parsed body).
-    def judge(self, cfg, raw):
+    # The verdict TikTok would give on a body (None if it was not JSON): (code, message).
+    def judge(self, cfg, body):
         token = self.headers.get("Access-Token", "")
         if not token:
-            return 40105, "Access token is missing or invalid", None
+            return 40105, "Access token is missing or invalid"
         ctype = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
-            return 40002, "Invalid value for Content-Type: must be application/json.", None
-        try:
-            body = json.loads(raw, parse_constant=reject_constant)
-        except (ValueError, UnicodeDecodeError):
-            return 40002, "Invalid value for body: not valid JSON.", None
+            return 40002, "Invalid value for Content-Type: must be application/json."
+        if body is None:
+            return 40002, "Invalid value for body: not valid JSON."
         if not isinstance(body, dict):
-            return 40002, "Invalid value for body: not a JSON object.", None
+            return 40002, "Invalid value for body: not a JSON object."
         pixel = body.get("event_source_id")
         tokens = cfg.get("tokens") or {}
         if isinstance(pixel, str) and pixel in tokens \
                 and not hmac.compare_digest(str(tokens[pixel]).encode(), token.encode()):
-            return 40105, "Access token is missing or invalid", None
+            return 40105, "Access token is missing or invalid"
         if isinstance(pixel, str) and pixel in (cfg.get("no_permission") or []):
-            return 40001, "No permission to operate pixel %s" % pixel, None
+            return 40001, "No permission to operate pixel %s" % pixel
         try:
             if cfg["count_only"]:
                 need(isinstance(body.get("data"), list), "data", "not an array")
             else:
                 validate(body)
         except Invalid as e:
-            return 40002, str(e), None
+            return 40002, str(e)
         poison = set(cfg.get("poison") or [])
         for i, ev in enumerate(body["data"]):
             eid = ev.get("event_id") if isinstance(ev, dict) else None
             if isinstance(eid, str) and eid in poison:
-                return 40002, "Invalid value for data[%d].properties: poisoned event %s" % (i, eid), None
-        return 0, "OK", body
+                return 40002, "Invalid value for data[%d].properties: poisoned event %s" % (i, eid)
+        return 0, "OK"
 
 
 class Server(ThreadingHTTPServer):

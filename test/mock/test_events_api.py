@@ -357,6 +357,189 @@ def run(m):
         check(True, "/proc/net/tcp: bound to 127.0.0.1 # SKIP no /proc/net/tcp")
 
 
+# Send track requests from threads, each on its own connection; answers
+# {i: (seconds taken, code or the exception's name)} once all are done.
+def concurrently(m, bodies, timeout=10, barrier=True):
+    out, gate = {}, threading.Barrier(len(bodies), timeout=10) if barrier else None
+
+    def one(i, body):
+        try:
+            c = m.conn(timeout=timeout)
+            c.connect()
+            if gate:
+                gate.wait()
+            t0 = time.time()
+            r = m.track(body, conn=c)
+            out[i] = (time.time() - t0, code(r))
+            c.close()
+        except Exception as e:
+            out[i] = (None, type(e).__name__)
+    threads = [threading.Thread(target=one, args=(i, b)) for i, b in enumerate(bodies)]
+    for t in threads:
+        t.start()
+    return threads, out
+
+
+def join(threads):
+    for t in threads:
+        t.join()
+
+
+def wait_for(cond, timeout=5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+# What the worker's delivery pipeline is measured by: requests open at once, the same key in
+# two open requests, holding some requests, throttling on concurrency, the request log.
+def concurrency(m):
+    m.reset()
+    s = m.stats()
+    check(s["open_now"] == 0 and s["max_open"] == 0 and s["concurrent_duplicates"] == 0
+          and s["throttled"] == 0 and s["held"] == 0 and s["abandoned"] == 0,
+          "stats start with open_now, max_open, concurrent_duplicates, throttled, held 0", s)
+
+    m.config(delay_ms=400)
+    threads, out = concurrently(m, [batch([event(i)]) for i in range(5)])
+    seen_open = wait_for(lambda: m.stats()["open_now"] == 5)
+    join(threads)
+    s = m.stats()
+    check(seen_open and s["open_now"] == 0 and s["max_open"] == 5
+          and all(v[1] == 0 for v in out.values()),
+          "open_now counts requests in flight (5, then 0); max_open keeps the 5", (s, out))
+    st, body = m.call("POST", "/_mock/reset_max_open", b"")
+    check(st == 200 and body == {"max_open": 0} and m.stats()["max_open"] == 0
+          and m.stats()["unique_keys"] == 5, "reset_max_open restarts max_open, keeps the keys",
+          (st, body))
+
+    # one request holds order-1 for 1 s: another carrying order-1 meanwhile is a concurrent
+    # duplicate, one carrying order-3 is not, and order-1 after the hold is not either
+    m.reset()
+    st, shown = m.config(hold={"requests": 1, "seconds": 1})
+    check(st == 200 and shown["hold"] == {"requests": 1, "seconds": 1}, "hold is set", shown)
+    t0 = time.time()
+    held, held_out = concurrently(m, [batch([event(1), event(9)])], barrier=False)
+    wait_for(lambda: m.stats()["open_now"] == 1)
+    r_dup = m.track(batch([event(1), event(2)]))
+    r_other = m.track(batch([event(3)]))
+    fast = time.time() - t0
+    mid = m.stats()
+    keys_mid = {k[2]: k[3] for k in m.call("GET", "/_mock/keys")[1]}
+    join(held)
+    took = held_out[0][0]
+    s = m.stats()
+    check(code(r_dup) == 0 and code(r_other) == 0 and fast < 0.8 and took is not None
+          and took >= 1.0 and held_out[0][1] == 0,
+          "hold: the first request is answered after 1 s, the next ones at once", (fast, held_out))
+    check(mid["open_now"] == 1 and keys_mid == {"order-1": 1, "order-2": 1, "order-3": 1}
+          and s["held"] == 1 and m.config()[1]["hold"] == {"requests": 0, "seconds": 1},
+          "a held request is open and not yet accepted; hold counts down to 0", (mid, keys_mid))
+    check(mid["concurrent_duplicates"] == 1 and mid["concurrent_duplicate_keys"] == 1
+          and s["concurrent_duplicates"] == 1,
+          "a key sent while another open request carries it is a concurrent duplicate (once)", s)
+    keys = {k[2]: k for k in m.call("GET", "/_mock/keys")[1]}
+    check(keys["order-1"][3] == 2 and keys["order-3"][4] < keys["order-9"][4] - 0.5,
+          "first_seen orders keys by acceptance: order-3 before the held order-9", keys)
+    m.track(batch([event(1)]))
+    check(m.stats()["concurrent_duplicates"] == 1, "the same key after its request closed is not")
+    log = m.call("GET", "/_mock/requests")[1]
+    check([(r["seq"], r["events"], r["event_ids"], r["held"], r["outcome"]) for r in log]
+          == [(1, 2, ["order-1", "order-9"], True, "accepted"), (2, 2, ["order-1", "order-2"], False, "accepted"),
+              (3, 1, ["order-3"], False, "accepted"), (4, 1, ["order-1"], False, "accepted")]
+          and log[0]["closed"] > log[2]["closed"] > log[2]["arrived"] > log[0]["arrived"],
+          "/_mock/requests: each request in arrival order, with its times and outcome", log)
+
+    # a held request whose client gives up is dropped, and stops being open at once
+    m.reset()
+    m.config(hold={"requests": 1, "seconds": 3})
+    c = m.conn(timeout=0.3)
+    try:
+        m.track(batch([event(7)]), conn=c)
+        check(False, "hold longer than the client waits: the client times out")
+    except (socket.timeout, TimeoutError):
+        c.close()  # as a client that gives up does
+        closed = wait_for(lambda: m.stats()["open_now"] == 0, 1.5)
+        s = m.stats()
+        check(closed and s["abandoned"] == 1 and s["unique_keys"] == 0 and s["held"] == 1
+              and m.call("GET", "/_mock/requests")[1][0]["outcome"] == "abandoned",
+              "a held request whose client hangs up is closed at once, nothing accepted", s)
+    r = m.track(batch([event(7)]))
+    check(code(r) == 0 and m.stats()["concurrent_duplicates"] == 0 and m.stats()["unique_keys"] == 1,
+          "the retry of the abandoned request is accepted, not a concurrent duplicate", m.stats())
+    m.config(faults=["hang"], fault_rate=1, hang_seconds=5)
+    c = m.conn(timeout=0.3)
+    try:
+        m.track(batch([event(8)]), conn=c)
+    except (socket.timeout, TimeoutError):
+        c.close()
+    check(wait_for(lambda: m.stats()["open_now"] == 0, 1.5) and m.stats()["unique_keys"] == 2,
+          "a hung request is accepted, and closed when its client hangs up", m.stats())
+
+    # throttle_open 2: a third request while two are open is answered 40100 at once
+    m.reset()
+    st, shown = m.config(throttle_open=2, delay_ms=600)
+    check(st == 200 and shown["throttle_open"] == 2, "throttle_open is set", shown)
+    slow, slow_out = concurrently(m, [batch([event(1)]), batch([event(2)])])
+    wait_for(lambda: m.stats()["open_now"] == 2)
+    t0 = time.time()
+    r = m.track(batch([event(3)]))
+    quick = time.time() - t0
+    join(slow)
+    s = m.stats()
+    check(r[0] == 200 and code(r) == 40100 and quick < 0.3 and s["throttled"] == 1
+          and [v[1] for v in slow_out.values()] == [0, 0] and s["unique_keys"] == 2
+          and s["max_open"] == 3 and s["faults"] == {} and s["rejected"] == {},
+          "throttle_open: a request arriving while 2 are open -> HTTP 200 code 40100 at once, "
+          "nothing accepted, counted in throttled", (r, quick, s))
+    r = m.track(batch([event(3)], pixel="CPIXEL0002"))
+    log = m.call("GET", "/_mock/requests")[1]
+    mine = m.call("GET", "/_mock/requests?pixel=CPIXEL0002")[1]
+    check(len(mine) == 1 and mine[0]["event_ids"] == ["order-3"] and mine[0]["pixel"] == "CPIXEL0002",
+          "/_mock/requests?pixel=CODE: that pixel's requests only", mine)
+    check(code(r) == 0 and [x["outcome"] for x in log][-2:] == ["throttled", "accepted"],
+          "with fewer than 2 open, the next request is accepted", log)
+    m.config(throttle_open=None, delay_ms=0)
+    check(m.config(throttle_open=0)[0] == 400 and m.config(throttle_open="3")[0] == 400
+          and m.config(throttle_open=True)[0] == 400 and m.config(hold={"requests": 1})[0] == 400
+          and m.config(hold={"requests": -1, "seconds": 1})[0] == 400
+          and m.config(hold={"requests": 1, "seconds": "1"})[0] == 400
+          and m.config(hold=[1, 1])[0] == 400,
+          "throttle_open other than null or an integer >= 1, a malformed hold -> HTTP 400")
+
+    # a reset while requests are open: they stay open, max_open restarts from them
+    m.config(delay_ms=800)
+    threads, _ = concurrently(m, [batch([event(i)]) for i in range(3)])
+    wait_for(lambda: m.stats()["open_now"] == 3)
+    m.reset()
+    s = m.stats()
+    join(threads)
+    s2 = m.stats()
+    check(s["open_now"] == 3 and s["max_open"] == 3 and s2["open_now"] == 0
+          and m.config()[1]["hold"] == {"requests": 0, "seconds": 0}
+          and m.config()[1]["throttle_open"] is None,
+          "reset keeps open requests open; max_open restarts from them", (s, s2))
+
+    # the mock is no ceiling for a pipeline: 300 requests at once, each answered after 150 ms
+    m.reset()
+    m.config(delay_ms=150)
+    t0 = time.time()
+    threads, out = concurrently(m, [batch([event(i)]) for i in range(300)])
+    join(threads)
+    wall = time.time() - t0
+    s = m.stats()
+    bad = {i: v for i, v in out.items() if v[1] != 0}
+    slowest = max((v[0] for v in out.values() if v[0] is not None), default=None)
+    check(not bad and s["unique_keys"] == 300 and s["max_open"] >= 250 and slowest is not None
+          and slowest < 1.5,
+          "300 requests at once at delay_ms 150: all open together (max_open %d), the slowest "
+          "answered in %.2f s" % (s["max_open"], slowest or -1), (bad, s))
+    m.reset()
+
+
 # The CLI flags --count-only and --quiet, on a second short-lived mock with a fixed port.
 def cli_flags(tmp):
     s = socket.socket()
@@ -396,11 +579,12 @@ def main():
             time.sleep(0.02)
         port = int(open(port_file).read()) if os.path.exists(port_file) else 0
         line = proc.stdout.readline().strip() if port else ""
-        print("1..73")
+        print("1..93")
         check(port > 0 and line == "listening on 127.0.0.1:%d" % port,
               "mock starts, writes --port-file and prints the port", line)
         if port:
             run(Mock(port))
+            concurrency(Mock(port))
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=5)
         check(rc == 0, "SIGTERM -> clean exit 0", rc)
