@@ -512,3 +512,36 @@ END
 $$;
 COMMENT ON FUNCTION tiktok_capi.tt_health IS
 'One row per check (worker, lag, failures, paused_pixels, outbox_size, triggers, warnings, pixels): ok/warn/critical, the measured value and a reason; thresholds are the tiktok_capi.health_* settings';
+
+/*
+ * outbox_pixel_status: last_error and last_error_at only while no success
+ * came after them.  A pixel that delivers again is healthy, and an error
+ * left on show after it read as trouble still going on.  The pixels table
+ * keeps the last error (and its time) for the owner.
+ */
+CREATE OR REPLACE VIEW tiktok_capi.outbox_pixel_status AS
+SELECT coalesce(p.pixel_code, o.pixel_code) AS pixel_code,
+       coalesce(o.pending, 0) AS pending,
+       coalesce(o.sent, 0) AS sent,
+       coalesce(o.failed, 0) AS failed,
+       o.lag,
+       o.last_sent_at,
+       p.enabled,
+       CASE WHEN p.pixel_code IS NOT NULL THEN coalesce(p.paused_until > now(), false) END AS paused,
+       p.paused_until,
+       p.last_success_at,
+       CASE WHEN p.last_error_at >= p.last_success_at OR p.last_success_at IS NULL
+            THEN p.last_error END AS last_error,
+       CASE WHEN p.last_error_at >= p.last_success_at OR p.last_success_at IS NULL
+            THEN p.last_error_at END AS last_error_at
+  FROM (SELECT pixel_code,
+               count(*) FILTER (WHERE status = 'pending') AS pending,
+               count(*) FILTER (WHERE status = 'sent') AS sent,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               now() - min(created_at) FILTER (WHERE status = 'pending') AS lag,
+               max(sent_at) AS last_sent_at
+          FROM tiktok_capi.outbox
+         GROUP BY pixel_code) o
+  FULL JOIN tiktok_capi.pixels p ON p.pixel_code = o.pixel_code;
+COMMENT ON VIEW tiktok_capi.outbox_pixel_status IS
+'Per pixel: events by status, the lag of the oldest pending one, and its health (paused, last success, and the last error while no success came after it); no token';
