@@ -545,3 +545,78 @@ SELECT coalesce(p.pixel_code, o.pixel_code) AS pixel_code,
   FULL JOIN tiktok_capi.pixels p ON p.pixel_code = o.pixel_code;
 COMMENT ON VIEW tiktok_capi.outbox_pixel_status IS
 'Per pixel: events by status, the lag of the oldest pending one, and its health (paused, last success, and the last error while no success came after it); no token';
+
+/*
+ * tt_requeue_failed leaves alone the failed events a resend cannot fix:
+ *	- never built (payload {}: a trigger that could not work, an id that
+ *	  collides): there is no event to send, with force or without; once
+ *	  the trigger works, updating the order queues it again;
+ *	- rejected by TikTok as invalid (last_error "TikTok code 400xx: ...",
+ *	  as the worker writes it): the same event gets the same answer, so
+ *	  they are sent again only with force => true.
+ * A NOTICE says how many were left, and why.  Returns how many were
+ * requeued, as before.
+ */
+DROP FUNCTION tiktok_capi.tt_requeue_failed(text, text, text);
+CREATE FUNCTION tiktok_capi.tt_requeue_failed(
+    pixel_code text DEFAULT NULL, event text DEFAULT NULL, event_id text DEFAULT NULL,
+    force boolean DEFAULT false)
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rejection CONSTANT text := '^TikTok code 400[0-9][0-9]: ';
+    unbuilt bigint;
+    rejected bigint;
+    requeued bigint;
+    message text;
+    detail text;
+BEGIN
+    SELECT count(*) FILTER (WHERE o.payload IS NULL OR o.payload = '{}'),
+           count(*) FILTER (WHERE o.payload <> '{}' AND o.last_error ~ rejection)
+      INTO unbuilt, rejected
+      FROM tiktok_capi.outbox o
+     WHERE o.status = 'failed'
+       AND (tt_requeue_failed.pixel_code IS NULL OR o.pixel_code = tt_requeue_failed.pixel_code)
+       AND (tt_requeue_failed.event IS NULL OR o.event = tt_requeue_failed.event)
+       AND (tt_requeue_failed.event_id IS NULL OR o.event_id = tt_requeue_failed.event_id);
+
+    WITH requeue AS (
+        UPDATE tiktok_capi.outbox o
+           SET status = 'pending', attempts = 0, next_attempt_at = now(), first_attempt_at = NULL,
+               last_error = NULL
+         WHERE o.status = 'failed' AND o.payload <> '{}'
+           AND (force OR o.last_error IS NULL OR o.last_error !~ rejection)
+           AND (tt_requeue_failed.pixel_code IS NULL OR o.pixel_code = tt_requeue_failed.pixel_code)
+           AND (tt_requeue_failed.event IS NULL OR o.event = tt_requeue_failed.event)
+           AND (tt_requeue_failed.event_id IS NULL OR o.event_id = tt_requeue_failed.event_id)
+        RETURNING 1)
+    SELECT count(*) INTO requeued FROM requeue;
+
+    IF force THEN
+        rejected := 0;
+    END IF;
+    IF unbuilt + rejected > 0 THEN
+        message := format('tt_requeue_failed left %s failed events alone: %s', unbuilt + rejected,
+            concat_ws(', ',
+                      CASE WHEN unbuilt > 0 THEN format('%s never built (payload {})', unbuilt) END,
+                      CASE WHEN rejected > 0 THEN format('%s rejected by TikTok as invalid (code 400xx)', rejected) END));
+        detail := concat_ws(' ',
+            CASE WHEN unbuilt > 0 THEN 'An event never built has nothing to send, not even with force: fix what its last_error names, then update its order and it is queued again.' END,
+            CASE WHEN rejected > 0 THEN 'TikTok answers a resend of a rejected event the same way.' END);
+        IF rejected > 0 THEN
+            RAISE NOTICE '%', message
+                USING DETAIL = detail, HINT = 'force => true sends the rejected events again anyway.';
+        ELSE
+            RAISE NOTICE '%', message USING DETAIL = detail;
+        END IF;
+    END IF;
+    IF requeued > 0 THEN
+        PERFORM tiktok_capi.tt_wake_worker();
+    END IF;
+    RETURN requeued;
+END
+$$;
+COMMENT ON FUNCTION tiktok_capi.tt_requeue_failed IS
+'Send failed events again (all, or those of a pixel, event or event_id); returns how many. Events never built (payload {}) stay failed; those TikTok rejected as invalid (code 400xx) too, unless force => true. A NOTICE says how many were left and why';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_requeue_failed FROM PUBLIC;
