@@ -342,12 +342,19 @@ COMMENT ON FUNCTION tiktok_capi.tt_health IS
 'One row per check (worker, lag, failures, paused_pixels, outbox_size, triggers, warnings, pixels): ok/warn/critical, the measured value and a reason; thresholds are the tiktok_capi.health_* settings';
 
 /*
- * Misconfiguration is loud: an api_url whose answer is not the Events
- * API's (HTTP 404, an HTML page, JSON without a code) pauses the worker's
- * delivery instead of spending the events' attempts for hours.
- * tt_worker_pause() shows that pause (no row while delivery is not
- * paused); tt_health()'s worker check is critical meanwhile.  tt_health()
- * is the one above with that one branch added to its worker check.
+ * ======== Misconfiguration is loud ========
+ * A wrong api_url pauses delivery and says so; a pixel's last error shows
+ * only while it is news; tt_requeue_failed leaves alone what a resend
+ * cannot fix.  (This section ends the file.)
+ */
+
+/*
+ * An api_url whose answer is not the Events API's (HTTP 404, an HTML page,
+ * JSON without a code) pauses the worker's delivery instead of spending
+ * the events' attempts for hours.  tt_worker_pause() shows that pause (no
+ * row while delivery is not paused); tt_health()'s worker check is
+ * critical meanwhile.  tt_health() is the one above with that one branch
+ * added to its worker check.
  */
 CREATE FUNCTION tiktok_capi.tt_worker_pause(
     OUT api_url text, OUT reason text, OUT since timestamptz, OUT retry_at timestamptz)
