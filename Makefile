@@ -34,7 +34,9 @@ REGRESS = hashing phone event requeue
 REGRESS_OPTS = --inputdir=test/regress --load-extension=tiktok_capi
 
 # Warnings flags go in PG_CPPFLAGS so they reach gcc and the clang bitcode step
-PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
+# the version the User-Agent says: the control file's
+TT_VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" tiktok_capi.control)
+PG_CPPFLAGS = -DTT_VERSION='"$(TT_VERSION)"' -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-sign-compare -Wno-missing-field-initializers
 SHLIB_LINK = -lcurl -lcrypto
 
@@ -45,6 +47,9 @@ PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(wildcard $(PGXS)),)
 include $(PGXS)
 endif
+
+# PGXS knows no header dependencies: every object follows every header
+$(OBJS) $(OBJS:.o=.bc): $(wildcard src/*.h)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

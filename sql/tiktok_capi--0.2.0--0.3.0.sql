@@ -341,6 +341,29 @@ $$;
 COMMENT ON FUNCTION tiktok_capi.tt_health IS
 'One row per check (worker, lag, failures, paused_pixels, outbox_size, triggers, warnings, pixels): ok/warn/critical, the measured value and a reason; thresholds are the tiktok_capi.health_* settings';
 
+
+/*
+ * What each tt_capture trigger reads its fields from, the way it resolves
+ * its mapping: so nobody reads the source to learn why an email is
+ * missing.  One row per trigger and field; origin is 'mapping'
+ * (field=column), 'default' (a column found by its name), 'off' (field=)
+ * or 'none' (nothing feeds the field; source is NULL).
+ */
+CREATE FUNCTION tiktok_capi.tt_capture_triggers(
+    OUT table_name regclass, OUT trigger_name name, OUT event text, OUT pixel_code text,
+    OUT field text, OUT source text, OUT origin text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'tt_capture_triggers_sql'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION tiktok_capi.tt_capture_triggers IS
+'Each field of each tt_capture trigger and the column (or contents_from) that feeds it; origin mapping, default, off or none';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_capture_triggers FROM PUBLIC;
+
+CREATE VIEW tiktok_capi.capture_triggers AS
+SELECT * FROM tiktok_capi.tt_capture_triggers();
+COMMENT ON VIEW tiktok_capi.capture_triggers IS
+'What each tt_capture trigger reads each event field from (origin mapping, default, off or none)';
+REVOKE ALL ON tiktok_capi.capture_triggers FROM PUBLIC;
 /*
  * ======== Misconfiguration is loud ========
  * A wrong api_url pauses delivery and says so; a pixel's last error shows

@@ -39,6 +39,7 @@ typedef enum CaptureField
 	CF_USER_AGENT,
 	CF_LOCALE,
 	CF_VALUE,
+	CF_VALUE_MINOR,
 	CF_CURRENCY,
 	CF_CONTENTS,
 	CF_CONTENT_TYPE,
@@ -53,12 +54,22 @@ typedef enum CaptureField
 	N_CAPTURE_FIELDS
 } CaptureField;
 
+/* Where a field's column came from (the capture_triggers view shows it) */
+typedef enum FieldOrigin
+{
+	ORIGIN_NONE,				/* nothing feeds it */
+	ORIGIN_DEFAULT,				/* a column found by its name */
+	ORIGIN_MAPPING,				/* field=column */
+	ORIGIN_OFF					/* field= turned the default off */
+} FieldOrigin;
+
 /* One mapped column */
 typedef struct MappedColumn
 {
 	AttrNumber	attnum;			/* InvalidAttrNumber: not mapped */
 	Oid			typid;
 	FmgrInfo	out;
+	FieldOrigin origin;
 } MappedColumn;
 
 /* A trigger's mapping resolved against its table; cached per trigger */
@@ -78,6 +89,7 @@ typedef struct CaptureConfig
 	char	   *items_sql;		/* contents_from: the items query */
 	char	   *items_spec;		/* contents_from, schema-qualified */
 	SPIPlanPtr	items_plan;
+	FmgrInfo	ttclid_fn;		/* tt_ttclid(), for a landing URL as ttclid */
 	List	   *notes;			/* mapping problems (when strict: an ERROR) */
 	bool		consent_unreadable; /* a consent mapping failed: unknown */
 } CaptureConfig;
@@ -93,6 +105,9 @@ typedef enum RowConsent
 /* in capture_mapping.c */
 extern void tt_capture_config_init(void);
 extern CaptureConfig *tt_capture_config(Relation rel, Trigger *tg);
+extern int	tt_join_mapping(char **args, int nargs);
+extern const char *tt_field_name(CaptureField f);
+extern char *tt_field_source(const CaptureConfig *cfg, Relation rel, CaptureField f);
 extern void tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs,
 							   char **args, bool strict, MemoryContext cxt);
 extern void tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg,

@@ -34,8 +34,14 @@
 PG_FUNCTION_INFO_V1(tt_attach_sql);
 PG_FUNCTION_INFO_V1(tt_attach);
 PG_FUNCTION_INFO_V1(tt_check_triggers_sql);
+PG_FUNCTION_INFO_V1(tt_capture_triggers_sql);
 
+static void report_mapping(const CaptureConfig *cfg, Relation rel,
+						   const char *trigname, bool has_condition);
+static bool column_by_name_exists(Relation rel, const char *name);
 static void capture_triggers(void);
+static bool resolve_listed(SPITupleTable *tt, uint64 i, Relation *rel,
+						   CaptureConfig *cfg);
 static char **trigger_args(HeapTuple tup, TupleDesc desc, int *nargs);
 static const char *trigger_arg(char **args, int nargs, const char *key);
 static char *shared_key_owner(Oid relid, const char *event, const char *pixel,
@@ -102,6 +108,7 @@ tt_attach_sql(PG_FUNCTION_ARGS)
 					 errhint("tiktok_capi.tt_attach('orders', 'Purchase', pixel => '%s')", args[nargs] + 6)));
 		nargs++;
 	}
+	nargs = tt_join_mapping(args, nargs);
 	SPI_connect();
 	pixel = tt_pixel_for_call(PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)));
 	args[nargs++] = psprintf("pixel=%s", pixel);
@@ -135,6 +142,7 @@ tt_attach_sql(PG_FUNCTION_ARGS)
 	for (int i = 0; i < nargs; i++)
 		appendStringInfo(&sql, "%s%s", i ? ", " : "", quote_literal_cstr(args[i]));
 	appendStringInfoChar(&sql, ')');
+	report_mapping(&cfg, rel, trigname, !PG_ARGISNULL(4));
 	table_close(rel, NoLock);
 
 	if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
@@ -147,11 +155,89 @@ tt_attach_sql(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(result);
 }
 
+/*
+ * Say what tt_attach() resolved, so nobody reads the source to learn why
+ * an email is missing: which column feeds which field (a NOTICE), a
+ * column of cents mapped as value (a WARNING: 100 times the value), and
+ * a table with a status but no condition (every write converts).
+ */
+static void
+report_mapping(const CaptureConfig *cfg, Relation rel, const char *trigname,
+			   bool has_condition)
+{
+	static const char *const status_columns[] = {"financial_status", "payment_status",
+	"status", "state", NULL};
+	StringInfoData fed;
+	StringInfoData empty;
+	char	   *value_col = tt_field_source(cfg, rel, CF_VALUE);
+
+	initStringInfo(&fed);
+	initStringInfo(&empty);
+	for (int f = 0; f < N_CAPTURE_FIELDS; f++)
+	{
+		char	   *source = tt_field_source(cfg, rel, f);
+
+		if (f == CF_ORDER_ID || f == CF_VALUE_MINOR || f == CF_VALUE)
+		{
+			/* one line for the total, whatever its unit; order_id is event_id's */
+			if (f == CF_VALUE_MINOR && source != NULL)
+				appendStringInfo(&fed, "%svalue_minor=%s", fed.len ? ", " : "", source);
+			else if (f == CF_VALUE && source != NULL)
+				appendStringInfo(&fed, "%svalue=%s", fed.len ? ", " : "", source);
+			else if (f == CF_VALUE && cfg->cols[CF_VALUE_MINOR].attnum == InvalidAttrNumber)
+				appendStringInfo(&empty, "%svalue", empty.len ? ", " : "");
+			continue;
+		}
+		if (source != NULL && f == CF_CONTENTS && cfg->items_spec != NULL)
+			appendStringInfo(&fed, "%s%s", fed.len ? ", " : "", source);
+		else if (source != NULL)
+			appendStringInfo(&fed, "%s%s=%s", fed.len ? ", " : "", tt_field_name(f), source);
+		else
+			appendStringInfo(&empty, "%s%s", empty.len ? ", " : "", tt_field_name(f));
+	}
+	ereport(NOTICE,
+			(errmsg("%s on %s sends %s events: %s", trigname, RelationGetRelationName(rel),
+					cfg->event, fed.data),
+			 errdetail("Nothing feeds: %s.", empty.len ? empty.data : "(none)"),
+			 errhint("Map a field with field=column; tiktok_capi.capture_triggers shows every trigger's mapping.")));
+	if (value_col != NULL && strlen(value_col) > 6 &&
+		pg_strcasecmp(value_col + strlen(value_col) - 6, "_cents") == 0)
+		ereport(WARNING,
+				(errmsg("column \"%s\" is sent as the value in the currency's unit, but its name says cents",
+						value_col),
+				 errdetail("1999 cents would be sent as a value of 1999, not 19.99."),
+				 errhint("For amounts in minor units map value_minor=%s: it is divided by the currency's own exponent.",
+						 value_col)));
+	for (int i = 0; !has_condition && status_columns[i] != NULL; i++)
+		if (column_by_name_exists(rel, status_columns[i]))
+		{
+			ereport(NOTICE,
+					(errmsg("no condition: every insert and update of %s queues its %s event, whatever its %s",
+							RelationGetRelationName(rel), cfg->event, status_columns[i]),
+					 errhint("To send paid orders only, attach with condition => $$NEW.%s = 'paid'$$.",
+							 quote_identifier(status_columns[i]))));
+			break;
+		}
+}
+
 /* The name the released 0.1.0 script binds tt_attach() to */
 Datum
 tt_attach(PG_FUNCTION_ARGS)
 {
 	return tt_attach_sql(fcinfo);
+}
+
+/* Has the table a live column of this name? */
+static bool
+column_by_name_exists(Relation rel, const char *name)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int i = 0; i < desc->natts; i++)
+		if (!TupleDescAttr(desc, i)->attisdropped &&
+			strcmp(NameStr(TupleDescAttr(desc, i)->attname), name) == 0)
+			return true;
+	return false;
 }
 
 /*
@@ -263,6 +349,35 @@ refuse_shared_key(Oid relid, const char *event, const char *pixel,
 }
 
 /*
+ * Resolve the i-th listed trigger (capture_triggers()) as it resolves
+ * itself, into cfg; its table stays open in *rel.  false when the
+ * trigger is gone.
+ */
+static bool
+resolve_listed(SPITupleTable *tt, uint64 i, Relation *rel, CaptureConfig *cfg)
+{
+	bool		isnull;
+	Oid			tgoid = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+	Oid			relid = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
+	Trigger    *tg = NULL;
+
+	*rel = table_open(relid, AccessShareLock);
+	for (int t = 0; (*rel)->trigdesc != NULL && t < (*rel)->trigdesc->numtriggers; t++)
+		if ((*rel)->trigdesc->triggers[t].tgoid == tgoid)
+			tg = &(*rel)->trigdesc->triggers[t];
+	if (tg == NULL)
+	{
+		table_close(*rel, AccessShareLock);
+		return false;
+	}
+	memset(cfg, 0, sizeof(*cfg));
+	tt_resolve_trigger(cfg, *rel, tg, CurrentMemoryContext);
+	if (cfg->items_plan != NULL)
+		SPI_freeplan(cfg->items_plan);
+	return true;
+}
+
+/*
  * tt_check_triggers(): every tt_capture trigger of the database, resolved
  * as the trigger resolves it; problem says what keeps it from working
  * (NULL: nothing).  For tt_health()'s triggers check.
@@ -271,7 +386,6 @@ Datum
 tt_check_triggers_sql(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	MemoryContext cxt = CurrentMemoryContext;
 	SPITupleTable *tt;
 	uint64		n;
 
@@ -282,11 +396,7 @@ tt_check_triggers_sql(PG_FUNCTION_ARGS)
 	n = SPI_processed;
 	for (uint64 i = 0; i < n; i++)
 	{
-		bool		isnull;
-		Oid			tgoid = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
-		Oid			relid = DatumGetObjectId(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
-		Relation	rel = table_open(relid, AccessShareLock);
-		Trigger    *tg = NULL;
+		Relation	rel;
 		CaptureConfig cfg;
 		char	   *problem;
 		char	   *owner;
@@ -294,27 +404,16 @@ tt_check_triggers_sql(PG_FUNCTION_ARGS)
 		Datum		values[4];
 		bool		nulls[4] = {false, false, false, false};
 
-		for (int t = 0; rel->trigdesc != NULL && t < rel->trigdesc->numtriggers; t++)
-			if (rel->trigdesc->triggers[t].tgoid == tgoid)
-				tg = &rel->trigdesc->triggers[t];
-		if (tg == NULL)
-		{
-			table_close(rel, AccessShareLock);
+		if (!resolve_listed(tt, i, &rel, &cfg))
 			continue;
-		}
-		memset(&cfg, 0, sizeof(cfg));
-		tt_resolve_trigger(&cfg, rel, tg, CurrentMemoryContext);
-		if (cfg.items_plan != NULL)
-			SPI_freeplan(cfg.items_plan);
 		problem = cfg.broken;
 		if (problem == NULL &&
-			(owner = shared_key_owner(relid, cfg.event,
+			(owner = shared_key_owner(RelationGetRelid(rel), cfg.event,
 									  cfg.pixel ? cfg.pixel : tt_default_pixel(&why),
 									  cfg.prefix)) != NULL)
 			problem = psprintf("its event_ids collide with those of %s on the same pixel and event: give one a distinct event_id_prefix=",
 							   owner);
-		values[0] = CStringGetDatum(MemoryContextStrdup(cxt, tg->tgname));
-		values[0] = DirectFunctionCall1(namein, values[0]);
+		values[0] = DirectFunctionCall1(namein, CStringGetDatum(cfg.trigger_name));
 		values[1] = PointerGetDatum(cstring_to_text(cfg.source));
 		values[2] = PointerGetDatum(cstring_to_text(cfg.event));
 		if (problem != NULL)
@@ -322,6 +421,64 @@ tt_check_triggers_sql(PG_FUNCTION_ARGS)
 		else
 			nulls[3] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		table_close(rel, AccessShareLock);
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/*
+ * tt_capture_triggers(): for the capture_triggers view, every field of
+ * every tt_capture trigger and what feeds it, as the trigger resolves
+ * it: origin 'mapping' (field=column), 'default' (found by its name),
+ * 'off' (field=) or 'none' (nothing: the field stays empty).
+ */
+Datum
+tt_capture_triggers_sql(PG_FUNCTION_ARGS)
+{
+	static const char *const origins[] = {
+		[ORIGIN_NONE] = "none", [ORIGIN_DEFAULT] = "default",
+		[ORIGIN_MAPPING] = "mapping", [ORIGIN_OFF] = "off"};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	SPITupleTable *tt;
+	uint64		n;
+
+	InitMaterializedSRF(fcinfo, 0);
+	SPI_connect();
+	capture_triggers();
+	tt = SPI_tuptable;
+	n = SPI_processed;
+	for (uint64 i = 0; i < n; i++)
+	{
+		Relation	rel;
+		CaptureConfig cfg;
+		const char *why;
+		char	   *pixel;
+
+		if (!resolve_listed(tt, i, &rel, &cfg))
+			continue;
+		pixel = cfg.pixel ? cfg.pixel : tt_default_pixel(&why);
+		for (int f = 0; f < N_CAPTURE_FIELDS; f++)
+		{
+			char	   *source = tt_field_source(&cfg, rel, f);
+			FieldOrigin origin = cfg.cols[f].origin;
+			Datum		values[7];
+			bool		nulls[7] = {false};
+
+			/* a mapped column that cannot feed the field feeds nothing */
+			if (source == NULL && origin != ORIGIN_OFF)
+				origin = ORIGIN_NONE;
+			values[0] = ObjectIdGetDatum(RelationGetRelid(rel));
+			values[1] = DirectFunctionCall1(namein, CStringGetDatum(cfg.trigger_name));
+			values[2] = PointerGetDatum(cstring_to_text(cfg.event));
+			values[3] = pixel ? PointerGetDatum(cstring_to_text(pixel)) : (Datum) 0;
+			nulls[3] = pixel == NULL;
+			values[4] = PointerGetDatum(cstring_to_text(tt_field_name(f)));
+			values[5] = source ? PointerGetDatum(cstring_to_text(source)) : (Datum) 0;
+			nulls[5] = source == NULL;
+			values[6] = PointerGetDatum(cstring_to_text(origins[origin]));
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
 		table_close(rel, AccessShareLock);
 	}
 	SPI_finish();

@@ -32,6 +32,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -46,29 +48,42 @@
 #include "capture.h"
 
 
-/* A field's name in a mapping, and the column names it takes by default */
+/*
+ * A field's name in a mapping, and the column names it takes by default:
+ * the usual ones, then those of Shopify's, WooCommerce's and Magento's
+ * order exports.  value_minor is the total in the currency's minor unit
+ * (cents); its defaults count only where no value column is found.  A
+ * landing URL feeds ttclid through tt_ttclid().
+ */
 typedef struct FieldDef
 {
 	const char *name;
-	const char *defaults[6];
+	const char *defaults[8];
 } FieldDef;
 
 static const FieldDef field_defs[N_CAPTURE_FIELDS] = {
-	[CF_EVENT_ID] = {"event_id", {"order_id", "id"}},
+	[CF_EVENT_ID] = {"event_id", {"order_id", "id", "order_number", "increment_id"}},
 	[CF_EVENT_TIME] = {"event_time", {"event_time"}},
-	[CF_EMAIL] = {"email", {"email", "customer_email", "email_address"}},
-	[CF_PHONE] = {"phone", {"phone", "customer_phone", "phone_number"}},
+	[CF_EMAIL] = {"email", {"email", "customer_email", "email_address",
+	"contact_email", "billing_email"}},
+	[CF_PHONE] = {"phone", {"phone", "customer_phone", "phone_number",
+	"billing_phone"}},
 	[CF_EXTERNAL_ID] = {"external_id", {"external_id", "customer_id", "user_id"}},
-	[CF_TTCLID] = {"ttclid", {"ttclid"}},
+	[CF_TTCLID] = {"ttclid", {"ttclid", "landing_site", "landing_page",
+	"landing_url", "landing_page_url"}},
 	[CF_TTP] = {"ttp", {"ttp"}},
-	[CF_IP] = {"ip", {"ip", "ip_address", "client_ip"}},
-	[CF_USER_AGENT] = {"user_agent", {"user_agent"}},
+	[CF_IP] = {"ip", {"ip", "ip_address", "client_ip", "browser_ip",
+	"customer_ip_address", "remote_ip"}},
+	[CF_USER_AGENT] = {"user_agent", {"user_agent", "customer_user_agent"}},
 	[CF_LOCALE] = {"locale", {"locale"}},
-	[CF_VALUE] = {"value", {"value", "total", "amount", "total_amount", "grand_total"}},
+	[CF_VALUE] = {"value", {"value", "total", "amount", "total_amount",
+	"grand_total", "total_price", "order_total"}},
+	[CF_VALUE_MINOR] = {"value_minor", {"total_cents", "value_cents", "amount_cents",
+	"total_amount_cents", "grand_total_cents", "total_price_cents"}},
 	[CF_CURRENCY] = {"currency", {"currency", "currency_code"}},
 	[CF_CONTENTS] = {"contents", {"contents", "items", "line_items"}},
 	[CF_CONTENT_TYPE] = {"content_type", {"content_type"}},
-	[CF_ORDER_ID] = {"order_id", {"order_id", "id"}},
+	[CF_ORDER_ID] = {"order_id", {"order_id", "id", "order_number", "increment_id"}},
 	[CF_DESCRIPTION] = {"description", {NULL}},
 	[CF_SEARCH_STRING] = {"search_string", {"search_string"}},
 	[CF_PAGE_URL] = {"page_url", {"page_url"}},
@@ -89,28 +104,41 @@ static const FieldDef field_defs[N_CAPTURE_FIELDS] = {
 	tt_problem((strict) ? NULL : (notes), ERRCODE_INVALID_PARAMETER_VALUE, \
 			   MAPPING_HINT, __VA_ARGS__)
 
-/* Item fields of a child table, and the column names they take */
-static const FieldDef item_defs[] = {
-	{"content_id", {"content_id", "product_id", "sku", "variant_id", "item_id"}},
-	{"quantity", {"quantity", "qty"}},
-	{"price", {"price", "unit_price"}},
-	{"content_name", {"content_name", "product_name", "name", "title"}},
-	{"content_category", {"content_category", "category"}},
-	{"brand", {"brand"}},
-};
-#define N_ITEM_FIELDS (sizeof(item_defs) / sizeof(item_defs[0]))
-
 static HTAB *config_cache = NULL;
 
+static const char *bare_name(const char *name);
 static AttrNumber column_by_name(TupleDesc desc, const char *name);
 static bool type_fits(CaptureField f, Oid typid);
 static void map_column(CaptureConfig *cfg, TupleDesc desc, CaptureField f,
 					   const char *column, bool strict, MemoryContext cxt);
+static int	item_field_by_name(const char *name);
 static char *items_query(const char *spec, bool strict, List **notes,
 						 char **qualified_spec);
 static void invalidate_configs(Datum arg, Oid relid);
 static char *config_problem(CaptureConfig *cfg);
 static char *trigger_source(Relation rel, Trigger *tg);
+
+/* A field's name in mappings */
+const char *
+tt_field_name(CaptureField f)
+{
+	return field_defs[f].name;
+}
+
+/*
+ * What feeds a field of a resolved config, as a mapping would say it: a
+ * column's name, the items' contents_from=, or NULL (nothing does).
+ */
+char *
+tt_field_source(const CaptureConfig *cfg, Relation rel, CaptureField f)
+{
+	if (f == CF_CONTENTS && cfg->items_spec != NULL)
+		return psprintf("contents_from=%s", cfg->items_spec);
+	if (cfg->cols[f].attnum == InvalidAttrNumber)
+		return NULL;
+	return pstrdup(NameStr(TupleDescAttr(RelationGetDescr(rel),
+										 cfg->cols[f].attnum - 1)->attname));
+}
 
 /* Register the invalidation of cached configs after DDL */
 void
@@ -119,10 +147,34 @@ tt_capture_config_init(void)
 	CacheRegisterRelcacheCallback(invalidate_configs, (Datum) 0);
 }
 
+/*
+ * A column's name as a mapping gives it.  Mappings name columns exactly
+ * (email=Email is the column Email); a name in double quotes, as SQL
+ * writes a mixed-case one ("Email"), is taken without its quotes.
+ */
+static const char *
+bare_name(const char *name)
+{
+	size_t		len = strlen(name);
+	StringInfoData unquoted;
+
+	if (len < 2 || name[0] != '"' || name[len - 1] != '"')
+		return name;
+	initStringInfo(&unquoted);
+	for (size_t i = 1; i < len - 1; i++)
+	{
+		appendStringInfoChar(&unquoted, name[i]);
+		if (name[i] == '"' && name[i + 1] == '"')
+			i++;
+	}
+	return unquoted.data;
+}
+
 /* A live column's number, or InvalidAttrNumber */
 static AttrNumber
 column_by_name(TupleDesc desc, const char *name)
 {
+	name = bare_name(name);
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -140,6 +192,7 @@ type_fits(CaptureField f, Oid typid)
 	switch (f)
 	{
 		case CF_VALUE:
+		case CF_VALUE_MINOR:
 			return typid == NUMERICOID || typid == INT2OID || typid == INT4OID ||
 				typid == INT8OID || typid == FLOAT4OID || typid == FLOAT8OID ||
 				typid == CASHOID || typid == TEXTOID || typid == VARCHAROID;
@@ -173,7 +226,7 @@ map_column(CaptureConfig *cfg, TupleDesc desc, CaptureField f,
 	if (attnum == InvalidAttrNumber)
 	{
 		mapping_problem(strict, &cfg->notes, "column \"%s\" does not exist (mapping %s=%s)",
-						column, field_defs[f].name, column);
+						bare_name(column), field_defs[f].name, column);
 		return;
 	}
 	c->typid = TupleDescAttr(desc, attnum - 1)->atttypid;
@@ -188,11 +241,26 @@ map_column(CaptureConfig *cfg, TupleDesc desc, CaptureField f,
 	fmgr_info_cxt(outfunc, &c->out, cxt);
 	if (f == CF_CONSENT)
 		cfg->consent_unreadable = false;
+	c->origin = ORIGIN_DEFAULT;
+}
+
+/* An item field's index in tt_item_fields, or -1 */
+static int
+item_field_by_name(const char *name)
+{
+	for (int i = 0; i < tt_n_item_fields; i++)
+		if (strcmp(tt_item_fields[i].name, name) == 0)
+			return i;
+	return -1;
 }
 
 /*
  * The query that builds contents[] from a child table, for the mapping
- * contents_from=table(column): the items whose column equals the order id.
+ * contents_from=table(column) or table(column, field=column, ...): the
+ * items whose column equals the order id, each item field read from the
+ * column named for it, else from the first column with one of its usual
+ * names (tt_item_fields).  The keys are the item fields', so the builder
+ * reads them as it reads a jsonb column's items.
  */
 static char *
 items_query(const char *spec, bool strict, List **notes, char **qualified_spec)
@@ -201,12 +269,16 @@ items_query(const char *spec, bool strict, List **notes, char **qualified_spec)
 	char	   *open = strchr(copy, '(');
 	char	   *close = strrchr(copy, ')');
 	char	   *fkcol;
+	const char *chosen[16] = {NULL};
+	List	   *parts;
+	ListCell   *lc;
 	Oid			relid;
 	Relation	child;
 	TupleDesc	desc;
 	StringInfoData sql;
 	bool		any = false;
 
+	Assert(tt_n_item_fields <= lengthof(chosen));
 	if (open == NULL || close == NULL || close < open || close[1] != '\0')
 	{
 		mapping_problem(strict, notes, "contents_from must be table(column), not \"%s\"", spec);
@@ -214,7 +286,22 @@ items_query(const char *spec, bool strict, List **notes, char **qualified_spec)
 	}
 	*open = '\0';
 	*close = '\0';
-	fkcol = open + 1;
+	/* column names as the rest of a mapping takes them: exactly */
+	parts = NIL;
+	for (char *p = strtok(open + 1, ","); p != NULL; p = strtok(NULL, ","))
+	{
+		size_t		len = strlen(p);
+		const char *t = p;
+
+		tt_trim(&t, &len);
+		parts = lappend(parts, pnstrdup(t, len));
+	}
+	if (parts == NIL || ((char *) linitial(parts))[0] == '\0')
+	{
+		mapping_problem(strict, notes, "contents_from must be table(column) or table(column, field=column, ...), not \"%s\"", spec);
+		return NULL;
+	}
+	fkcol = linitial(parts);
 	relid = RangeVarGetRelid(makeRangeVarFromNameList(stringToQualifiedNameList(copy)),
 							 AccessShareLock, true);
 	if (!OidIsValid(relid))
@@ -231,47 +318,119 @@ items_query(const char *spec, bool strict, List **notes, char **qualified_spec)
 		table_close(child, NoLock);
 		return NULL;
 	}
-
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(");
-	for (size_t i = 0; i < N_ITEM_FIELDS; i++)
+	/* the item fields named in the parentheses */
+	for_each_from(lc, parts, 1)
 	{
-		for (int d = 0; d < 6 && item_defs[i].defaults[d] != NULL; d++)
-		{
-			const char *col = item_defs[i].defaults[d];
+		char	   *item = lfirst(lc);
+		char	   *eq = strchr(item, '=');
+		int			i;
 
-			if (column_by_name(desc, col) == InvalidAttrNumber)
-				continue;
-			appendStringInfo(&sql, "%s%s, c.%s%s", any ? ", " : "",
-							 quote_literal_cstr(item_defs[i].name),
-							 quote_identifier(col),
-							 i == 0 ? "::pg_catalog.text" : "");
-			any = true;
-			break;
-		}
-		if (i == 0 && !any)
+		if (eq != NULL)
+			*eq = '\0';
+		i = eq != NULL ? item_field_by_name(item) : -1;
+		if (i < 0 || column_by_name(desc, eq + 1) == InvalidAttrNumber)
 		{
-			mapping_problem(strict, notes, "contents_from table \"%s\" has no content_id, product_id or sku column",
-							copy);
+			mapping_problem(strict, notes, i < 0 ?
+							"contents_from: \"%s\" is not field=column with an item field (content_id, content_name, content_category, brand, quantity, price, price_minor)" :
+							"contents_from: column \"%s\" of table \"%s\" does not exist",
+							i < 0 ? item : eq + 1, copy);
 			table_close(child, NoLock);
 			return NULL;
 		}
+		chosen[i] = eq + 1;
 	}
-	*qualified_spec = psprintf("%s(%s)",
+	/* price and price_minor are one field in two units: a named one wins */
+	for (int i = 0; i < tt_n_item_fields; i++)
+	{
+		const char *name = tt_item_fields[i].name;
+		bool		price_named = chosen[item_field_by_name("price")] != NULL ||
+			chosen[item_field_by_name("price_minor")] != NULL;
+
+		if (chosen[i] != NULL ||
+			(price_named && (strcmp(name, "price") == 0 || strcmp(name, "price_minor") == 0)))
+			continue;
+		for (int k = 0; k < lengthof(tt_item_fields[i].keys) && tt_item_fields[i].keys[k] != NULL; k++)
+			if (column_by_name(desc, tt_item_fields[i].keys[k]) != InvalidAttrNumber)
+			{
+				chosen[i] = tt_item_fields[i].keys[k];
+				break;
+			}
+	}
+	if (chosen[0] == NULL)
+	{
+		mapping_problem(strict, notes, "contents_from table \"%s\" has no content_id, product_id or sku column; name one with %s(%s, content_id=column)",
+						copy, copy, fkcol);
+		table_close(child, NoLock);
+		return NULL;
+	}
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(");
+	for (int i = 0; i < tt_n_item_fields; i++)
+	{
+		if (chosen[i] == NULL)
+			continue;
+		appendStringInfo(&sql, "%s%s, c.%s%s", any ? ", " : "",
+						 quote_literal_cstr(tt_item_fields[i].name),
+						 quote_identifier(bare_name(chosen[i])),
+						 i == 0 ? "::pg_catalog.text" : "");
+		any = true;
+	}
+	*qualified_spec = psprintf("%s(%s",
 							   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(child)),
 														  RelationGetRelationName(child)),
 							   fkcol);
+	for_each_from(lc, parts, 1)
+	{
+		char	   *item = lfirst(lc);
+
+		*qualified_spec = psprintf("%s, %s=%s", *qualified_spec, item,
+								   item + strlen(item) + 1);
+	}
+	*qualified_spec = psprintf("%s)", *qualified_spec);
 	appendStringInfo(&sql, "))) FROM %s c WHERE c.%s OPERATOR(pg_catalog.=) $1",
 					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(child)),
 												RelationGetRelationName(child)),
-					 quote_identifier(fkcol));
+					 quote_identifier(bare_name(fkcol)));
 	table_close(child, NoLock);
 	return sql.data;
 }
 
 /*
+ * A mapping written as a text[] literal is split at every comma, also at
+ * those inside contents_from=table(column, field=column): join such pieces
+ * again.  Returns the new count.
+ */
+int
+tt_join_mapping(char **args, int nargs)
+{
+	int			out = 0;
+
+	for (int i = 0; i < nargs; i++)
+	{
+		int			depth = 0;
+
+		args[out] = args[i];
+		for (const char *p = args[i]; *p; p++)
+			depth += (*p == '(') - (*p == ')');
+		while (depth > 0 && i + 1 < nargs)
+		{
+			i++;
+			args[out] = psprintf("%s, %s", args[out], args[i]);
+			for (const char *p = args[i]; *p; p++)
+				depth += (*p == '(') - (*p == ')');
+		}
+		out++;
+	}
+	return out;
+}
+
+/*
  * Resolve a trigger's arguments against its table: explicit mappings
- * first, then default column names for the fields left.
+ * first, then default column names for the fields left.  value and
+ * value_minor are one field in two units: mapping either turns the
+ * other's defaults off, and value_minor's defaults count only where no
+ * value column is found.
  */
 void
 tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs, char **args,
@@ -318,8 +477,12 @@ tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 		{
 			cfg->items_sql = items_query(val, strict, &cfg->notes, &cfg->items_spec);
 			if (cfg->items_sql != NULL)
+			{
 				cfg->items_sql = MemoryContextStrdup(cxt, cfg->items_sql);
+				cfg->items_spec = MemoryContextStrdup(cxt, cfg->items_spec);
+			}
 			explicit[CF_CONTENTS] = true;
+			cfg->cols[CF_CONTENTS].origin = ORIGIN_MAPPING;
 			continue;
 		}
 		for (f = 0; f < N_CAPTURE_FIELDS; f++)
@@ -333,7 +496,13 @@ tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 		explicit[f] = true;
 		if (val[0] != '\0')
 			map_column(cfg, desc, f, val, strict, cxt);
+		cfg->cols[f].origin = val[0] != '\0' ? ORIGIN_MAPPING : ORIGIN_OFF;
 	}
+	if (cfg->cols[CF_VALUE].attnum != InvalidAttrNumber &&
+		cfg->cols[CF_VALUE_MINOR].attnum != InvalidAttrNumber)
+		mapping_problem(strict, &cfg->notes, "map the total once: value=column in the currency's unit, or value_minor=column in its minor unit (cents), not both");
+	if (explicit[CF_VALUE] || explicit[CF_VALUE_MINOR])
+		explicit[CF_VALUE] = explicit[CF_VALUE_MINOR] = true;
 
 	/* the event_id follows an order_id mapping */
 	if (!explicit[CF_EVENT_ID] && explicit[CF_ORDER_ID] &&
@@ -346,13 +515,26 @@ tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 	{
 		if (explicit[f])
 			continue;
-		for (int d = 0; d < 6 && field_defs[f].defaults[d] != NULL; d++)
+		if (f == CF_VALUE_MINOR && cfg->cols[CF_VALUE].attnum != InvalidAttrNumber)
+			continue;
+		for (int d = 0; d < lengthof(field_defs[f].defaults) && field_defs[f].defaults[d] != NULL; d++)
 		{
 			if (column_by_name(desc, field_defs[f].defaults[d]) == InvalidAttrNumber)
 				continue;
 			map_column(cfg, desc, f, field_defs[f].defaults[d], strict, cxt);
 			break;
 		}
+	}
+	/* a landing URL (or a bare click id) as ttclid goes through tt_ttclid() */
+	if (cfg->cols[CF_TTCLID].attnum != InvalidAttrNumber)
+	{
+		Oid			argtype = TEXTOID;
+		Oid			fn = LookupFuncName(list_make2(makeString("tiktok_capi"),
+												   makeString("tt_ttclid")),
+										1, &argtype, true);
+
+		if (OidIsValid(fn))
+			fmgr_info_cxt(fn, &cfg->ttclid_fn, cxt);
 	}
 	if (cfg->cols[CF_EVENT_ID].attnum == InvalidAttrNumber)
 		mapping_problem(strict, &cfg->notes, "no event_id column: the table has no order_id or id column; map one with event_id=column");
@@ -440,10 +622,14 @@ void
 tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg, MemoryContext cxt)
 {
 	MemoryContext old;
+	char	  **args = palloc(sizeof(char *) * Max(tg->tgnargs, 1));
+	int			nargs;
 
+	memcpy(args, tg->tgargs, sizeof(char *) * tg->tgnargs);
+	nargs = tt_join_mapping(args, tg->tgnargs);
 	cfg->tgoid = tg->tgoid;
 	cfg->relid = RelationGetRelid(rel);
-	tt_resolve_mapping(cfg, rel, tg->tgnargs, tg->tgargs, false, cxt);
+	tt_resolve_mapping(cfg, rel, nargs, args, false, cxt);
 	old = MemoryContextSwitchTo(cxt);
 	cfg->trigger_name = pstrdup(tg->tgname);
 	cfg->source = trigger_source(rel, tg);

@@ -27,6 +27,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "utils/datetime.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -43,6 +44,8 @@ static Numeric column_numeric(const MappedColumn *c, HeapTuple tup,
 							  TupleDesc desc, List **notes);
 static Jsonb *json_to_jsonb(const char *json, List **notes);
 static char *shortened_event_id(const char *event_id);
+static TimestampTz naive_time(Timestamp t, int *overflow);
+static char *column_ttclid(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc);
 static void read_event_input(const CaptureConfig *cfg, HeapTuple tup,
 							 TupleDesc desc, TTEventInput *in, List **notes);
 static Jsonb *items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc);
@@ -165,6 +168,65 @@ shortened_event_id(const char *event_id)
 					event_id, hash);
 }
 
+/*
+ * A timestamp without time zone as the moment it names: in
+ * tiktok_capi.naive_timestamp_zone (UTC by default), never in the
+ * session's TimeZone, which would move an order's time with whoever
+ * wrote it.  overflow: not 0 when the moment has no timestamptz.
+ */
+static TimestampTz
+naive_time(Timestamp t, int *overflow)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			tz;
+	TimestampTz result;
+
+	if (*overflow != 0)
+		return 0;
+	/* UTC, and the infinities, are the same microseconds in timestamptz */
+	if (tt_naive_tz == NULL || TIMESTAMP_NOT_FINITE(t))
+		return t;
+	if (timestamp2tm(t, NULL, &tm, &fsec, NULL, NULL) != 0)
+	{
+		*overflow = 1;
+		return 0;
+	}
+	tz = DetermineTimeZoneOffset(&tm, tt_naive_tz);
+	if (tm2timestamp(&tm, fsec, &tz, &result) != 0 || !IS_VALID_TIMESTAMP(result))
+	{
+		*overflow = 1;
+		return 0;
+	}
+	return result;
+}
+
+/*
+ * The ttclid column's click id: a landing URL (Shopify's landing_site)
+ * gives its ttclid parameter through tt_ttclid(), or nothing, never the
+ * URL; a bare click id goes as it is.
+ */
+static char *
+column_ttclid(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc)
+{
+	char	   *v = column_cstring(&cfg->cols[CF_TTCLID], tup, desc);
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		id;
+
+	/* a click id may hold '/' and '=' (E.C.P.Cq0B/x==): a URL has more */
+	if (v == NULL || cfg->ttclid_fn.fn_oid == InvalidOid ||
+		(strchr(v, '?') == NULL && strchr(v, '#') == NULL && v[0] != '/' &&
+		 strstr(v, "://") == NULL && strstr(v, "ttclid=") == NULL))
+		return v;
+	InitFunctionCallInfoData(*fcinfo, (FmgrInfo *) &cfg->ttclid_fn, 1, InvalidOid,
+							 NULL, NULL);
+	fcinfo->args[0].value = PointerGetDatum(cstring_to_text(v));
+	fcinfo->args[0].isnull = false;
+	id = FunctionCallInvoke(fcinfo);
+	/* a URL without a click id gives NULL */
+	return fcinfo->isnull ? NULL : TextDatumGetCString(id);
+}
+
 /* Fill the builder's input from an order row */
 static void
 read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
@@ -188,11 +250,11 @@ read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
 
 			/* near their limits, dates and timestamps have no timestamptz */
 			if (cols[CF_EVENT_TIME].typid == TIMESTAMPOID)
-				in->event_time = timestamp2timestamptz_opt_overflow(DatumGetTimestamp(d),
-																	&overflow);
+				in->event_time = naive_time(DatumGetTimestamp(d), &overflow);
 			else if (cols[CF_EVENT_TIME].typid == DATEOID)
-				in->event_time = date2timestamptz_opt_overflow(DatumGetDateADT(d),
-															   &overflow);
+				in->event_time = naive_time(date2timestamp_opt_overflow(DatumGetDateADT(d),
+																		&overflow),
+											&overflow);
 			else
 				in->event_time = DatumGetTimestampTz(d);
 			in->has_event_time = overflow == 0;
@@ -204,12 +266,17 @@ read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
 	in->email = column_cstring(&cols[CF_EMAIL], tup, desc);
 	in->phone = column_cstring(&cols[CF_PHONE], tup, desc);
 	in->external_id = column_cstring(&cols[CF_EXTERNAL_ID], tup, desc);
-	in->ttclid = column_cstring(&cols[CF_TTCLID], tup, desc);
+	in->ttclid = column_ttclid(cfg, tup, desc);
 	in->ttp = column_cstring(&cols[CF_TTP], tup, desc);
 	in->ip = column_cstring(&cols[CF_IP], tup, desc);
 	in->user_agent = column_cstring(&cols[CF_USER_AGENT], tup, desc);
 	in->locale = column_cstring(&cols[CF_LOCALE], tup, desc);
 	in->value = column_numeric(&cols[CF_VALUE], tup, desc, notes);
+	if (cols[CF_VALUE_MINOR].attnum != InvalidAttrNumber)
+	{
+		in->value = column_numeric(&cols[CF_VALUE_MINOR], tup, desc, notes);
+		in->value_minor = true;
+	}
 	in->currency = column_cstring(&cols[CF_CURRENCY], tup, desc);
 	if (cols[CF_CONTENTS].attnum != InvalidAttrNumber)
 	{

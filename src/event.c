@@ -225,23 +225,39 @@ build_properties(FieldList *props, const TTEventInput *in, List **notes)
 {
 	JsonbValue	v;
 	Jsonb	   *contents = NULL;
+	const char *currency = NULL;
+	Numeric		value = in->value;
+	List	   *currency_notes = NIL;
 
-	if (in->value != NULL && tt_checked_value(in->value, "value", notes))
+	/* the currency first, for amounts in minor units; its note after value's */
+	if (in->currency != NULL)
+		currency = tt_checked_currency(in->currency, notes ? &currency_notes : NULL);
+	if (value != NULL && in->value_minor && currency == NULL)
 	{
-		add_numeric(props, "value", in->value);
+		if (in->currency == NULL)
+			tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
+					   "Map the order's currency: an amount in minor units is divided by the currency's own exponent.",
+					   "value left out: it is in minor units and the event has no currency");
+		value = NULL;
+	}
+	else if (value != NULL && in->value_minor && !numeric_is_nan(value) &&
+			 !numeric_is_inf(value))
+		value = tt_minor_to_major(value, currency);
+	if (value != NULL && tt_checked_value(value, "value", notes))
+	{
+		add_numeric(props, "value", value);
 		/* a lenient build says so; tt_event() leaves it to the caller */
 		if (in->currency == NULL && notes != NULL)
 			*notes = lappend(*notes, "currency missing: the value is sent without a currency, so TikTok cannot count it as revenue");
 	}
-	if (in->currency != NULL)
-	{
-		const char *currency = tt_checked_currency(in->currency, notes);
-
-		if (currency != NULL)
-			add_string(props, "currency", currency, 3);
-	}
+	else if (in->value == NULL && currency != NULL && notes != NULL)
+		*notes = lappend(*notes, "value missing: the event has a currency but no value (map value= or value_minor=)");
+	if (notes != NULL)
+		*notes = list_concat(*notes, currency_notes);
+	if (currency != NULL)
+		add_string(props, "currency", currency, 3);
 	if (in->contents != NULL)
-		contents = tt_checked_contents(in->contents, notes);
+		contents = tt_checked_contents(in->contents, currency, notes);
 	if (contents != NULL)
 	{
 		v.type = jbvBinary;

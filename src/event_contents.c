@@ -5,9 +5,11 @@
  *	  items: an array of objects, content_id a string, price and quantity
  *	  numbers (quantity a whole one), nothing it would reject at any depth.
  *
- * The items are copied, made right where they can be (a numeric
- * content_id becomes a string, "8.00" a number), and checked strictly or
- * leniently as the caller asks (see util.c).
+ * The items are copied field by field, each read from the key shops give
+ * it (a Shopify line item's sku, title and price: see tt_item_fields),
+ * made right where they can be (a numeric content_id becomes a string,
+ * "8.00" a number, 1999 cents 19.99), and checked strictly or leniently as
+ * the caller asks (see util.c).  Other keys are not sent.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,114 +25,161 @@
 #define CONTENTS_HINT \
 	"For example '[{\"content_id\": \"1077218\", \"quantity\": 2, \"price\": 8.0}]'."
 
+/*
+ * The item fields TikTok takes, each with the keys (or a child table's
+ * columns) it is read from, first found first: the names shops and their
+ * platforms give them.  price_minor is the price in the currency's minor
+ * unit (cents), sent as price when the item has none.
+ */
+const TTItemField tt_item_fields[] = {
+	{"content_id", {"content_id", "product_id", "sku", "variant_id", "item_id"}},
+	{"content_name", {"content_name", "product_name", "name", "title"}},
+	{"content_category", {"content_category", "category"}},
+	{"brand", {"brand"}},
+	{"quantity", {"quantity", "qty"}},
+	{"price", {"price", "unit_price"}},
+	{"price_minor", {"price_minor", "price_cents", "unit_price_cents", "amount_cents"}},
+};
+const int	tt_n_item_fields = lengthof(tt_item_fields);
+
+static JsonbValue *item_field(JsonbContainer *item, const TTItemField *f);
 static bool push_content_item(JsonbParseState **st, JsonbContainer *item,
-							  List **notes);
+							  const char *currency, List **notes);
+
+/* The item's value of a field: its first key present, not null nor blank */
+static JsonbValue *
+item_field(JsonbContainer *item, const TTItemField *f)
+{
+	for (int a = 0; a < lengthof(f->keys) && f->keys[a] != NULL; a++)
+	{
+		JsonbValue *v = getKeyJsonValueFromContainer(item, f->keys[a],
+													 strlen(f->keys[a]), NULL);
+
+		if (v == NULL || v->type == jbvNull)
+			continue;
+		if (v->type == jbvString &&
+			tt_is_blank(pnstrdup(v->val.string.val, v->val.string.len)))
+			continue;
+		return v;
+	}
+	return NULL;
+}
 
 /*
- * Copy one contents[] item, making content_id a string, price and quantity
- * numbers (quantity a whole one), and dropping JSON nulls.  false if it
- * cannot be made right (in a lenient build; a direct call gets an ERROR).
- * A fractional quantity, and a key or value the API would reject (text
- * not UTF-8, a huge number), are left out of the item, noted.
+ * Copy one contents[] item as TikTok takes it: its fields read from their
+ * usual keys (a Shopify line item's sku, title, price), content_id a
+ * string, price and quantity numbers (quantity a whole one); other keys are
+ * not sent.  false if it cannot be made right (in a lenient build; a
+ * direct call gets an ERROR).  A fractional quantity, a price in minor
+ * units without a currency, and a value the API would reject (text not
+ * UTF-8, a huge number) are left out of the item, noted.
  */
 static bool
-push_content_item(JsonbParseState **st, JsonbContainer *item, List **notes)
+push_content_item(JsonbParseState **st, JsonbContainer *item,
+				  const char *currency, List **notes)
 {
-	JsonbIterator *it = JsonbIteratorInit(item);
-	JsonbValue	k;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
+	bool		priced = false;
 
 	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
-	(void) JsonbIteratorNext(&it, &k, true);	/* WJB_BEGIN_OBJECT */
-	while ((tok = JsonbIteratorNext(&it, &k, true)) == WJB_KEY)
+	for (int i = 0; i < tt_n_item_fields; i++)
 	{
-		const char *bad = NULL;
+		const char *name = tt_item_fields[i].name;
+		bool		is_minor = strcmp(name, "price_minor") == 0;
+		bool		is_number = is_minor || strcmp(name, "price") == 0 ||
+			strcmp(name, "quantity") == 0;
+		JsonbValue *found = item_field(item, &tt_item_fields[i]);
+		JsonbValue	k;
+		JsonbValue	v;
 		const char *problem;
 		int			sqlstate = 0;
 
-		tok = JsonbIteratorNext(&it, &v, true);
-		Assert(tok == WJB_VALUE);
-		if (v.type == jbvNull)
+		if (found == NULL && i == 0 && notes != NULL)
+			*notes = lappend(*notes, "contents: an item has no content_id (nor product_id, sku, variant_id or item_id), so TikTok cannot match it to a product");
+		if (found == NULL || (is_minor && priced))
 			continue;
-#define KEY_IS(s) (k.val.string.len == strlen(s) && \
-				   memcmp(k.val.string.val, s, strlen(s)) == 0)
-		if (KEY_IS("content_id"))
+		v = *found;
+		if (is_number && v.type == jbvString)
 		{
-			if (v.type == jbvNumeric)
-			{
-				char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out,
-																	NumericGetDatum(v.val.numeric)));
+			Numeric		n = tt_numeric_from_string(v.val.string.val, v.val.string.len);
 
-				v.type = jbvString;
-				v.val.string.val = s;
-				v.val.string.len = strlen(s);
-			}
-			else if (v.type != jbvString)
-				bad = "content_id must be a string or a number";
-		}
-		else if (KEY_IS("price") || KEY_IS("quantity"))
-		{
-			if (v.type == jbvString)
+			if (n != NULL)
 			{
-				Numeric		n = tt_numeric_from_string(v.val.string.val,
-													v.val.string.len);
-
-				if (n != NULL)
-				{
-					v.type = jbvNumeric;
-					v.val.numeric = n;
-				}
-			}
-			if (v.type != jbvNumeric)
-				bad = KEY_IS("price") ? "price must be a number" :
-					"quantity must be a number";
-			else if (!tt_checked_value(v.val.numeric,
-									KEY_IS("price") ? "contents: price" :
-									"contents: quantity",
-									notes))
-				return false;
-			else if (KEY_IS("quantity"))
-			{
-				/* 2.00 goes as 2; TikTok rejects 2.5 */
-				Numeric		whole = DatumGetNumeric(DirectFunctionCall2(numeric_trunc,
-																		NumericGetDatum(v.val.numeric),
-																		Int32GetDatum(0)));
-
-				if (!DatumGetBool(DirectFunctionCall2(numeric_eq,
-													  NumericGetDatum(whole),
-													  NumericGetDatum(v.val.numeric))))
-				{
-					tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
-							   "contents: quantity must be a whole number");
-					continue;
-				}
-				v.val.numeric = whole;
+				v.type = jbvNumeric;
+				v.val.numeric = n;
 			}
 		}
-#undef KEY_IS
-		if (bad != NULL)
+		else if (!is_number && v.type == jbvNumeric)
+		{
+			char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out,
+																NumericGetDatum(v.val.numeric)));
+
+			v.type = jbvString;
+			v.val.string.val = s;
+			v.val.string.len = strlen(s);
+		}
+		if (is_number && v.type != jbvNumeric)
 		{
 			tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
-					   "contents: %s", bad);
+					   "contents: %s must be a number", is_minor ? "price" : name);
 			return false;
 		}
-		if ((problem = tt_json_problem(&k, &sqlstate)) != NULL)
+		if (!is_number && v.type != jbvString)
 		{
-			tt_problem(notes, sqlstate,
-					   tt_hint_for(sqlstate, CONTENTS_HINT),
-					   "contents: a key %s", problem);
+			if (i == 0)
+			{
+				tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
+						   "contents: content_id must be a string or a number");
+				return false;
+			}
+			tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
+					   "contents: %s must be text", name);
 			continue;
+		}
+		if (is_minor)
+		{
+			if (currency == NULL)
+			{
+				tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
+						   "Map the order's currency: a price in minor units is divided by the currency's own exponent.",
+						   "contents: price in minor units left out: the event has no currency");
+				continue;
+			}
+			if (!numeric_is_nan(v.val.numeric) && !numeric_is_inf(v.val.numeric))
+				v.val.numeric = tt_minor_to_major(v.val.numeric, currency);
+			name = "price";
+		}
+		if (is_number &&
+			!tt_checked_value(v.val.numeric,
+							  strcmp(name, "price") == 0 ? "contents: price" :
+							  "contents: quantity", notes))
+			return false;
+		if (strcmp(name, "quantity") == 0)
+		{
+			/* 2.00 goes as 2; TikTok rejects 2.5 */
+			Numeric		whole = DatumGetNumeric(DirectFunctionCall2(numeric_trunc,
+																	NumericGetDatum(v.val.numeric),
+																	Int32GetDatum(0)));
+
+			if (!DatumGetBool(DirectFunctionCall2(numeric_eq,
+												  NumericGetDatum(whole),
+												  NumericGetDatum(v.val.numeric))))
+			{
+				tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE, CONTENTS_HINT,
+						   "contents: quantity must be a whole number");
+				continue;
+			}
+			v.val.numeric = whole;
 		}
 		if ((problem = tt_json_problem(&v, &sqlstate)) != NULL)
 		{
-			tt_problem(notes, sqlstate,
-					   tt_hint_for(sqlstate, CONTENTS_HINT),
-					   "contents: \"%.*s\" %s",
-					   pg_mbcliplen(k.val.string.val, k.val.string.len, 32),
-					   k.val.string.val, problem);
+			tt_problem(notes, sqlstate, tt_hint_for(sqlstate, CONTENTS_HINT),
+					   "contents: \"%s\" %s", name, problem);
 			continue;
 		}
+		priced |= strcmp(name, "price") == 0;
+		k.type = jbvString;
+		k.val.string.val = (char *) name;
+		k.val.string.len = strlen(name);
 		pushJsonbValue(st, WJB_KEY, &k);
 		pushJsonbValue(st, WJB_VALUE, &v);
 	}
@@ -140,10 +189,11 @@ push_content_item(JsonbParseState **st, JsonbContainer *item, List **notes)
 
 /*
  * contents must be an array of objects; returns the cleaned copy, or NULL
- * when it is empty or (in a lenient build) unusable.
+ * when it is empty or (in a lenient build) unusable.  currency: the
+ * event's checked currency, or NULL (for prices in minor units).
  */
 Jsonb *
-tt_checked_contents(Jsonb *contents, List **notes)
+tt_checked_contents(Jsonb *contents, const char *currency, List **notes)
 {
 	JsonbParseState *st = NULL;
 	JsonbIterator *it;
@@ -170,7 +220,7 @@ tt_checked_contents(Jsonb *contents, List **notes)
 					   n + 1);
 			return NULL;
 		}
-		if (!push_content_item(&st, v.val.binary.data, notes))
+		if (!push_content_item(&st, v.val.binary.data, currency, notes))
 			return NULL;
 		n++;
 	}

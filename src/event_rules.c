@@ -297,6 +297,36 @@ tt_checked_currency(const char *in, List **notes)
 	return NULL;
 }
 
+/*
+ * An amount kept in the currency's minor unit (cents), in its major unit:
+ * divided by 10 to the currency's ISO 4217 exponent, which is 2 for most,
+ * 0 for those without a minor unit (JPY, KRW, ...) and 3 for the dinars.
+ * currency is one tt_checked_currency() returned.
+ */
+Numeric
+tt_minor_to_major(Numeric minor, const char *currency)
+{
+	static const char *const exponent0[] = {"BIF", "CLP", "ISK", "JPY", "KRW",
+	"PYG", "VND", NULL};
+	static const char *const exponent3[] = {"BHD", "JOD", "KWD", "OMR", "TND",
+	NULL};
+	const char *scale = "0.01";
+	Datum		major;
+
+	for (int i = 0; exponent0[i] != NULL; i++)
+		if (strcmp(currency, exponent0[i]) == 0)
+			return minor;
+	for (int i = 0; exponent3[i] != NULL; i++)
+		if (strcmp(currency, exponent3[i]) == 0)
+			scale = "0.001";
+	/* an exact product: 1999 * 0.01 is 19.99, never 19.9900000000000000 */
+	major = DirectFunctionCall2(numeric_mul, NumericGetDatum(minor),
+								DirectFunctionCall3(numeric_in, CStringGetDatum(scale),
+													ObjectIdGetDatum(InvalidOid),
+													Int32GetDatum(-1)));
+	return DatumGetNumeric(DirectFunctionCall1(numeric_trim_scale, major));
+}
+
 /* A money amount must be a finite number, zero or more, below 1e15 */
 bool
 tt_checked_value(Numeric value, const char *what, List **notes)

@@ -2,7 +2,8 @@
  *
  * http.h
  *	  The delivery worker's HTTP transport: POST request bodies to the
- *	  Events API over kept-alive libcurl connections, several at once.
+ *	  Events API over kept-alive libcurl connections, many in flight at
+ *	  once, each finished as its answer arrives.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,6 +17,7 @@ typedef struct TTHttpCall
 {
 	const char *access_token;
 	StringInfo	body;
+	void	   *owner;			/* the caller's, to find its request again */
 
 	/* NULL when an HTTP answer arrived, else what went wrong on the way */
 	const char *transport_error;
@@ -26,7 +28,10 @@ typedef struct TTHttpCall
 /* Answer bodies are short; more than this is cut (and so unreadable) */
 #define TT_ANSWER_MAX (64 * 1024)
 
-extern void tt_http_perform(TTHttpCall *calls, int ncalls, const char *url,
-							int timeout_ms);
+extern int	tt_http_reserve(int n);
+extern int	tt_http_running(void);
+extern void tt_http_start(TTHttpCall *call, const char *url, int timeout_ms);
+extern void tt_http_kick(void);
+extern int	tt_http_wait(long timeout_ms, TTHttpCall ***done, bool *woken);
 
 #endif							/* TT_HTTP_H */

@@ -11,7 +11,10 @@
  *					the pixel, not the events
  *	400xx (40002)	validation: split a batch until the bad event is alone,
  *					then reject it with TikTok's message
- *	40100, 5xxxx	rate limit or TikTok trouble: retry with backoff
+ *	40100, 40016, 40132, 40133	too many requests (for the developer app, the
+ *					advertiser or the pixel): retry with backoff, and the
+ *					whole pipeline sends fewer requests at once
+ *	5xxxx			TikTok trouble: retry with backoff
  * Transport errors, HTTP 408, 429 and 5xx (whatever their body, such as a
  * load balancer's HTML page) and redirects are retried.  HTTP 404, 405 and
  * 410, and any other answer that is not the Events API's JSON with a code
@@ -331,9 +334,33 @@ tt_judge(const char *transport_error, long http_status,
 			 answer->message[0] ? answer->message : "(no message)");
 	if (answer->code == 40001 || answer->code == 40105)
 		return TT_PAUSE_PIXEL;
+	if (answer->code == 40100 || answer->code == 40016 ||
+		answer->code == 40132 || answer->code == 40133)
+		return TT_THROTTLE;
 	if (answer->code >= 40000 && answer->code < 40100)
 		return nevents > 1 ? TT_SPLIT : TT_REJECT;
 	return TT_RETRY;
+}
+
+/*
+ * How many requests may be in flight after an answer: halved on
+ * throttling (never below one), else grown by one per window's worth of
+ * answers up to max_window ("additive increase, multiplicative decrease",
+ * as TCP shares a link): the pipeline settles just under the rate TikTok
+ * allows instead of hammering it.
+ */
+double
+tt_window_after(double window, double max_window, bool throttled)
+{
+	if (throttled)
+		window = window / 2;
+	else if (window > 0)
+		window = window + 1 / window;
+	if (window < 1)
+		window = 1;
+	if (window > max_window)
+		window = max_window;
+	return window;
 }
 
 /*

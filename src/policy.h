@@ -39,6 +39,8 @@ typedef enum TTVerdict
 {
 	TT_SENT,					/* accepted: the events are sent */
 	TT_RETRY,					/* trouble on the way or at TikTok: back off */
+	TT_THROTTLE,				/* too many requests: back off, and send fewer
+								 * at once */
 	TT_SPLIT,					/* an event failed validation: halve the
 								 * request to find it */
 	TT_REJECT,					/* this single event failed validation */
@@ -54,5 +56,6 @@ extern TTVerdict tt_judge(const char *transport_error, long http_status,
 extern double tt_backoff_ms(int attempts, double base_ms, double max_ms,
 							double random01);
 extern bool tt_url_allowed(const char *url, const char **why);
+extern double tt_window_after(double window, double max_window, bool throttled);
 
 #endif							/* TT_POLICY_H */

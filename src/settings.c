@@ -27,6 +27,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "pgtime.h"
 #include "utils/guc.h"
 
 #include "policy.h"
@@ -42,6 +43,10 @@ PG_FUNCTION_INFO_V1(tt_health_thresholds);
 /* tiktok_capi.default_country: ISO 3166 alpha-2, or '' for none */
 char	   *tt_default_country = NULL;
 
+/* tiktok_capi.naive_timestamp_zone, and the zone it names (NULL: UTC) */
+char	   *tt_naive_timestamp_zone = NULL;
+pg_tz	   *tt_naive_tz = NULL;
+
 /* Consent: superuser-only, so the application role cannot loosen them */
 int			tt_consent_denied = CONSENT_DENIED_ANONYMOUS;
 int			tt_consent_unknown = CONSENT_UNKNOWN_DENIED;
@@ -50,6 +55,7 @@ int			tt_consent_unknown = CONSENT_UNKNOWN_DENIED;
 char	   *tt_database = NULL;
 char	   *tt_api_url = NULL;
 int			tt_batch_size = 1000;
+int			tt_max_in_flight = 16;
 int			tt_poll_interval_ms = 10000;
 int			tt_http_timeout_ms = 30000;
 int			tt_max_attempts = 100;
@@ -85,6 +91,8 @@ void		_PG_init(void);
 
 static void define_country_setting(void);
 static bool check_default_country(char **newval, void **extra, GucSource source);
+static bool check_naive_timestamp_zone(char **newval, void **extra, GucSource source);
+static void assign_naive_timestamp_zone(const char *newval, void *extra);
 static void define_consent_settings(void);
 static void define_worker_settings(void);
 static bool check_api_url(char **newval, void **extra, GucSource source);
@@ -121,6 +129,45 @@ define_country_setting(void)
 							   PGC_USERSET,
 							   0,
 							   check_default_country, NULL, NULL);
+	DefineCustomStringVariable("tiktok_capi.naive_timestamp_zone",
+							   "Time zone of order times kept as timestamp without time zone.",
+							   "UTC by default, whatever the session's TimeZone: a naive time "
+							   "is most often UTC (Rails, Django). A shop that stores local "
+							   "times names its zone, such as Europe/Berlin.",
+							   &tt_naive_timestamp_zone,
+							   "UTC",
+							   PGC_USERSET,
+							   0,
+							   check_naive_timestamp_zone, assign_naive_timestamp_zone, NULL);
+}
+
+/* A zone PostgreSQL knows, checked when set; UTC needs no lookup */
+static bool
+check_naive_timestamp_zone(char **newval, void **extra, GucSource source)
+{
+	pg_tz	   *tz;
+
+	if (*newval == NULL || pg_strcasecmp(*newval, "UTC") == 0)
+		return true;
+	tz = pg_tzset(*newval);
+	if (tz == NULL || !pg_tz_acceptable(tz))
+	{
+		GUC_check_errdetail("\"%s\" is not a time zone name PostgreSQL knows.", *newval);
+		return false;
+	}
+	/* the setting's extra is malloc'd: PostgreSQL frees it */
+	*extra = malloc(sizeof(pg_tz *));
+	if (*extra == NULL)
+		return false;
+	*((pg_tz **) *extra) = tz;
+	return true;
+}
+
+/* The zone the capture reads naive timestamps in */
+static void
+assign_naive_timestamp_zone(const char *newval, void *extra)
+{
+	tt_naive_tz = extra != NULL ? *((pg_tz **) extra) : NULL;
 }
 
 /* Refuse a country the table does not know, when it is set, not when used */
@@ -183,6 +230,13 @@ define_worker_settings(void)
 							"Most events in one request.",
 							"TikTok takes 1 to 1000.",
 							&tt_batch_size, 1000, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.max_in_flight",
+							"Most Events API requests in flight at once.",
+							"Far from TikTok, throughput is requests in flight times "
+							"batch_size per round trip. Fewer go out while TikTok "
+							"throttles.",
+							&tt_max_in_flight, 16, 1, 256,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("tiktok_capi.poll_interval",
 							"Longest the worker sleeps between looks at the outbox.",

@@ -54,11 +54,13 @@ typedef enum ConsentUnknown
 } ConsentUnknown;
 
 extern char *tt_default_country;
+extern struct pg_tz *tt_naive_tz;
 extern int	tt_consent_denied;
 extern int	tt_consent_unknown;
 extern char *tt_database;
 extern char *tt_api_url;
 extern int	tt_batch_size;
+extern int	tt_max_in_flight;
 extern int	tt_poll_interval_ms;
 extern int	tt_http_timeout_ms;
 extern int	tt_max_attempts;
@@ -100,12 +102,22 @@ extern const char *tt_hint_for(int sqlstate, const char *otherwise);
 extern const char *tt_event_id_problem(const char *event_id, int *sqlstate);
 extern bool tt_check_event_name(const char *name, List **notes);
 extern const char *tt_checked_currency(const char *in, List **notes);
+extern Numeric tt_minor_to_major(Numeric minor, const char *currency);
 extern bool tt_checked_value(Numeric value, const char *what, List **notes);
 extern int64 tt_unix_seconds(TimestampTz t, List **notes);
 extern Numeric tt_numeric_from_string(const char *s, int len);
 
 /* in event_contents.c */
-extern Jsonb *tt_checked_contents(Jsonb *contents, List **notes);
+/* An item field of contents[] and the keys it is read from */
+typedef struct TTItemField
+{
+	const char *name;
+	const char *keys[5];
+} TTItemField;
+extern const TTItemField tt_item_fields[];
+extern const int tt_n_item_fields;
+extern Jsonb *tt_checked_contents(Jsonb *contents, const char *currency,
+								  List **notes);
 
 /* in event.c */
 
@@ -127,6 +139,7 @@ typedef struct TTEventInput
 	const char *locale;
 	/* properties */
 	Numeric		value;
+	bool		value_minor;	/* value is in the currency's minor unit */
 	const char *currency;
 	Jsonb	   *contents;
 	const char *content_type;

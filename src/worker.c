@@ -1,10 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * worker.c
- *	  The delivery worker's loop: claim due events, send them to the Events
- *	  API, record what became of them, delete old sent ones; and the
- *	  transactions each step runs in.  The steps are worker_claim.c,
- *	  worker_send.c and worker_record.c; worker.h says what the words mean.
+ *	  The delivery worker's loop: keep the pipeline fed with claims while
+ *	  it has room, record each answer as it arrives, delete old sent
+ *	  events; and the transactions each step runs in.  The steps are
+ *	  worker_claim.c, worker_send.c and worker_record.c; worker.h says
+ *	  what the words mean.
  *
  * Delivery is at least once: an event can be sent again after a crash
  * between the answer and the record.  It keeps its event_id, so TikTok
@@ -26,6 +27,7 @@
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "utils/hsearch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -36,22 +38,26 @@
 #include "tiktok_capi.h"
 #include "worker.h"
 
-/* Requests a claim may fill; the transport sends up to 8 at once */
+/* Most requests' worth of events one claim takes */
 #define TT_CLAIM_BATCHES 4
+/* Longest wait between two looks at retention and the settings */
+#define TT_LOOK_MS 1000
 
 PGDLLEXPORT void tt_worker_main(Datum arg);
 
 static void set_session_options(void);
-static long run_cycle(void);
-static bool deliver(Cycle *cycle, int limit, double *due_ms);
+static void record_settled(void);
+static long feed_pipeline(bool woken);
+static bool claim_some(int limit, bool newest);
+static void retention_slice(void);
 static double url_pause_ms(void);
-static void settle_url_pause(Cycle *cycle);
+static void settle_url_pause(void);
 static bool begin_transaction(const char *activity, bool claiming);
 static LOCKTAG sending_lock_tag(void);
+static bool erasure_waits(void);
 static void release_sending_lock(void);
 static void end_transaction(void);
 
-static MemoryContext cycle_context = NULL;
 static bool said_no_extension = false;
 /* the URL pause (worker.h): the api_url it is about, NULL while none */
 static char *paused_url = NULL;
@@ -61,27 +67,48 @@ static TimestampTz pause_retry_at;
  * the outbox its events were claimed from */
 static Oid	transaction_extension = InvalidOid;
 
+/* the claims whose events are not all recorded, and those events' ids */
+static List *claims = NIL;
+static HTAB *owned = NULL;
+static MemoryContext claims_context = NULL;
+/* pixels paused since the claims in the pipeline read them */
+static List *paused_now = NIL;
+/* more events are due than the last claim took (a backlog drains) */
+static bool more_due = true;
+/* when the next event not yet due becomes due */
+static TimestampTz next_due_at = 0;
+static bool holding_sending_lock = false;
+
 /*
- * The worker's loop: deliver while there is work, else sleep until the
- * next event is due, a commit wakes us, or poll_interval passes.
+ * The worker's loop: record what the answers settled, feed the pipeline
+ * while it has room and events are due, then wait for an answer, a
+ * commit's wake-up, or the next due event, whichever comes first.
  */
 void
 tt_worker_main(Datum arg)
 {
+	HASHCTL		ctl;
+	bool		woken = true;
+
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(tt_database, NULL, 0);
 	tt_publish_worker_latch();
 	set_session_options();
-	cycle_context = AllocSetContextCreate(TopMemoryContext, "tiktok_capi cycle",
-										  ALLOCSET_DEFAULT_SIZES);
+	claims_context = AllocSetContextCreate(TopMemoryContext, "tiktok_capi claims",
+										   ALLOCSET_DEFAULT_SIZES);
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(int64);
+	ctl.hcxt = TopMemoryContext;
+	owned = hash_create("tiktok_capi owned events", 16384, &ctl,
+						HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	ereport(LOG, (errmsg("tiktok_capi: delivery worker started in database \"%s\"",
 						 tt_database)));
 
 	for (;;)
 	{
-		long		sleep_ms;
+		long		wait_ms;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -89,20 +116,25 @@ tt_worker_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		MemoryContextReset(cycle_context);
-		MemoryContextSwitchTo(cycle_context);
-		sleep_ms = run_cycle();
 		MemoryContextSwitchTo(TopMemoryContext);
-
-		if (sleep_ms > 0)
+		record_settled();
+		settle_url_pause();
+		wait_ms = feed_pipeline(woken);
+		retention_slice();
+		if (tt_pipeline_idle() && claims == NIL)
 		{
-			/* flush the statistics held back while busy before sleeping */
-			pgstat_report_stat(true);
-			pgstat_report_activity(STATE_IDLE, NULL);
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sleep_ms, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
+			/* the requests are done: an erasure may go ahead */
+			release_sending_lock();
+			list_free_deep(paused_now);
+			paused_now = NIL;
+			if (wait_ms > 0)
+			{
+				/* flush the statistics held back while busy before sleeping */
+				pgstat_report_stat(true);
+				pgstat_report_activity(STATE_IDLE, NULL);
+			}
 		}
+		woken = tt_pipeline_wait(wait_ms);
 	}
 }
 
@@ -137,88 +169,197 @@ set_session_options(void)
 }
 
 /*
- * One round: claim, send, record, then a slice of retention.  Returns how
- * long to sleep: 0 while work is left, else until the next event is due,
- * at most poll_interval.  During a URL pause only retention runs: it keeps
- * its promise about old payloads whatever becomes of delivery.
+ * Record what the answers settled, in one transaction, then forget the
+ * events: their ids leave the owned set only once the record has
+ * committed, so no claim between takes them again.  A claim whose events
+ * are all recorded is freed.
  */
-static long
-run_cycle(void)
+static void
+record_settled(void)
 {
-	static TimestampTz last_retention = 0;
-	static bool retention_behind = false;
-	int			limit = tt_batch_size * TT_CLAIM_BATCHES;
-	Cycle		cycle = {.cxt = cycle_context};
-	double		due_ms = url_pause_ms();
+	List	   *settled = tt_pipeline_take_settled();
+	List	   *news = tt_pipeline_take_news();
+	double		retry_ms = tt_pipeline_min_retry_ms();
+	ListCell   *lc;
 
-	if (due_ms == 0)
+	if (settled == NIL && news == NIL)
+		return;
+	if (begin_transaction("recording results", false))
 	{
-		due_ms = tt_poll_interval_ms;
-		if (!deliver(&cycle, limit, &due_ms))
-			return tt_poll_interval_ms;
-	}
+		/* in the transaction's (SPI's) memory, freed with it */
+		List	   *recorded = NIL;
+		int			lost = 0;
 
-	/* a slice each second, or one each round while old sent events pile up */
-	if (tt_retention_s >= 0 &&
-		(retention_behind ||
-		 TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), 1000)) &&
-		begin_transaction("deleting old sent events", false))
-	{
-		retention_behind = tt_delete_old_sent() == TT_RETENTION_ROWS;
-		last_retention = GetCurrentTimestamp();
+		foreach(lc, settled)
+		{
+			Claimed    *ev = lfirst(lc);
+
+			if (ev->claim->extension == transaction_extension)
+				recorded = lappend(recorded, ev);
+			else
+				lost++;
+		}
+		if (lost > 0)
+			ereport(LOG,
+					(errmsg("tiktok_capi: the extension was created again while %d events were being sent; their results are not recorded",
+							lost),
+					 errdetail("The events belonged to the dropped outbox.")));
+		tt_record(recorded);
+		tt_record_pixels(news);
 		end_transaction();
+		MemoryContextSwitchTo(TopMemoryContext);
 	}
+	foreach(lc, settled)
+	{
+		Claimed    *ev = lfirst(lc);
 
-	if (cycle.nevents >= limit || retention_behind)
-		return 0;
-	return (long) Min(due_ms, (double) tt_poll_interval_ms);
+		(void) hash_search(owned, &ev->id, HASH_REMOVE, NULL);
+		ev->claim->unsettled--;
+	}
+	foreach(lc, claims)
+	{
+		Claim	   *claim = lfirst(lc);
+
+		if (claim->unsettled == 0)
+		{
+			claims = foreach_delete_current(claims, lc);
+			MemoryContextDelete(claim->cxt);
+		}
+	}
+	/* a pixel paused now: requests of earlier claims must not go */
+	foreach(lc, news)
+	{
+		PixelNews  *pn = lfirst(lc);
+
+		if (pn->pause_now)
+			paused_now = lappend(paused_now, pstrdup(pn->code));
+		pfree(pn->code);
+		if (pn->error)
+			pfree(pn->error);
+	}
+	list_free_deep(news);
+	list_free(settled);
+	/* a retried event is due again after its backoff */
+	if (retry_ms >= 0)
+	{
+		TimestampTz at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) retry_ms);
+
+		if (next_due_at == 0 || at < next_due_at)
+			next_due_at = at;
+	}
 }
 
 /*
- * Claim, send and record; *due_ms is lowered to when the next event is
- * due.  False while the extension is not installed.
+ * Claim while the pipeline has room and events are due, and start what
+ * the window allows.  A commit's wake-up during a backlog claims the
+ * newest due events first.  No claim while a URL pause lasts, nor while an
+ * erasure waits for the requests in flight (it goes first, then the
+ * claims resume).  Returns how long the loop may wait.
+ */
+static long
+feed_pipeline(bool woken)
+{
+	double		pause_ms = url_pause_ms();
+	TimestampTz now = GetCurrentTimestamp();
+	long		wait_ms;
+	bool		due;
+
+	if (pause_ms > 0)
+		return (long) Min(pause_ms, (double) TT_LOOK_MS);
+	if (erasure_waits())
+	{
+		tt_pipeline_start(paused_now);
+		return TT_LOOK_MS;
+	}
+	due = woken || more_due || (next_due_at != 0 && now >= next_due_at);
+	if (due && woken && more_due && tt_pipeline_room() > 0)
+		(void) claim_some(tt_batch_size, true);
+	while (due && tt_pipeline_room() > 0)
+	{
+		int			batches = Min(tt_pipeline_room(), TT_CLAIM_BATCHES);
+
+		if (!claim_some(batches * tt_batch_size, false))
+			break;
+		due = more_due;
+	}
+	tt_pipeline_start(paused_now);
+
+	if (more_due && tt_pipeline_room() > 0)
+		return 0;
+	wait_ms = Min(tt_poll_interval_ms, TT_LOOK_MS);
+	if (!more_due && next_due_at != 0)
+	{
+		long		secs;
+		int			usecs;
+
+		TimestampDifference(GetCurrentTimestamp(), next_due_at, &secs, &usecs);
+		wait_ms = Min(wait_ms, secs * 1000 + usecs / 1000 + 1);
+	}
+	return Max(wait_ms, 0);
+}
+
+/*
+ * One claim of up to limit events into the pipeline.  Sets more_due and
+ * next_due_at from what it found; false when the extension is not there.
  */
 static bool
-deliver(Cycle *cycle, int limit, double *due_ms)
+claim_some(int limit, bool newest)
 {
-	Oid			claimed_from;
-	List	   *batches = NIL;
+	MemoryContext cxt = AllocSetContextCreate(claims_context, "tiktok_capi claim",
+											  ALLOCSET_DEFAULT_SIZES);
+	Claim	   *claim = MemoryContextAllocZero(cxt, sizeof(Claim));
+	int			read;
 
-	/* when the next event is due is asked in the round's last transaction */
+	claim->cxt = cxt;
 	if (!begin_transaction("claiming events", true))
-		return false;
-	/* pixels after the claim: every claimed event's pixel is seen */
-	tt_claim(cycle, limit);
-	claimed_from = transaction_extension;
-	if (cycle->nevents > 0)
-		tt_load_pixels(cycle);
-	else
-		*due_ms = tt_ms_until_due();
-	end_transaction();
-	if (cycle->nevents == 0)
 	{
-		release_sending_lock();
+		MemoryContextDelete(cxt);
+		more_due = false;
+		next_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), tt_poll_interval_ms);
+		return false;
+	}
+	read = tt_claim(claim, limit, newest, owned);
+	claim->extension = transaction_extension;
+	/* pixels after the claim: every claimed event's pixel is seen */
+	if (claim->nevents > 0)
+		tt_load_pixels(claim);
+	if (!newest)
+	{
+		more_due = read >= limit;
+		if (!more_due)
+			next_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  (int64) tt_ms_until_due());
+	}
+	end_transaction();
+	MemoryContextSwitchTo(TopMemoryContext);
+	if (claim->nevents == 0)
+	{
+		MemoryContextDelete(cxt);
 		return true;
 	}
-
-	tt_sort_out(cycle, &batches);
-	tt_send_all(cycle, batches);
-	release_sending_lock();
-	settle_url_pause(cycle);
-	if (begin_transaction("recording results", false))
-	{
-		if (transaction_extension == claimed_from)
-			tt_record(cycle);
-		else
-			ereport(LOG,
-					(errmsg("tiktok_capi: the extension was created again while %d events were being sent; their results are not recorded",
-							cycle->nevents),
-					 errdetail("The events belonged to the dropped outbox.")));
-		if (cycle->nevents < limit && cycle->url_problem == NULL)
-			*due_ms = tt_ms_until_due();
-		end_transaction();
-	}
+	claims = lappend(claims, claim);
+	tt_pipeline_add(claim, paused_now);
 	return true;
+}
+
+/* A slice of retention each second, or each turn while old sent events pile up */
+static void
+retention_slice(void)
+{
+	static TimestampTz last_retention = 0;
+	static bool retention_behind = false;
+
+	if (tt_retention_s < 0 ||
+		!(retention_behind ||
+		  TimestampDifferenceExceeds(last_retention, GetCurrentTimestamp(), TT_LOOK_MS)))
+		return;
+	if (begin_transaction("deleting old sent events", false))
+	{
+		retention_behind = tt_delete_old_sent() == TT_RETENTION_ROWS;
+		end_transaction();
+		MemoryContextSwitchTo(TopMemoryContext);
+	}
+	last_retention = GetCurrentTimestamp();
 }
 
 /*
@@ -252,16 +393,18 @@ url_pause_ms(void)
 }
 
 /*
- * After a round's requests: pause delivery when an answer was not the
- * Events API's, saying so once for each api_url that is found wrong; end
- * the pause once the API answers.  Called with no transaction open.
+ * After answers: pause delivery when one was not the Events API's, saying
+ * so once for each api_url that is found wrong; end the pause once the API
+ * answers.  Called with no transaction open.
  */
 static void
-settle_url_pause(Cycle *cycle)
+settle_url_pause(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	bool		api_answered;
+	char	   *url_problem = tt_pipeline_url_problem(&api_answered);
 
-	if (cycle->url_problem != NULL)
+	if (url_problem != NULL)
 	{
 		if (paused_url == NULL)
 		{
@@ -271,17 +414,17 @@ settle_url_pause(Cycle *cycle)
 					(errmsg("tiktok_capi: delivery paused: tiktok_capi.api_url \"%s\" does not answer as the Events API",
 							tt_api_url),
 					 errdetail("%s.  The events stay pending, their attempts not counted.",
-							   cycle->url_problem),
+							   url_problem),
 					 errhint("Check tiktok_capi.api_url; it should end in %s.  Delivery resumes when it changes (ALTER SYSTEM SET tiktok_capi.api_url, then SELECT pg_reload_conf()), and it is tried again every %d minutes.",
 							 TT_TRACK_PATH, TT_URL_PAUSE_MS / 60000)));
 		}
 		pause_retry_at = TimestampTzPlusMilliseconds(now, TT_URL_PAUSE_MS);
-		tt_publish_url_pause(paused_url, cycle->url_problem, paused_since,
+		tt_publish_url_pause(paused_url, url_problem, paused_since,
 							 pause_retry_at);
 		/* the events held back come first when delivery resumes */
 		tt_claim_from_start();
 	}
-	else if (paused_url != NULL && cycle->api_answered)
+	else if (paused_url != NULL && api_answered)
 	{
 		ereport(LOG,
 				(errmsg("tiktok_capi: delivery resumed: tiktok_capi.api_url \"%s\" answers as the Events API",
@@ -327,7 +470,7 @@ begin_transaction(const char *activity, bool claiming)
 	if (!OidIsValid(extension))
 	{
 		CommitTransactionCommand();
-		MemoryContextSwitchTo(cycle_context);
+		MemoryContextSwitchTo(TopMemoryContext);
 		if (!said_no_extension)
 			ereport(LOG,
 					(errmsg("tiktok_capi: extension not installed in database \"%s\"; the worker waits for CREATE EXTENSION tiktok_capi",
@@ -336,7 +479,7 @@ begin_transaction(const char *activity, bool claiming)
 		return false;
 	}
 	said_no_extension = false;
-	if (claiming)
+	if (claiming && !holding_sending_lock)
 	{
 		LOCKTAG		tag = sending_lock_tag();
 
@@ -345,6 +488,7 @@ begin_transaction(const char *activity, bool claiming)
 			pgstat_report_activity(STATE_RUNNING, "waiting for an erasure (tt_forget) to commit");
 			(void) LockAcquire(&tag, ShareLock, true, false);
 		}
+		holding_sending_lock = true;
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -371,13 +515,30 @@ release_sending_lock(void)
 {
 	LOCKTAG		tag = sending_lock_tag();
 
+	if (!holding_sending_lock)
+		return;
 	(void) LockRelease(&tag, ShareLock, true);
+	holding_sending_lock = false;
 }
 
 /*
- * Commit, and report table statistics so autovacuum sees our churn.  Work
- * goes on in the cycle's memory context (a commit leaves us in
- * TopMemoryContext).
+ * Does an erasure (tt_forget) wait for the sending lock?  Then no claim
+ * adds to the requests it waits for: once those are done the lock goes,
+ * the erasure commits, and the next claim (which waits for it) cannot see
+ * the events it erased.  So an erasure waits for the requests in flight
+ * when it starts, and the pipeline for one erasure.
+ */
+static bool
+erasure_waits(void)
+{
+	LOCKTAG		tag = sending_lock_tag();
+
+	return holding_sending_lock && LockHasWaiters(&tag, ShareLock, true);
+}
+
+/*
+ * Commit, and report table statistics so autovacuum sees our churn.  A
+ * commit leaves us in TopMemoryContext.
  */
 static void
 end_transaction(void)
@@ -386,5 +547,4 @@ end_transaction(void)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
-	MemoryContextSwitchTo(cycle_context);
 }

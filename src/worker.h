@@ -2,22 +2,32 @@
  *
  * worker.h
  *	  What the stages of the delivery worker share: the loop and its
- *	  transactions (worker.c), the claim (worker_claim.c), the requests
- *	  and their verdicts (worker_send.c) and the record (worker_record.c).
+ *	  transactions (worker.c), the claim (worker_claim.c), the pipeline of
+ *	  requests and their verdicts (worker_send.c) and the record
+ *	  (worker_record.c).
  *
  * Vocabulary:
- *	- claim: a short read-only transaction that takes the due events,
- *	  oldest first, into the worker's memory.  It writes nothing: there is
- *	  one worker, which owns what it claimed until it records the results,
- *	  and its lease is its own life.  If it dies in between, the events are
- *	  still 'pending' in the table and the next worker sends them again.
- *	  No transaction is open while requests are in flight.
- *	- batch: the events of one pixel sent in one request (at most
+ *	- claim: a short read-only transaction that takes due events into the
+ *	  worker's memory: the oldest (from a cursor, while a backlog drains),
+ *	  or, when a commit wakes the worker during a backlog, the newest, so a
+ *	  fresh order does not wait behind a million old ones.  It writes
+ *	  nothing: there is one worker, which owns what it claimed until it
+ *	  records the results, and its lease is its own life.  If it dies in
+ *	  between, the events are still 'pending' in the table and the next
+ *	  worker sends them again.  An event the worker owns is never claimed
+ *	  again (the owned set), so no event is in two requests at once.
+ *	- batch, request: the events of one pixel sent in one request (at most
  *	  tiktok_capi.batch_size, and at most TT_BATCH_BYTES of JSON).
+ *	- pipeline: up to a window of requests in flight at once, at most
+ *	  tiktok_capi.max_in_flight; claims run whenever there is room, and
+ *	  each answer is recorded when it arrives.  The window halves when
+ *	  TikTok throttles and grows back one request per window of answers.
+ *	  No transaction is open while requests are in flight.
  *	- attempt: one claim of an event.  A request that TikTok rejected as
  *	  a whole because of one event is split and resent within the same
  *	  attempt, so good events are not charged for a bad neighbour.
- *	- record: a short transaction that writes each claimed event's fate,
+ *	- settled: an event whose fate is known and waits for the record.
+ *	- record: a short transaction that writes settled events' fates,
  *	  counting the attempt: sent; pending again after a backoff; failed
  *	  with a reason; or deferred (its pixel is paused or disabled: no
  *	  attempt is counted).  On the success path this is the one write per
@@ -36,6 +46,7 @@
 #define TT_WORKER_H
 
 #include "nodes/pg_list.h"
+#include "utils/hsearch.h"
 #include "utils/timestamp.h"
 
 /* Sent events deleted per retention transaction */
@@ -49,16 +60,13 @@
  */
 #define TT_URL_PAUSE_MS (5 * 60 * 1000)
 
-/* One pixel's configuration and what this cycle learned about it */
+/* One pixel as a claim read it */
 typedef struct Pixel
 {
 	char	   *code;
 	char	   *access_token;
 	char	   *test_event_code;	/* NULL: none */
-	bool		deferred;		/* disabled, paused, or paused just now */
-	bool		pause_now;		/* this cycle saw 40001/40105 */
-	bool		succeeded;
-	char	   *error;			/* last error this cycle, or NULL */
+	bool		deferred;		/* disabled, paused, or paused since */
 } Pixel;
 
 typedef enum Fate
@@ -70,6 +78,8 @@ typedef enum Fate
 	FATE_HELD					/* URL pause: not recorded, stays due */
 } Fate;
 
+typedef struct Claim Claim;
+
 /* One claimed event */
 typedef struct Claimed
 {
@@ -79,37 +89,56 @@ typedef struct Claimed
 	char	   *payload;		/* the event's JSON text */
 	int			attempts;		/* counting this one */
 	double		age_ms;			/* since its first attempt */
+	Claim	   *claim;
 	Fate		fate;
 	double		delay_ms;		/* FATE_RETRY: wait before the next attempt */
 	char	   *error;
 	char	   *request_id;
 } Claimed;
 
-/* Everything one cycle works on; lives in cxt */
-typedef struct Cycle
+/* What one claim took; lives in cxt until its last event is recorded */
+struct Claim
 {
 	Pixel	   *pixels;
 	int			npixels;
 	Claimed    *events;
 	int			nevents;
-	TimestampTz claimed_at;
-	char	   *url_problem;	/* an answer was not the Events API's: why */
-	bool		api_answered;	/* an HTTP answer was judged another way */
-	MemoryContext cxt;			/* where the cycle's data lives */
-} Cycle;
+	int			unsettled;		/* events not yet recorded */
+	TimestampTz claimed_at;		/* their first attempt's time */
+	Oid			extension;		/* whose outbox they came from */
+	MemoryContext cxt;
+};
+
+/* What answers taught about a pixel since the last record */
+typedef struct PixelNews
+{
+	char	   *code;
+	bool		succeeded;
+	char	   *error;			/* the last error, or NULL */
+	bool		pause_now;		/* 40001/40105: pause it */
+} PixelNews;
 
 /* in worker_claim.c */
-extern void tt_claim(Cycle *cycle, int limit);
-extern void tt_load_pixels(Cycle *cycle);
+extern int	tt_claim(Claim *claim, int limit, bool newest, HTAB *owned);
+extern void tt_load_pixels(Claim *claim);
 extern double tt_ms_until_due(void);
 extern void tt_claim_from_start(void);
 
 /* in worker_send.c */
-extern void tt_sort_out(Cycle *cycle, List **batches);
-extern void tt_send_all(Cycle *cycle, List *batches);
+extern void tt_pipeline_add(Claim *claim, List *paused);
+extern int	tt_pipeline_room(void);
+extern bool tt_pipeline_idle(void);
+extern int	tt_pipeline_in_flight(void);
+extern void tt_pipeline_start(List *paused);
+extern bool tt_pipeline_wait(long timeout_ms);
+extern List *tt_pipeline_take_settled(void);
+extern List *tt_pipeline_take_news(void);
+extern char *tt_pipeline_url_problem(bool *api_answered);
+extern double tt_pipeline_min_retry_ms(void);
 
 /* in worker_record.c */
-extern void tt_record(Cycle *cycle);
+extern void tt_record(List *settled);
+extern void tt_record_pixels(List *news);
 extern int	tt_delete_old_sent(void);
 
 #endif							/* TT_WORKER_H */

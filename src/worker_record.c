@@ -25,46 +25,50 @@ static SPIPlanPtr pause_plan = NULL;
 static SPIPlanPtr retention_plan = NULL;
 
 static bool same_record(const Claimed *a, const Claimed *b);
-static void record_group(Cycle *cycle, const Claimed *lead, Datum *ids, int n);
-static void record_pixels(Cycle *cycle);
+static void record_group(const Claimed *lead, Datum *ids, int n);
 
 /*
- * Write every claimed event's fate, then the pixels' health.  An event
- * held by a URL pause is not written: it stays pending and due, as it was.
- * Events with the same fate, reason, request_id and delay (as a request's
- * events mostly are) are written by one UPDATE of "id = ANY (ids)", a statement
- * whose only possible plan walks the primary key: joined with unnest()
- * instead, the planner once put the outbox on the outer side and rescanned
- * the array for each of its rows.  Only rows still pending are touched (a
- * row a person changed meanwhile keeps that change), tested as "neither
- * sent nor failed": "status = 'pending'" would let the planner walk the
- * whole due index instead, which it did, at 6,000 events/s.  The first
- * attempt's time is the claim's.
+ * Write the settled events' fates.  An event held by a URL pause is not
+ * written: it stays pending and due, as it was.  Events with the same
+ * fate, reason, request_id, delay and claim (as a request's events mostly
+ * are) are written by one UPDATE of "id = ANY (ids)", a statement whose
+ * only possible plan walks the primary key: joined with unnest() instead,
+ * the planner once put the outbox on the outer side and rescanned the
+ * array for each of its rows.  Only rows still pending are touched (a row
+ * a person changed meanwhile, or erased, keeps that change), tested as
+ * "neither sent nor failed": "status = 'pending'" would let the planner
+ * walk the whole due index instead, which it did, at 6,000 events/s.  The
+ * first attempt's time is the claim's.
  */
 void
-tt_record(Cycle *cycle)
+tt_record(List *settled)
 {
-	bool	   *done = palloc0(sizeof(bool) * cycle->nevents);
-	Datum	   *ids = palloc(sizeof(Datum) * cycle->nevents);
+	int			n = list_length(settled);
+	Claimed   **events = palloc(sizeof(Claimed *) * Max(1, n));
+	bool	   *done = palloc0(sizeof(bool) * Max(1, n));
+	Datum	   *ids = palloc(sizeof(Datum) * Max(1, n));
+	ListCell   *lc;
+	int			k = 0;
 
-	for (int first = 0; first < cycle->nevents; first++)
+	foreach(lc, settled)
+		events[k++] = lfirst(lc);
+	for (int first = 0; first < n; first++)
 	{
-		Claimed    *lead = &cycle->events[first];
-		int			n = 0;
+		Claimed    *lead = events[first];
+		int			m = 0;
 
 		if (done[first] || lead->fate == FATE_HELD)
 			continue;
-		for (int i = first; i < cycle->nevents; i++)
+		for (int i = first; i < n; i++)
 		{
-			if (!done[i] && same_record(lead, &cycle->events[i]))
+			if (!done[i] && same_record(lead, events[i]))
 			{
 				done[i] = true;
-				ids[n++] = Int64GetDatum(cycle->events[i].id);
+				ids[m++] = Int64GetDatum(events[i]->id);
 			}
 		}
-		record_group(cycle, lead, ids, n);
+		record_group(lead, ids, m);
 	}
-	record_pixels(cycle);
 }
 
 /* Whether two events' records are written the same way */
@@ -72,6 +76,7 @@ static bool
 same_record(const Claimed *a, const Claimed *b)
 {
 	return a->fate == b->fate && a->delay_ms == b->delay_ms &&
+		a->claim->claimed_at == b->claim->claimed_at &&
 		(a->error == b->error ||
 		 (a->error && b->error && strcmp(a->error, b->error) == 0)) &&
 		(a->request_id == b->request_id ||
@@ -80,7 +85,7 @@ same_record(const Claimed *a, const Claimed *b)
 
 /* One UPDATE for the n events in ids, whose record is lead's */
 static void
-record_group(Cycle *cycle, const Claimed *lead, Datum *ids, int n)
+record_group(const Claimed *lead, Datum *ids, int n)
 {
 	static const char *status_of[] = {"sent", "pending", "failed", "pending"};
 	Oid			argtypes[7] = {INT8ARRAYOID, TEXTOID, INT4OID, TIMESTAMPTZOID,
@@ -105,7 +110,7 @@ record_group(Cycle *cycle, const Claimed *lead, Datum *ids, int n)
 	values[1] = CStringGetTextDatum(status_of[lead->fate]);
 	/* a deferred event's attempt does not count: its pixel was at fault */
 	values[2] = Int32GetDatum(lead->fate == FATE_DEFERRED ? 0 : 1);
-	values[3] = TimestampTzGetDatum(cycle->claimed_at);
+	values[3] = TimestampTzGetDatum(lead->claim->claimed_at);
 	/* a deferred event waits for its pixel: an hour, or until it is fixed */
 	values[4] = Float8GetDatum(lead->fate == FATE_DEFERRED ? TT_PAUSE_MS : lead->delay_ms);
 	values[5] = lead->error ? CStringGetTextDatum(lead->error) : (Datum) 0;
@@ -121,8 +126,8 @@ record_group(Cycle *cycle, const Claimed *lead, Datum *ids, int n)
  * or permission TikTok refused, a pause, with its other pending events
  * moved past the pause so that the claim does not keep finding them.
  */
-static void
-record_pixels(Cycle *cycle)
+void
+tt_record_pixels(List *news)
 {
 	Oid			argtypes[4] = {TEXTOID, BOOLOID, TEXTOID, FLOAT8OID};
 	SPIPlanPtr	health = tt_prepare_once(&pixel_health_plan,
@@ -140,10 +145,11 @@ record_pixels(Cycle *cycle)
 										" WHERE pixel_code = $1 AND status = 'pending'"
 										"   AND next_attempt_at < now() + $2 * interval '1 millisecond'",
 										2, (Oid[]) {TEXTOID, FLOAT8OID}, CURSOR_OPT_GENERIC_PLAN);
+	ListCell   *lc;
 
-	for (int p = 0; p < cycle->npixels; p++)
+	foreach(lc, news)
 	{
-		Pixel	   *pixel = &cycle->pixels[p];
+		PixelNews  *pixel = lfirst(lc);
 		Datum		values[4];
 		char		nulls[4] = {' ', ' ', ' ', ' '};
 

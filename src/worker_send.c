@@ -1,13 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * worker_send.c
- *	  The claimed events sorted out and cut into batches, one request per
- *	  batch, all sent at once; and the verdict on each answer, which
- *	  settles its events' fates.
+ *	  The pipeline: claimed events sorted out and cut into requests, up to
+ *	  a window of them in flight at once, each answer judged as it
+ *	  arrives; the verdict settles its events' fates, for the record.
  *
  * A request that TikTok rejected as a whole because of one event is split
  * and resent within the same attempt (see worker.h), so good events are
- * not charged for a bad neighbour.
+ * not charged for a bad neighbour.  The window is what TikTok's rate
+ * limits leave: halved on throttling, grown back slowly (policy.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -17,6 +18,7 @@
 #include "lib/stringinfo.h"
 #include "pgstat.h"
 #include "utils/json.h"
+#include "utils/memutils.h"
 
 #include "http.h"
 #include "policy.h"
@@ -27,231 +29,354 @@
 #define TT_RESEND_WINDOW_MS (47.0 * 3600 * 1000)
 /* Keep a request's body well under what an HTTP server takes */
 #define TT_BATCH_BYTES (4 * 1024 * 1024)
+/* Throttled answers within this long of a cut are the same news */
+#define TT_THROTTLE_QUIET_MS 1000
 
-/* One request's worth of events (indexes into the claimed array) */
-typedef struct Batch
+/* One request's worth of one claim's events (indexes into its array) */
+typedef struct Request
 {
+	Claim	   *claim;
 	Pixel	   *pixel;
 	int		   *items;
 	int			nitems;
-} Batch;
+	TTHttpCall	call;
+	StringInfoData body;
+} Request;
 
-static List *cut_batches(Cycle *cycle, Pixel *pixel, int *items, int nitems);
-static void build_body(Cycle *cycle, Batch *batch, StringInfo body);
-static void judge(Cycle *cycle, Batch *batch, TTHttpCall *call, List **resend);
-static void set_fate(Claimed *ev, Fate fate, const char *error, const char *request_id);
+static List *queued = NIL;		/* requests waiting for room */
+static List *settled = NIL;		/* events whose fate waits for the record */
+static List *news = NIL;		/* PixelNews since the last record */
+static double window = 0;		/* requests in flight allowed now */
+static TimestampTz last_cut = 0;
+static char *url_problem = NULL;
+static bool api_answered = false;
+static double min_retry_ms = -1;
+static MemoryContext pipeline_cxt = NULL;
+
+static void cut_batches(Claim *claim, Pixel *pixel, int *items, int nitems,
+						bool first);
+static void build_body(Request *r);
+static void judge(Request *r);
+static void settle(Claimed *ev, Fate fate, const char *error,
+				   const char *request_id);
 static void retry_or_fail(Claimed *ev, const char *reason, double random01);
+static PixelNews *news_of(const char *code);
+static bool is_paused(List *paused, const char *code);
+static void pipeline_init(void);
+
+/* The pipeline's own memory: its lists, and what answers taught */
+static void
+pipeline_init(void)
+{
+	if (pipeline_cxt == NULL)
+		pipeline_cxt = AllocSetContextCreate(TopMemoryContext, "tiktok_capi pipeline",
+											 ALLOCSET_SMALL_SIZES);
+}
+
+/* The window's ceiling follows tiktok_capi.max_in_flight, also on reload */
+static double
+max_window(void)
+{
+	return (double) Max(tt_max_in_flight, 1);
+}
 
 /*
- * Settle the events that must not be sent (pixel not configured, paused
- * or disabled; first attempt too long ago), and cut the rest into batches
- * per pixel.
+ * Take a claim into the pipeline: settle what must not be sent (pixel not
+ * configured, paused or disabled; first attempt too long ago), and cut
+ * the rest into requests per pixel, queued after those already waiting.
+ * paused: codes of pixels paused since the claim read them.
  */
 void
-tt_sort_out(Cycle *cycle, List **batches)
+tt_pipeline_add(Claim *claim, List *paused)
 {
-	int		   *items = palloc(sizeof(int) * cycle->nevents);
+	int		   *items = MemoryContextAlloc(claim->cxt, sizeof(int) * Max(1, claim->nevents));
 
-	for (int p = 0; p < cycle->npixels; p++)
+	pipeline_init();
+	for (int p = 0; p < claim->npixels; p++)
 	{
-		Pixel	   *pixel = &cycle->pixels[p];
+		Pixel	   *pixel = &claim->pixels[p];
 		int			n = 0;
 
-		for (int i = 0; i < cycle->nevents; i++)
+		if (is_paused(paused, pixel->code))
+			pixel->deferred = true;
+		for (int i = 0; i < claim->nevents; i++)
 		{
-			Claimed    *ev = &cycle->events[i];
+			Claimed    *ev = &claim->events[i];
 
 			if (ev->pixel != pixel)
 				continue;
 			if (pixel->deferred)
-				set_fate(ev, FATE_DEFERRED, NULL, NULL);
+				settle(ev, FATE_DEFERRED, NULL, NULL);
 			else if (ev->age_ms > TT_RESEND_WINDOW_MS)
-				set_fate(ev, FATE_FAILED,
-						 "not sent again: its first attempt was more than 47 hours ago, and past TikTok's 48-hour deduplication window a resend could be counted twice",
-						 NULL);
+				settle(ev, FATE_FAILED,
+					   "not sent again: its first attempt was more than 47 hours ago, and past TikTok's 48-hour deduplication window a resend could be counted twice",
+					   NULL);
 			else
 				items[n++] = i;
 		}
-		*batches = list_concat(*batches, cut_batches(cycle, pixel, items, n));
+		cut_batches(claim, pixel, items, n, false);
 	}
-	for (int i = 0; i < cycle->nevents; i++)
+	for (int i = 0; i < claim->nevents; i++)
 	{
-		Claimed    *ev = &cycle->events[i];
+		Claimed    *ev = &claim->events[i];
 
 		if (ev->pixel == NULL)
-			set_fate(ev, FATE_FAILED,
-					 "its pixel is not configured in tiktok_capi.pixels (add it with tt_add_pixel, then tt_requeue_failed)",
-					 NULL);
+			settle(ev, FATE_FAILED,
+				   "its pixel is not configured in tiktok_capi.pixels (add it with tt_add_pixel, then tt_requeue_failed)",
+				   NULL);
 	}
 }
 
-/* Cut one pixel's events into batches of batch_size events and TT_BATCH_BYTES */
-static List *
-cut_batches(Cycle *cycle, Pixel *pixel, int *items, int nitems)
+/*
+ * Queue one pixel's events as requests of batch_size events and
+ * TT_BATCH_BYTES; first: at the head of the queue (the halves of a split
+ * request go before new work).
+ */
+static void
+cut_batches(Claim *claim, Pixel *pixel, int *items, int nitems, bool first)
 {
-	List	   *batches = NIL;
+	List	   *cut = NIL;
 	int			start = 0;
+	MemoryContext old = MemoryContextSwitchTo(claim->cxt);
 
 	while (start < nitems)
 	{
-		Batch	   *b = palloc0(sizeof(Batch));
+		Request    *r = palloc0(sizeof(Request));
 		size_t		bytes = 0;
 		int			n = 0;
 
 		while (start + n < nitems && n < tt_batch_size)
 		{
-			size_t		len = strlen(cycle->events[items[start + n]].payload) + 1;
+			size_t		len = strlen(claim->events[items[start + n]].payload) + 1;
 
 			if (n > 0 && bytes + len > TT_BATCH_BYTES)
 				break;
 			bytes += len;
 			n++;
 		}
-		b->pixel = pixel;
-		b->items = palloc(sizeof(int) * n);
-		memcpy(b->items, items + start, sizeof(int) * n);
-		b->nitems = n;
-		batches = lappend(batches, b);
+		r->claim = claim;
+		r->pixel = pixel;
+		r->items = palloc(sizeof(int) * n);
+		memcpy(r->items, items + start, sizeof(int) * n);
+		r->nitems = n;
+		cut = lappend(cut, r);
 		start += n;
 	}
-	return batches;
+	MemoryContextSwitchTo(pipeline_cxt);
+	queued = first ? list_concat(cut, queued) : list_concat(queued, cut);
+	MemoryContextSwitchTo(old);
+}
+
+/* Requests that may still be claimed for: the window's room */
+int
+tt_pipeline_room(void)
+{
+	if (window <= 0)
+		window = max_window();
+	window = Min(window, max_window());
+	return (int) window - tt_http_running() - list_length(queued);
+}
+
+/* Nothing in flight, queued or waiting for the record */
+bool
+tt_pipeline_idle(void)
+{
+	return tt_http_running() == 0 && queued == NIL && settled == NIL;
+}
+
+/* Requests in flight now */
+int
+tt_pipeline_in_flight(void)
+{
+	return tt_http_running();
 }
 
 /* The request body: {"event_source":"web","event_source_id":...,"data":[...]} */
 static void
-build_body(Cycle *cycle, Batch *batch, StringInfo body)
+build_body(Request *r)
 {
+	StringInfo	body = &r->body;
+
 	initStringInfo(body);
 	appendStringInfoString(body, "{\"event_source\":\"web\",\"event_source_id\":");
-	escape_json(body, batch->pixel->code);
-	if (batch->pixel->test_event_code)
+	escape_json(body, r->pixel->code);
+	if (r->pixel->test_event_code)
 	{
 		appendStringInfoString(body, ",\"test_event_code\":");
-		escape_json(body, batch->pixel->test_event_code);
+		escape_json(body, r->pixel->test_event_code);
 	}
 	appendStringInfoString(body, ",\"data\":[");
-	for (int i = 0; i < batch->nitems; i++)
+	for (int i = 0; i < r->nitems; i++)
 	{
 		if (i > 0)
 			appendStringInfoChar(body, ',');
-		appendStringInfoString(body, cycle->events[batch->items[i]].payload);
+		appendStringInfoString(body, r->claim->events[r->items[i]].payload);
 	}
 	appendStringInfoString(body, "]}");
 }
 
 /*
- * Send every batch, all at once, and judge the answers.  A batch rejected
- * for one bad event comes back as two halves, sent in the next round,
- * until every bad event stands alone.
+ * Start queued requests while the window has room.  A request whose pixel
+ * was paused since its claim is not sent: its events are deferred.
  */
 void
-tt_send_all(Cycle *cycle, List *batches)
+tt_pipeline_start(List *paused)
 {
-	while (batches != NIL)
+	int			started = 0;
+	int			room;
+
+	pipeline_init();
+	room = Min((int) Min(window, max_window()), tt_http_reserve(tt_max_in_flight));
+	while (queued != NIL && tt_http_running() < room)
 	{
-		int			ncalls = list_length(batches);
-		TTHttpCall *calls = palloc0(sizeof(TTHttpCall) * ncalls);
-		List	   *resend = NIL;
-		int			nevents = 0;
-		ListCell   *lc;
-		int			i = 0;
+		Request    *r = linitial(queued);
+		MemoryContext old;
 
-		foreach(lc, batches)
+		queued = list_delete_first(queued);
+		if (r->pixel->deferred || is_paused(paused, r->pixel->code))
 		{
-			Batch	   *b = lfirst(lc);
-
-			calls[i].access_token = b->pixel->access_token;
-			calls[i].body = palloc(sizeof(StringInfoData));
-			build_body(cycle, b, calls[i].body);
-			nevents += b->nitems;
-			i++;
+			for (int i = 0; i < r->nitems; i++)
+				settle(&r->claim->events[r->items[i]], FATE_DEFERRED, NULL, NULL);
+			continue;
 		}
-		pgstat_report_activity(STATE_RUNNING,
-								psprintf("sending %d events in %d requests", nevents, ncalls));
-		tt_http_perform(calls, ncalls, tt_api_url, tt_http_timeout_ms);
-
-		i = 0;
-		foreach(lc, batches)
-		{
-			judge(cycle, lfirst(lc), &calls[i], &resend);
-			pfree(calls[i].body->data);
-			i++;
-		}
-		batches = resend;
+		old = MemoryContextSwitchTo(r->claim->cxt);
+		build_body(r);
+		r->call.access_token = r->pixel->access_token;
+		r->call.body = &r->body;
+		r->call.owner = r;
+		tt_http_start(&r->call, tt_api_url, tt_http_timeout_ms);
+		MemoryContextSwitchTo(old);
+		started++;
 	}
+	if (started > 0)
+	{
+		char		activity[64];
+
+		tt_http_kick();
+		snprintf(activity, sizeof(activity), "sending: %d requests in flight, %d queued",
+				 tt_http_running(), list_length(queued));
+		pgstat_report_activity(STATE_RUNNING, activity);
+	}
+}
+
+/*
+ * Wait for answers (or the latch, or timeout_ms) and judge those that
+ * came.  Returns whether the latch was set.
+ */
+bool
+tt_pipeline_wait(long timeout_ms)
+{
+	TTHttpCall **done;
+	bool		woken;
+	int			n = tt_http_wait(timeout_ms, &done, &woken);
+
+	for (int i = 0; i < n; i++)
+	{
+		Request    *r = done[i]->owner;
+		MemoryContext old = MemoryContextSwitchTo(r->claim->cxt);
+
+		judge(r);
+		pfree(r->body.data);
+		MemoryContextSwitchTo(old);
+	}
+	return woken;
 }
 
 /* Turn one request's answer into its events' fates (and its pixel's) */
 static void
-judge(Cycle *cycle, Batch *batch, TTHttpCall *call, List **resend)
+judge(Request *r)
 {
+	TTHttpCall *call = &r->call;
 	TTAnswer	answer;
 	char		reason[TT_MESSAGE_MAX + 64];
 	TTVerdict	verdict;
-	Pixel	   *pixel = batch->pixel;
+	PixelNews  *pn = news_of(r->pixel->code);
+	const char *request_id;
 
 	tt_read_answer(call->answer.data, call->answer.len, &answer);
 	verdict = tt_judge(call->transport_error, call->http_status, &answer,
-					   batch->nitems, reason, sizeof(reason));
+					   r->nitems, reason, sizeof(reason));
+	request_id = answer.request_id[0] ? answer.request_id : NULL;
 	if (verdict == TT_SENT)
-		pixel->succeeded = true;
+		pn->succeeded = true;
 	else
-		pixel->error = pstrdup(reason);
+	{
+		if (pn->error)
+			pfree(pn->error);
+		pn->error = MemoryContextStrdup(pipeline_cxt, reason);
+	}
 	if (verdict != TT_PAUSE_URL && call->transport_error == NULL)
-		cycle->api_answered = true;
+		api_answered = true;
+	/* one cut per burst of throttled answers: they report the same excess */
+	if (verdict == TT_THROTTLE)
+	{
+		if (TimestampDifferenceExceeds(last_cut, GetCurrentTimestamp(), TT_THROTTLE_QUIET_MS))
+		{
+			window = tt_window_after(window, max_window(), true);
+			last_cut = GetCurrentTimestamp();
+		}
+	}
+	else if (verdict == TT_SENT)
+		window = tt_window_after(window, max_window(), false);
 
 	switch (verdict)
 	{
 		case TT_SENT:
-			for (int i = 0; i < batch->nitems; i++)
-				set_fate(&cycle->events[batch->items[i]], FATE_SENT, NULL,
-						 answer.request_id[0] ? answer.request_id : NULL);
+			for (int i = 0; i < r->nitems; i++)
+				settle(&r->claim->events[r->items[i]], FATE_SENT, NULL, request_id);
 			break;
 		case TT_RETRY:
+		case TT_THROTTLE:
 			{
 				/* one draw per request: its events are retried together */
 				double		random01 = pg_prng_double(&pg_global_prng_state);
 
-				for (int i = 0; i < batch->nitems; i++)
-					retry_or_fail(&cycle->events[batch->items[i]], reason, random01);
+				for (int i = 0; i < r->nitems; i++)
+					retry_or_fail(&r->claim->events[r->items[i]], reason, random01);
 			}
 			break;
 		case TT_REJECT:
-			set_fate(&cycle->events[batch->items[0]], FATE_FAILED, reason,
-					 answer.request_id[0] ? answer.request_id : NULL);
+			settle(&r->claim->events[r->items[0]], FATE_FAILED, reason, request_id);
 			break;
 		case TT_PAUSE_PIXEL:
-			pixel->pause_now = true;
-			pixel->deferred = true;
-			for (int i = 0; i < batch->nitems; i++)
-				set_fate(&cycle->events[batch->items[i]], FATE_DEFERRED, NULL, NULL);
+			pn->pause_now = true;
+			r->pixel->deferred = true;
+			for (int i = 0; i < r->nitems; i++)
+				settle(&r->claim->events[r->items[i]], FATE_DEFERRED, NULL, NULL);
 			break;
 		case TT_PAUSE_URL:
 			/* the URL is wrong, not the events: they wait, as they are */
-			if (cycle->url_problem == NULL)
-				cycle->url_problem = pstrdup(reason);
-			for (int i = 0; i < batch->nitems; i++)
-				set_fate(&cycle->events[batch->items[i]], FATE_HELD, NULL, NULL);
+			if (url_problem == NULL)
+				url_problem = MemoryContextStrdup(pipeline_cxt, reason);
+			for (int i = 0; i < r->nitems; i++)
+				settle(&r->claim->events[r->items[i]], FATE_HELD, NULL, NULL);
 			break;
 		case TT_SPLIT:
 			{
-				int			half = batch->nitems / 2;
+				int			half = r->nitems / 2;
 
-				*resend = list_concat(*resend, cut_batches(cycle, pixel, batch->items, half));
-				*resend = list_concat(*resend, cut_batches(cycle, pixel, batch->items + half,
-														   batch->nitems - half));
+				/* the second half first: list order keeps the first ahead */
+				cut_batches(r->claim, r->pixel, r->items + half, r->nitems - half, true);
+				cut_batches(r->claim, r->pixel, r->items, half, true);
 			}
 			break;
 	}
 }
 
-/* Settle one event; the strings are copied */
+/* Settle one event (the strings are copied), for the next record */
 static void
-set_fate(Claimed *ev, Fate fate, const char *error, const char *request_id)
+settle(Claimed *ev, Fate fate, const char *error, const char *request_id)
 {
+	MemoryContext old = MemoryContextSwitchTo(ev->claim->cxt);
+
 	ev->fate = fate;
 	ev->error = error ? pstrdup(error) : NULL;
 	ev->request_id = request_id ? pstrdup(request_id) : NULL;
+	MemoryContextSwitchTo(pipeline_cxt);
+	settled = lappend(settled, ev);
+	MemoryContextSwitchTo(old);
+	if (fate == FATE_RETRY && (min_retry_ms < 0 || ev->delay_ms < min_retry_ms))
+		min_retry_ms = ev->delay_ms;
 }
 
 /*
@@ -265,16 +390,95 @@ retry_or_fail(Claimed *ev, const char *reason, double random01)
 									  tt_retry_delay_max_ms, random01);
 
 	if (ev->attempts >= tt_max_attempts)
-		set_fate(ev, FATE_FAILED,
-				 psprintf("gave up after %d attempts (tiktok_capi.max_attempts); last: %s",
-						  ev->attempts, reason), NULL);
+		settle(ev, FATE_FAILED,
+			   psprintf("gave up after %d attempts (tiktok_capi.max_attempts); last: %s",
+						ev->attempts, reason), NULL);
 	else if (ev->age_ms + delay > TT_RESEND_WINDOW_MS)
-		set_fate(ev, FATE_FAILED,
-				 psprintf("gave up 47 hours after the first attempt (TikTok deduplicates for 48); last: %s",
-						  reason), NULL);
+		settle(ev, FATE_FAILED,
+			   psprintf("gave up 47 hours after the first attempt (TikTok deduplicates for 48); last: %s",
+						reason), NULL);
 	else
 	{
-		set_fate(ev, FATE_RETRY, reason, NULL);
 		ev->delay_ms = delay;
+		settle(ev, FATE_RETRY, reason, NULL);
 	}
+}
+
+/* The news of a pixel since the last record, made when first needed */
+static PixelNews *
+news_of(const char *code)
+{
+	ListCell   *lc;
+	PixelNews  *pn;
+	MemoryContext old;
+
+	foreach(lc, news)
+	{
+		pn = lfirst(lc);
+		if (strcmp(pn->code, code) == 0)
+			return pn;
+	}
+	old = MemoryContextSwitchTo(pipeline_cxt);
+	pn = palloc0(sizeof(PixelNews));
+	pn->code = pstrdup(code);
+	news = lappend(news, pn);
+	MemoryContextSwitchTo(old);
+	return pn;
+}
+
+/* Is code among the pixels paused since the last claim? */
+static bool
+is_paused(List *paused, const char *code)
+{
+	ListCell   *lc;
+
+	foreach(lc, paused)
+		if (strcmp((char *) lfirst(lc), code) == 0)
+			return true;
+	return false;
+}
+
+/* The settled events, for the record; the pipeline forgets them */
+List *
+tt_pipeline_take_settled(void)
+{
+	List	   *taken = settled;
+
+	settled = NIL;
+	return taken;
+}
+
+/* What the answers said about pixels since the last take */
+List *
+tt_pipeline_take_news(void)
+{
+	List	   *taken = news;
+
+	news = NIL;
+	return taken;
+}
+
+/*
+ * Whether an answer said api_url is not the Events API (why, else NULL),
+ * and whether one said it is; both are forgotten once asked.
+ */
+char *
+tt_pipeline_url_problem(bool *answered)
+{
+	char	   *problem = url_problem;
+
+	*answered = api_answered;
+	url_problem = NULL;
+	api_answered = false;
+	return problem;
+}
+
+/* The shortest backoff settled since the last ask (-1: none) */
+double
+tt_pipeline_min_retry_ms(void)
+{
+	double		ms = min_retry_ms;
+
+	min_retry_ms = -1;
+	return ms;
 }

@@ -12,8 +12,9 @@ connection resets and hangs. Standard library only; listens on 127.0.0.1 and now
 atomically); --count-only skips per-field validation (for throughput runs); --quiet drops the
 "listening on 127.0.0.1:PORT" line. Requests are never logged. SIGTERM/SIGINT exit 0.
 
-Tests start it on port 0, read the chosen port from --port-file, point the extension at
-http://127.0.0.1:PORT, and drive it through control endpoints (no token needed):
+Tests start it on port 0, read the chosen port from --port-file, point the extension at it
+with tiktok_capi.api_url = 'http://127.0.0.1:PORT/open_api/v1.3/event/track/' (the full path:
+any other path is answered 404), and drive it through control endpoints (no token needed):
 
     GET  /_mock/stats    counters: requests, accepted_requests, events_accepted, unique_keys,
                          duplicate_keys, max_batch, faults{kind:n}, rejected{code:n},

@@ -277,6 +277,8 @@ verdict_name(TTVerdict v)
 			return "SENT";
 		case TT_RETRY:
 			return "RETRY";
+		case TT_THROTTLE:
+			return "THROTTLE";
 		case TT_SPLIT:
 			return "SPLIT";
 		case TT_REJECT:
@@ -678,9 +680,9 @@ main(void)
 				  judge_body(408, S("<html>Request Timeout</html>"), 5), "RETRY");
 		check_str("judge: HTTP 302 with an empty body stays RETRY",
 				  judge_body(302, S(""), 5), "RETRY");
-		check_str("judge: HTTP 200 code 40100 stays RETRY (throttling)",
+		check_str("judge: HTTP 200 code 40100 is THROTTLE",
 				  judge_body(200, S("{\"code\":40100,\"message\":\"Too many requests\"}"), 5),
-				  "RETRY");
+				  "THROTTLE");
 		check_str("judge: a transport error with no answer is RETRY",
 				  judge("Connection refused", 0, &none, 5), "RETRY");
 	}
@@ -730,10 +732,42 @@ main(void)
 				  judge(NULL, 200, &c40003, 1), "REJECT");
 		check_str("judge: 40099 with 1 event is REJECT",
 				  judge(NULL, 200, &c40099, 1), "REJECT");
-		check_str("judge: 40100 (too many requests) is RETRY",
-				  judge(NULL, 200, &c40100, 5), "RETRY");
-		check_str("judge: 40100 with 1 event is RETRY",
-				  judge(NULL, 200, &c40100, 1), "RETRY");
+		check_str("judge: 40100 (too many requests) is THROTTLE",
+				  judge(NULL, 200, &c40100, 5), "THROTTLE");
+		check_str("judge: 40100 with 1 event is THROTTLE",
+				  judge(NULL, 200, &c40100, 1), "THROTTLE");
+		{
+			TTAnswer	c40016 = make_answer(true, 40016, "Too many requests for this advertiser");
+			TTAnswer	c40132 = make_answer(true, 40132, "Pixel QPS limit");
+			TTAnswer	c40133 = make_answer(true, 40133, "Advertiser QPS limit");
+
+			/* a 400xx, but throttling: never a rejected event */
+			check_str("judge: 40016 with 1 event is THROTTLE, not REJECT",
+					  judge(NULL, 200, &c40016, 1), "THROTTLE");
+			check_str("judge: 40132 (pixel QPS) is THROTTLE",
+					  judge(NULL, 200, &c40132, 5), "THROTTLE");
+			check_str("judge: 40133 (advertiser QPS) is THROTTLE",
+					  judge(NULL, 200, &c40133, 5), "THROTTLE");
+		}
+		/* the window: halved on throttling, never below 1, grown slowly */
+		check_bool("window: 16 throttled is 8", tt_window_after(16, 16, true) == 8, true);
+		check_bool("window: 1 throttled stays 1", tt_window_after(1, 16, true) == 1, true);
+		check_bool("window: 4 grows by a quarter", tt_window_after(4, 16, false) == 4.25, true);
+		check_bool("window: never above the most in flight",
+				   tt_window_after(16, 16, false) == 16, true);
+		{
+			double		w = 1;
+			int			answers = 0;
+
+			while (w < 16 && answers < 1000)
+			{
+				w = tt_window_after(w, 16, false);
+				answers++;
+			}
+			/* about w^2/2 answers: a few round trips of answers, not one */
+			check_bool("window: 1 back to 16 takes between 60 and 200 answers",
+					   answers >= 60 && answers <= 200, true);
+		}
 		check_str("judge: 41000 is RETRY", judge(NULL, 200, &c41000, 5),
 				  "RETRY");
 		check_str("judge: 50002 is RETRY", judge(NULL, 200, &c50002, 5),
