@@ -30,7 +30,7 @@ OBJS = \
 
 DATA = sql/tiktok_capi--0.1.0.sql sql/tiktok_capi--0.1.0--0.2.0.sql \
 	sql/tiktok_capi--0.2.0--0.3.0.sql
-REGRESS = hashing phone event
+REGRESS = hashing phone event requeue
 REGRESS_OPTS = --inputdir=test/regress --load-extension=tiktok_capi
 
 # Warnings flags go in PG_CPPFLAGS so they reach gcc and the clang bitcode step

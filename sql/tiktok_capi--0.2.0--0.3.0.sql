@@ -365,12 +365,19 @@ COMMENT ON VIEW tiktok_capi.capture_triggers IS
 'What each tt_capture trigger reads each event field from (origin mapping, default, off or none)';
 REVOKE ALL ON tiktok_capi.capture_triggers FROM PUBLIC;
 /*
- * Misconfiguration is loud: an api_url whose answer is not the Events
- * API's (HTTP 404, an HTML page, JSON without a code) pauses the worker's
- * delivery instead of spending the events' attempts for hours.
- * tt_worker_pause() shows that pause (no row while delivery is not
- * paused); tt_health()'s worker check is critical meanwhile.  tt_health()
- * is the one above with that one branch added to its worker check.
+ * ======== Misconfiguration is loud ========
+ * A wrong api_url pauses delivery and says so; a pixel's last error shows
+ * only while it is news; tt_requeue_failed leaves alone what a resend
+ * cannot fix.  (This section ends the file.)
+ */
+
+/*
+ * An api_url whose answer is not the Events API's (HTTP 404, an HTML page,
+ * JSON without a code) pauses the worker's delivery instead of spending
+ * the events' attempts for hours.  tt_worker_pause() shows that pause (no
+ * row while delivery is not paused); tt_health()'s worker check is
+ * critical meanwhile.  tt_health() is the one above with that one branch
+ * added to its worker check.
  */
 CREATE FUNCTION tiktok_capi.tt_worker_pause(
     OUT api_url text, OUT reason text, OUT since timestamptz, OUT retry_at timestamptz)
@@ -535,3 +542,111 @@ END
 $$;
 COMMENT ON FUNCTION tiktok_capi.tt_health IS
 'One row per check (worker, lag, failures, paused_pixels, outbox_size, triggers, warnings, pixels): ok/warn/critical, the measured value and a reason; thresholds are the tiktok_capi.health_* settings';
+
+/*
+ * outbox_pixel_status: last_error and last_error_at only while no success
+ * came after them.  A pixel that delivers again is healthy, and an error
+ * left on show after it read as trouble still going on.  The pixels table
+ * keeps the last error (and its time) for the owner.
+ */
+CREATE OR REPLACE VIEW tiktok_capi.outbox_pixel_status AS
+SELECT coalesce(p.pixel_code, o.pixel_code) AS pixel_code,
+       coalesce(o.pending, 0) AS pending,
+       coalesce(o.sent, 0) AS sent,
+       coalesce(o.failed, 0) AS failed,
+       o.lag,
+       o.last_sent_at,
+       p.enabled,
+       CASE WHEN p.pixel_code IS NOT NULL THEN coalesce(p.paused_until > now(), false) END AS paused,
+       p.paused_until,
+       p.last_success_at,
+       CASE WHEN p.last_error_at >= p.last_success_at OR p.last_success_at IS NULL
+            THEN p.last_error END AS last_error,
+       CASE WHEN p.last_error_at >= p.last_success_at OR p.last_success_at IS NULL
+            THEN p.last_error_at END AS last_error_at
+  FROM (SELECT pixel_code,
+               count(*) FILTER (WHERE status = 'pending') AS pending,
+               count(*) FILTER (WHERE status = 'sent') AS sent,
+               count(*) FILTER (WHERE status = 'failed') AS failed,
+               now() - min(created_at) FILTER (WHERE status = 'pending') AS lag,
+               max(sent_at) AS last_sent_at
+          FROM tiktok_capi.outbox
+         GROUP BY pixel_code) o
+  FULL JOIN tiktok_capi.pixels p ON p.pixel_code = o.pixel_code;
+COMMENT ON VIEW tiktok_capi.outbox_pixel_status IS
+'Per pixel: events by status, the lag of the oldest pending one, and its health (paused, last success, and the last error while no success came after it); no token';
+
+/*
+ * tt_requeue_failed leaves alone the failed events a resend cannot fix:
+ *	- never built (payload {}: a trigger that could not work, an id that
+ *	  collides): there is no event to send, with force or without; once
+ *	  the trigger works, updating the order queues it again;
+ *	- rejected by TikTok as invalid (last_error "TikTok code 400xx: ...",
+ *	  as the worker writes it): the same event gets the same answer, so
+ *	  they are sent again only with force => true.
+ * A NOTICE says how many were left, and why.  Returns how many were
+ * requeued, as before.
+ */
+DROP FUNCTION tiktok_capi.tt_requeue_failed(text, text, text);
+CREATE FUNCTION tiktok_capi.tt_requeue_failed(
+    pixel_code text DEFAULT NULL, event text DEFAULT NULL, event_id text DEFAULT NULL,
+    force boolean DEFAULT false)
+RETURNS bigint LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rejection CONSTANT text := '^TikTok code 400[0-9][0-9]: ';
+    unbuilt bigint;
+    rejected bigint;
+    requeued bigint;
+    message text;
+    detail text;
+BEGIN
+    SELECT count(*) FILTER (WHERE o.payload IS NULL OR o.payload = '{}'),
+           count(*) FILTER (WHERE o.payload <> '{}' AND o.last_error ~ rejection)
+      INTO unbuilt, rejected
+      FROM tiktok_capi.outbox o
+     WHERE o.status = 'failed'
+       AND (tt_requeue_failed.pixel_code IS NULL OR o.pixel_code = tt_requeue_failed.pixel_code)
+       AND (tt_requeue_failed.event IS NULL OR o.event = tt_requeue_failed.event)
+       AND (tt_requeue_failed.event_id IS NULL OR o.event_id = tt_requeue_failed.event_id);
+
+    WITH requeue AS (
+        UPDATE tiktok_capi.outbox o
+           SET status = 'pending', attempts = 0, next_attempt_at = now(), first_attempt_at = NULL,
+               last_error = NULL
+         WHERE o.status = 'failed' AND o.payload <> '{}'
+           AND (force OR o.last_error IS NULL OR o.last_error !~ rejection)
+           AND (tt_requeue_failed.pixel_code IS NULL OR o.pixel_code = tt_requeue_failed.pixel_code)
+           AND (tt_requeue_failed.event IS NULL OR o.event = tt_requeue_failed.event)
+           AND (tt_requeue_failed.event_id IS NULL OR o.event_id = tt_requeue_failed.event_id)
+        RETURNING 1)
+    SELECT count(*) INTO requeued FROM requeue;
+
+    IF force THEN
+        rejected := 0;
+    END IF;
+    IF unbuilt + rejected > 0 THEN
+        message := format('tt_requeue_failed left %s failed events alone: %s', unbuilt + rejected,
+            concat_ws(', ',
+                      CASE WHEN unbuilt > 0 THEN format('%s never built (payload {})', unbuilt) END,
+                      CASE WHEN rejected > 0 THEN format('%s rejected by TikTok as invalid (code 400xx)', rejected) END));
+        detail := concat_ws(' ',
+            CASE WHEN unbuilt > 0 THEN 'An event never built has nothing to send, not even with force: fix what its last_error names, then update its order and it is queued again.' END,
+            CASE WHEN rejected > 0 THEN 'TikTok answers a resend of a rejected event the same way.' END);
+        IF rejected > 0 THEN
+            RAISE NOTICE '%', message
+                USING DETAIL = detail, HINT = 'force => true sends the rejected events again anyway.';
+        ELSE
+            RAISE NOTICE '%', message USING DETAIL = detail;
+        END IF;
+    END IF;
+    IF requeued > 0 THEN
+        PERFORM tiktok_capi.tt_wake_worker();
+    END IF;
+    RETURN requeued;
+END
+$$;
+COMMENT ON FUNCTION tiktok_capi.tt_requeue_failed IS
+'Send failed events again (all, or those of a pixel, event or event_id); returns how many. Events never built (payload {}) stay failed; those TikTok rejected as invalid (code 400xx) too, unless force => true. A NOTICE says how many were left and why';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_requeue_failed FROM PUBLIC;

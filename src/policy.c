@@ -329,6 +329,7 @@ tt_judge(const char *transport_error, long http_status,
 		snprintf(reason, reasonsize, "OK");
 		return TT_SENT;
 	}
+	/* tt_requeue_failed() knows TikTok's rejects by this beginning */
 	snprintf(reason, reasonsize, "TikTok code %ld: %s", answer->code,
 			 answer->message[0] ? answer->message : "(no message)");
 	if (answer->code == 40001 || answer->code == 40105)

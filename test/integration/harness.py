@@ -120,6 +120,18 @@ def psql(sql, db=None, check=True, port=None):
     return r.stdout.strip() if r.returncode == 0 else None
 
 
+def psql_notices(sql, db=None):
+    """Run SQL as psql() does; its output and the lines of the NOTICEs it
+    raised (NOTICE:, DETAIL:, HINT:)"""
+    db = db or os.environ.get("PGDATABASE") or "postgres"
+    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"psql failed: {r.stderr.strip()}\n  in: {sql[:200]}")
+    return r.stdout.strip(), [line for line in r.stderr.splitlines()
+                              if line.startswith(("NOTICE:", "DETAIL:", "HINT:"))]
+
+
 def wait_until(cond, timeout, interval=0.1):
     """Poll cond() until it is true (its value) or timeout seconds pass (None).
     A server restarting under us shows as a failed psql: keep polling."""

@@ -1,13 +1,15 @@
 """One bad event must not sink its batch: with 1% of events rejected by the
 API (40002), the worker splits the rejected requests until each bad event
 stands alone; exactly those end failed, with TikTok's message, and every
-other event is sent."""
+other event is sent.  tt_requeue_failed() leaves such rejects alone, saying
+so, unless force => true: then they are sent again, and rejected again."""
 import random
 
-from harness import PIXEL, Mock, Tap, configure, counts, drained, enqueue, install, no_crash, psql, wait_until
+from harness import (PIXEL, Mock, Tap, configure, counts, drained, enqueue, install, no_crash, psql,
+                     psql_notices, wait_until)
 
 N = 5000
-tap = Tap(7)
+tap = Tap(11)
 mock = Mock()
 configure(mock)
 install()
@@ -31,6 +33,21 @@ tap.ok(attempts == "1", "isolating the bad events cost no extra attempt", attemp
 stats = mock.stats()
 tap.diag(f"{len(poison)} poisoned of {N}: {stats['requests']} requests, "
          f"{stats['rejected']} rejected on the way")
+
+# a resend of a rejected event gets the same answer: left alone, said why
+out, notices = psql_notices("SELECT tiktok_capi.tt_requeue_failed()")
+tap.ok(out == "0" and counts().get("failed") == len(poison),
+       "tt_requeue_failed() requeues none of TikTok's rejects", (out, counts()))
+tap.ok(len(notices) == 3 and f"left {len(poison)} failed events alone: {len(poison)} rejected by TikTok "
+       "as invalid" in notices[0] and "the same way" in notices[1] and "force => true" in notices[2],
+       "a NOTICE says how many it left, why, and how to force them", notices)
+out, notices = psql_notices("SELECT tiktok_capi.tt_requeue_failed(force => true)")
+tap.ok(out == str(len(poison)) and notices == [], "force => true requeues them all, without a NOTICE",
+       (out, notices))
+tap.ok(wait_until(lambda: drained(N) and counts().get("failed") == len(poison)
+                  and psql("SELECT count(*) FROM tiktok_capi.outbox WHERE status = 'failed' "
+                           "AND last_error LIKE 'TikTok code 40002: %poisoned event%'") == str(len(poison)), 60),
+       "sent again, they are rejected again, with TikTok's message", counts())
 no_crash(tap)
 mock.stop()
 tap.done()

@@ -12,7 +12,7 @@ from harness import (PIXEL, Mock, Tap, configure, counts, drained, enqueue, inst
                      psql, server_log, wait_until)
 
 N = 300
-tap = Tap(21)
+tap = Tap(22)
 mock = Mock()
 wrong = mock.base + "/open_api/v1.3/event/track"    # no trailing slash: HTTP 404
 by_name = f"http://localhost:{mock.port}/open_api/v1.3/event/track/"
@@ -106,6 +106,8 @@ tap.ok(counts() == {"sent": N} and keys == {(PIXEL, "Purchase", i): 1 for i in i
        "every event is sent, and accepted exactly once", (counts(), len(keys)))
 tap.ok(not pause() and (worker_health() or "").startswith("ok|") and len(paused_lines()) == 2,
        "delivery is no longer paused and tt_health()'s worker check is ok", (pause(), worker_health()))
+err = psql(f"SELECT coalesce(last_error, '(none)') FROM tiktok_capi.outbox_pixel_status WHERE pixel_code = '{PIXEL}'")
+tap.ok(err == "(none)", "outbox_pixel_status shows no last_error once the pixel delivers again", err)
 no_crash(tap)
 mock.stop()
 tap.done()

@@ -4,7 +4,7 @@
 -- file runs in one transaction, so tt_flush() builds them where a commit
 -- would (test/integration/sends_each_order_as_committed commits for real).
 BEGIN;
-SELECT plan(53);
+SELECT plan(54);
 
 SELECT tiktok_capi.tt_add_pixel('CSHOP01', 'token-that-must-stay-secret', 'TEST123');
 
@@ -199,12 +199,14 @@ SELECT throws_ok($$SELECT tiktok_capi.tt_enqueue('CNOPE', tiktok_capi.tt_event('
 SELECT results_eq($$SELECT status, events FROM tiktok_capi.outbox_status$$,
     $$VALUES ('pending'::text, 4::bigint), ('sent', 0), ('failed', 1)$$,
     'outbox_status counts every status');
-UPDATE tiktok_capi.outbox SET status = 'failed', last_error = 'test' WHERE event = 'Lead';
+UPDATE tiktok_capi.outbox SET status = 'failed', last_error = 'test' WHERE event = 'Lead' OR event_id = '4';
 UPDATE tiktok_capi.outbox SET status = 'sent', sent_at = now() - interval '30 days' WHERE event_id = '1';
-SELECT is(tiktok_capi.tt_requeue_failed(event => 'Lead'), 1::bigint, 'tt_requeue_failed requeues by event');
+SELECT is(tiktok_capi.tt_requeue_failed(event => 'Lead'), 0::bigint,
+          'tt_requeue_failed leaves the event the broken trigger never built (payload {}) failed');
+SELECT is(tiktok_capi.tt_requeue_failed(event => 'Purchase'), 1::bigint, 'tt_requeue_failed requeues by event');
 SELECT is(tiktok_capi.tt_purge_sent('7 days'), 1::bigint, 'tt_purge_sent drops the payloads of old delivered events');
 SELECT results_eq($$SELECT pixel_code, pending, sent FROM tiktok_capi.outbox_pixel_status$$,
-    $$VALUES ('CSHOP01'::text, 4::bigint, 0::bigint)$$, 'outbox_pixel_status counts per pixel');
+    $$VALUES ('CSHOP01'::text, 3::bigint, 0::bigint)$$, 'outbox_pixel_status counts per pixel');
 
 -- more bad data, each order committing with the field dropped and noted
 CREATE TABLE public.dated (id bigint, event_time date);
