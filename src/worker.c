@@ -75,6 +75,8 @@ static MemoryContext claims_context = NULL;
 static List *paused_now = NIL;
 /* more events are due than the last claim took (a backlog drains) */
 static bool more_due = true;
+/* a commit woke us during a backlog: the newest events go first */
+static bool fresh_pending = false;
 /* when the next event not yet due becomes due */
 static TimestampTz next_due_at = 0;
 static bool holding_sending_lock = false;
@@ -272,8 +274,14 @@ feed_pipeline(bool woken)
 		return TT_LOOK_MS;
 	}
 	due = woken || more_due || (next_due_at != 0 && now >= next_due_at);
-	if (due && woken && more_due && tt_pipeline_room() > 0)
+	/* a wake-up during a backlog: the newest events, past the window */
+	if (woken && more_due)
+		fresh_pending = true;
+	if (fresh_pending && !tt_pipeline_express_out())
+	{
+		fresh_pending = false;
 		(void) claim_some(tt_batch_size, true);
+	}
 	while (due && tt_pipeline_room() > 0)
 	{
 		int			batches = Min(tt_pipeline_room(), TT_CLAIM_BATCHES);
@@ -338,7 +346,7 @@ claim_some(int limit, bool newest)
 		return true;
 	}
 	claims = lappend(claims, claim);
-	tt_pipeline_add(claim, paused_now);
+	tt_pipeline_add(claim, paused_now, newest);
 	return true;
 }
 

@@ -125,9 +125,10 @@ extern double tt_ms_until_due(void);
 extern void tt_claim_from_start(void);
 
 /* in worker_send.c */
-extern void tt_pipeline_add(Claim *claim, List *paused);
+extern void tt_pipeline_add(Claim *claim, List *paused, bool first);
 extern int	tt_pipeline_room(void);
 extern bool tt_pipeline_idle(void);
+extern bool tt_pipeline_express_out(void);
 extern int	tt_pipeline_in_flight(void);
 extern void tt_pipeline_start(List *paused);
 extern bool tt_pipeline_wait(long timeout_ms);

@@ -29,8 +29,6 @@
 #define TT_RESEND_WINDOW_MS (47.0 * 3600 * 1000)
 /* Keep a request's body well under what an HTTP server takes */
 #define TT_BATCH_BYTES (4 * 1024 * 1024)
-/* Throttled answers within this long of a cut are the same news */
-#define TT_THROTTLE_QUIET_MS 1000
 
 /* One request's worth of one claim's events (indexes into its array) */
 typedef struct Request
@@ -41,6 +39,8 @@ typedef struct Request
 	int			nitems;
 	TTHttpCall	call;
 	StringInfoData body;
+	TimestampTz started_at;
+	bool		express;		/* a fresh order's: may exceed the window by one */
 } Request;
 
 static List *queued = NIL;		/* requests waiting for room */
@@ -51,10 +51,11 @@ static TimestampTz last_cut = 0;
 static char *url_problem = NULL;
 static bool api_answered = false;
 static double min_retry_ms = -1;
+static int	express_out = 0;		/* express requests queued or in flight */
 static MemoryContext pipeline_cxt = NULL;
 
 static void cut_batches(Claim *claim, Pixel *pixel, int *items, int nitems,
-						bool first);
+						bool first, bool express);
 static void build_body(Request *r);
 static void judge(Request *r);
 static void settle(Claimed *ev, Fate fate, const char *error,
@@ -73,21 +74,26 @@ pipeline_init(void)
 											 ALLOCSET_SMALL_SIZES);
 }
 
-/* The window's ceiling follows tiktok_capi.max_in_flight, also on reload */
+/*
+ * The window's ceiling follows tiktok_capi.max_in_flight, also on reload,
+ * keeping one request of it for fresh orders (express requests): a
+ * backlog never fills the last slot.
+ */
 static double
 max_window(void)
 {
-	return (double) Max(tt_max_in_flight, 1);
+	return (double) Max(tt_max_in_flight - 1, 1);
 }
 
 /*
  * Take a claim into the pipeline: settle what must not be sent (pixel not
  * configured, paused or disabled; first attempt too long ago), and cut
- * the rest into requests per pixel, queued after those already waiting.
- * paused: codes of pixels paused since the claim read them.
+ * the rest into requests per pixel, queued after those already waiting
+ * (first: before them, for fresh orders).  paused: codes of pixels paused
+ * since the claim read them.
  */
 void
-tt_pipeline_add(Claim *claim, List *paused)
+tt_pipeline_add(Claim *claim, List *paused, bool first)
 {
 	int		   *items = MemoryContextAlloc(claim->cxt, sizeof(int) * Max(1, claim->nevents));
 
@@ -114,7 +120,7 @@ tt_pipeline_add(Claim *claim, List *paused)
 			else
 				items[n++] = i;
 		}
-		cut_batches(claim, pixel, items, n, false);
+		cut_batches(claim, pixel, items, n, first, first);
 	}
 	for (int i = 0; i < claim->nevents; i++)
 	{
@@ -130,10 +136,13 @@ tt_pipeline_add(Claim *claim, List *paused)
 /*
  * Queue one pixel's events as requests of batch_size events and
  * TT_BATCH_BYTES; first: at the head of the queue (the halves of a split
- * request go before new work).
+ * request go before new work); express: a fresh order's, started even
+ * when the window is full, in the slot max_window() keeps, so that it
+ * does not wait for a backlog's answers.
  */
 static void
-cut_batches(Claim *claim, Pixel *pixel, int *items, int nitems, bool first)
+cut_batches(Claim *claim, Pixel *pixel, int *items, int nitems, bool first,
+			bool express)
 {
 	List	   *cut = NIL;
 	int			start = 0;
@@ -156,6 +165,8 @@ cut_batches(Claim *claim, Pixel *pixel, int *items, int nitems, bool first)
 		}
 		r->claim = claim;
 		r->pixel = pixel;
+		r->express = express;
+		express_out += express ? 1 : 0;
 		r->items = palloc(sizeof(int) * n);
 		memcpy(r->items, items + start, sizeof(int) * n);
 		r->nitems = n;
@@ -175,6 +186,13 @@ tt_pipeline_room(void)
 		window = max_window();
 	window = Min(window, max_window());
 	return (int) window - tt_http_running() - list_length(queued);
+}
+
+/* Is a fresh order's request queued or in flight? (one at a time) */
+bool
+tt_pipeline_express_out(void)
+{
+	return express_out > 0;
 }
 
 /* Nothing in flight, queued or waiting for the record */
@@ -224,17 +242,23 @@ tt_pipeline_start(List *paused)
 {
 	int			started = 0;
 	int			room;
+	int			capacity;
 
 	pipeline_init();
-	room = Min((int) Min(window, max_window()), tt_http_reserve(tt_max_in_flight));
-	while (queued != NIL && tt_http_running() < room)
+	capacity = Min(tt_http_reserve(tt_max_in_flight), tt_max_in_flight);
+	room = Min((int) Min(window, max_window()), capacity);
+	while (queued != NIL)
 	{
 		Request    *r = linitial(queued);
 		MemoryContext old;
 
+		if (tt_http_running() >= (r->express ? Min(room + 1, capacity) : room))
+			break;
 		queued = list_delete_first(queued);
 		if (r->pixel->deferred || is_paused(paused, r->pixel->code))
 		{
+			if (r->express)
+				express_out--;
 			for (int i = 0; i < r->nitems; i++)
 				settle(&r->claim->events[r->items[i]], FATE_DEFERRED, NULL, NULL);
 			continue;
@@ -244,6 +268,7 @@ tt_pipeline_start(List *paused)
 		r->call.access_token = r->pixel->access_token;
 		r->call.body = &r->body;
 		r->call.owner = r;
+		r->started_at = GetCurrentTimestamp();
 		tt_http_start(&r->call, tt_api_url, tt_http_timeout_ms);
 		MemoryContextSwitchTo(old);
 		started++;
@@ -293,6 +318,8 @@ judge(Request *r)
 	PixelNews  *pn = news_of(r->pixel->code);
 	const char *request_id;
 
+	if (r->express)
+		express_out--;
 	tt_read_answer(call->answer.data, call->answer.len, &answer);
 	verdict = tt_judge(call->transport_error, call->http_status, &answer,
 					   r->nitems, reason, sizeof(reason));
@@ -307,10 +334,13 @@ judge(Request *r)
 	}
 	if (verdict != TT_PAUSE_URL && call->transport_error == NULL)
 		api_answered = true;
-	/* one cut per burst of throttled answers: they report the same excess */
+	/*
+	 * One cut per window: the requests started before the last cut report
+	 * the excess it already answered.
+	 */
 	if (verdict == TT_THROTTLE)
 	{
-		if (TimestampDifferenceExceeds(last_cut, GetCurrentTimestamp(), TT_THROTTLE_QUIET_MS))
+		if (r->started_at > last_cut)
 		{
 			window = tt_window_after(window, max_window(), true);
 			last_cut = GetCurrentTimestamp();
@@ -356,8 +386,8 @@ judge(Request *r)
 				int			half = r->nitems / 2;
 
 				/* the second half first: list order keeps the first ahead */
-				cut_batches(r->claim, r->pixel, r->items + half, r->nitems - half, true);
-				cut_batches(r->claim, r->pixel, r->items, half, true);
+				cut_batches(r->claim, r->pixel, r->items + half, r->nitems - half, true, false);
+				cut_batches(r->claim, r->pixel, r->items, half, true, false);
 			}
 			break;
 	}
