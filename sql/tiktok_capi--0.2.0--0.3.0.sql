@@ -187,197 +187,11 @@ COMMENT ON FUNCTION tiktok_capi.tt_update_pixel IS
 'Change a pixel''s token, test_event_code (an empty string clears it) or enabled flag (NULL keeps the value) and resume its delivery; an error when no such pixel';
 
 /*
- * Health: three more checks.  triggers: every tt_capture trigger resolves
- * (a broken one queues its orders as failed).  warnings: the share of the
- * last hour's events that lost a field.  pixels: none configured, a live
- * pixel still sending to Test Events only, a disabled one with events
- * waiting.
- */
-CREATE OR REPLACE FUNCTION tiktok_capi.tt_health(
-    OUT "check" text, OUT status text, OUT severity integer, OUT value numeric, OUT reason text)
-RETURNS SETOF record LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    t record;
-    lvl integer;
-    db text := current_setting('tiktok_capi.database', true);
-    oldest timestamptz;
-    sent bigint;
-    failed bigint;
-    total bigint;
-    warned bigint;
-    paused text[];
-    broken text[];
-    pixel_notes text[];
-    size bigint;
-    warnings_warn float8;
-    warnings_critical float8;
-    statuses CONSTANT text[] := ARRAY['ok', 'warn', 'critical'];
-BEGIN
-    SELECT * INTO t FROM tiktok_capi.tt_health_thresholds();
-    warnings_warn := current_setting('tiktok_capi.health_warnings_warn')::float8;
-    warnings_critical := current_setting('tiktok_capi.health_warnings_critical')::float8;
-
-    -- the worker
-    "check" := 'worker';
-    IF NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.backend_type = 'tiktok_capi launcher') THEN
-        lvl := 2; value := 0;
-        reason := 'tiktok_capi is not in shared_preload_libraries: nothing is delivered';
-    ELSIF current_setting('tiktok_capi.enabled') = 'off' THEN
-        lvl := 1; value := 0;
-        reason := 'delivery is off (tiktok_capi.enabled = off): events wait in the outbox';
-    ELSIF db IS DISTINCT FROM current_database() THEN
-        lvl := 2; value := 0;
-        reason := format('the worker delivers from database %s (tiktok_capi.database), not this one', db);
-    ELSIF NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                       WHERE a.backend_type = 'tiktok_capi worker' AND a.datname = current_database()) THEN
-        lvl := 2; value := 0;
-        reason := 'the delivery worker is not running: see the server log';
-    ELSE
-        lvl := 0; value := 1;
-        reason := 'the delivery worker is running';
-    END IF;
-    status := statuses[lvl + 1]; severity := lvl;
-    RETURN NEXT;
-
-    -- lag: the age of the oldest pending event
-    "check" := 'lag';
-    SELECT min(o.created_at) INTO oldest FROM tiktok_capi.outbox o WHERE o.status = 'pending';
-    value := round(coalesce(extract(epoch FROM now() - oldest), 0), 1);
-    lvl := CASE WHEN value >= t.lag_critical_s THEN 2 WHEN value >= t.lag_warn_s THEN 1 ELSE 0 END;
-    reason := CASE WHEN oldest IS NULL THEN 'no event is waiting'
-                   ELSE format('the oldest pending event waits for %s s (warn %s s, critical %s s)',
-                               value, t.lag_warn_s, t.lag_critical_s) END;
-    status := statuses[lvl + 1]; severity := lvl;
-    RETURN NEXT;
-
-    -- failures: the share of the last hour's settled events that failed
-    "check" := 'failures';
-    SELECT count(*) INTO sent FROM tiktok_capi.outbox o
-     WHERE o.status = 'sent' AND o.sent_at > now() - interval '1 hour';
-    SELECT count(*) INTO failed FROM tiktok_capi.outbox o
-     WHERE o.status = 'failed' AND o.next_attempt_at > now() - interval '1 hour';
-    value := CASE WHEN sent + failed = 0 THEN 0 ELSE round(100.0 * failed / (sent + failed), 2) END;
-    lvl := CASE WHEN failed = 0 THEN 0
-                WHEN value >= t.failure_critical_pct THEN 2 WHEN value >= t.failure_warn_pct THEN 1 ELSE 0 END;
-    reason := format('%s of %s events settled in the last hour failed (%s%%; warn %s%%, critical %s%%)',
-                     failed, sent + failed, value, t.failure_warn_pct, t.failure_critical_pct);
-    status := statuses[lvl + 1]; severity := lvl;
-    RETURN NEXT;
-
-    -- paused pixels: TikTok refused their token or permission
-    "check" := 'paused_pixels';
-    SELECT array_agg(p.pixel_code ORDER BY p.pixel_code) INTO paused FROM tiktok_capi.pixels p
-     WHERE p.enabled AND p.paused_until > now();
-    value := coalesce(cardinality(paused), 0);
-    lvl := CASE WHEN value > 0 THEN 2 ELSE 0 END;
-    reason := CASE WHEN value = 0 THEN 'no pixel is paused'
-                   ELSE format('paused, TikTok refused the token or permission: %s (fix with tt_update_pixel)',
-                               array_to_string(paused, ', ')) END;
-    status := statuses[lvl + 1]; severity := lvl;
-    RETURN NEXT;
-
-    -- outbox size, TOAST and indexes included
-    "check" := 'outbox_size';
-    size := pg_total_relation_size('tiktok_capi.outbox');
-    value := size;
-    lvl := CASE WHEN size >= t.outbox_critical_bytes THEN 2 WHEN size >= t.outbox_warn_bytes THEN 1 ELSE 0 END;
-    reason := format('the outbox takes %s (warn %s, critical %s)', pg_size_pretty(size),
-                     pg_size_pretty(t.outbox_warn_bytes), pg_size_pretty(t.outbox_critical_bytes));
-    status := statuses[lvl + 1]; severity := lvl;
-    RETURN NEXT;
-
-    -- triggers: a tt_capture trigger whose mapping cannot work queues failed events
-    "check" := 'triggers';
-    SELECT array_agg(format('%s on %s: %s', c.trigger_name, c.table_name, c.problem)
-                     ORDER BY c.table_name, c.trigger_name)
-      INTO broken FROM tiktok_capi.tt_check_triggers() c WHERE c.problem IS NOT NULL;
-    value := coalesce(cardinality(broken), 0);
-    lvl := CASE WHEN value > 0 THEN 2 ELSE 0 END;
-    reason := CASE WHEN value = 0 THEN 'every tt_capture trigger resolves its mapping'
-                   ELSE format('broken, their orders are queued as failed: %s',
-                               array_to_string(broken, '; ')) END;
-    status := statuses[lvl + 1]; severity := lvl;
-    RETURN NEXT;
-
-    -- warnings: the share of the last hour's events that lost a field
-    "check" := 'warnings';
-    -- the last hour's events: sent in it, still pending, or failed in it
-    SELECT count(*) INTO warned FROM tiktok_capi.outbox o
-     WHERE o.warnings IS NOT NULL AND o.created_at > now() - interval '1 hour';
-    SELECT count(*) + sent + failed INTO total FROM tiktok_capi.outbox o WHERE o.status = 'pending';
-    total := greatest(total, warned);
-    value := CASE WHEN total = 0 THEN 0 ELSE round(100.0 * warned / total, 2) END;
-    lvl := CASE WHEN warned = 0 THEN 0
-                WHEN value >= warnings_critical THEN 2 WHEN value >= warnings_warn THEN 1 ELSE 0 END;
-    reason := format('%s of %s events queued in the last hour have warnings (%s%%; warn %s%%, critical %s%%): see tiktok_capi.recent_warnings',
-                     warned, total, value, warnings_warn, warnings_critical);
-    status := statuses[lvl + 1]; severity := lvl;
-    RETURN NEXT;
-
-    -- pixels: configured, live, and not left disabled with events waiting
-    "check" := 'pixels';
-    SELECT array_agg(n ORDER BY n) INTO pixel_notes FROM (
-        SELECT 'no pixel is configured: add one with tt_add_pixel()' AS n
-         WHERE NOT EXISTS (SELECT 1 FROM tiktok_capi.pixels)
-        UNION ALL
-        SELECT format('pixel %s sends to Test Events only (test_event_code %s): clear it with tt_update_pixel(%L, test_event_code => %L)',
-                      p.pixel_code, p.test_event_code, p.pixel_code, '')
-          FROM tiktok_capi.pixels p WHERE p.enabled AND p.test_event_code IS NOT NULL
-        UNION ALL
-        SELECT format('pixel %s is disabled and %s of its events wait: enable it with tt_update_pixel(%L, enabled => true)',
-                      p.pixel_code, count(*), p.pixel_code)
-          FROM tiktok_capi.pixels p JOIN tiktok_capi.outbox o ON o.pixel_code = p.pixel_code AND o.status = 'pending'
-         WHERE NOT p.enabled GROUP BY p.pixel_code) notes;
-    value := coalesce(cardinality(pixel_notes), 0);
-    lvl := CASE WHEN value > 0 THEN 1 ELSE 0 END;
-    reason := CASE WHEN value = 0 THEN 'every pixel is live and delivering'
-                   ELSE array_to_string(pixel_notes, '; ') END;
-    status := statuses[lvl + 1]; severity := lvl;
-    RETURN NEXT;
-END
-$$;
-COMMENT ON FUNCTION tiktok_capi.tt_health IS
-'One row per check (worker, lag, failures, paused_pixels, outbox_size, triggers, warnings, pixels): ok/warn/critical, the measured value and a reason; thresholds are the tiktok_capi.health_* settings';
-
-
-/*
- * What each tt_capture trigger reads its fields from, the way it resolves
- * its mapping: so nobody reads the source to learn why an email is
- * missing.  One row per trigger and field; origin is 'mapping'
- * (field=column), 'default' (a column found by its name), 'off' (field=)
- * or 'none' (nothing feeds the field; source is NULL).
- */
-CREATE FUNCTION tiktok_capi.tt_capture_triggers(
-    OUT table_name regclass, OUT trigger_name name, OUT event text, OUT pixel_code text,
-    OUT field text, OUT source text, OUT origin text)
-RETURNS SETOF record
-AS 'MODULE_PATHNAME', 'tt_capture_triggers_sql'
-LANGUAGE C STABLE;
-COMMENT ON FUNCTION tiktok_capi.tt_capture_triggers IS
-'Each field of each tt_capture trigger and the column (or contents_from) that feeds it; origin mapping, default, off or none';
-REVOKE ALL ON FUNCTION tiktok_capi.tt_capture_triggers FROM PUBLIC;
-
-CREATE VIEW tiktok_capi.capture_triggers AS
-SELECT * FROM tiktok_capi.tt_capture_triggers();
-COMMENT ON VIEW tiktok_capi.capture_triggers IS
-'What each tt_capture trigger reads each event field from (origin mapping, default, off or none)';
-REVOKE ALL ON tiktok_capi.capture_triggers FROM PUBLIC;
-/*
- * ======== Misconfiguration is loud ========
- * A wrong api_url pauses delivery and says so; a pixel's last error shows
- * only while it is news; tt_requeue_failed leaves alone what a resend
- * cannot fix.  (This section ends the file.)
- */
-
-/*
  * An api_url whose answer is not the Events API's (HTTP 404, an HTML page,
  * JSON without a code) pauses the worker's delivery instead of spending
  * the events' attempts for hours.  tt_worker_pause() shows that pause (no
  * row while delivery is not paused); tt_health()'s worker check is
- * critical meanwhile.  tt_health() is the one above with that one branch
- * added to its worker check.
+ * critical meanwhile.
  */
 CREATE FUNCTION tiktok_capi.tt_worker_pause(
     OUT api_url text, OUT reason text, OUT since timestamptz, OUT retry_at timestamptz)
@@ -388,6 +202,14 @@ COMMENT ON FUNCTION tiktok_capi.tt_worker_pause IS
 'While the worker''s delivery is paused because tiktok_capi.api_url does not answer as the Events API: the URL, why, since when and when it is tried again; no row otherwise';
 REVOKE ALL ON FUNCTION tiktok_capi.tt_worker_pause FROM PUBLIC;
 
+/*
+ * Health: three more checks, and the worker check says when a wrong
+ * api_url paused delivery.  triggers: every tt_capture trigger resolves
+ * (a broken one queues its orders as failed).  warnings: the share of the
+ * last hour's events that lost a field.  pixels: none configured, a live
+ * pixel still sending to Test Events only, a disabled one with events
+ * waiting.
+ */
 CREATE OR REPLACE FUNCTION tiktok_capi.tt_health(
     OUT "check" text, OUT status text, OUT severity integer, OUT value numeric, OUT reason text)
 RETURNS SETOF record LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -542,6 +364,29 @@ END
 $$;
 COMMENT ON FUNCTION tiktok_capi.tt_health IS
 'One row per check (worker, lag, failures, paused_pixels, outbox_size, triggers, warnings, pixels): ok/warn/critical, the measured value and a reason; thresholds are the tiktok_capi.health_* settings';
+
+/*
+ * What each tt_capture trigger reads its fields from, the way it resolves
+ * its mapping: so nobody reads the source to learn why an email is
+ * missing.  One row per trigger and field; origin is 'mapping'
+ * (field=column), 'default' (a column found by its name), 'off' (field=)
+ * or 'none' (nothing feeds the field; source is NULL).
+ */
+CREATE FUNCTION tiktok_capi.tt_capture_triggers(
+    OUT table_name regclass, OUT trigger_name name, OUT event text, OUT pixel_code text,
+    OUT field text, OUT source text, OUT origin text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'tt_capture_triggers_sql'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION tiktok_capi.tt_capture_triggers IS
+'Each field of each tt_capture trigger and the column (or contents_from) that feeds it; origin mapping, default, off or none';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_capture_triggers FROM PUBLIC;
+
+CREATE VIEW tiktok_capi.capture_triggers AS
+SELECT * FROM tiktok_capi.tt_capture_triggers();
+COMMENT ON VIEW tiktok_capi.capture_triggers IS
+'What each tt_capture trigger reads each event field from (origin mapping, default, off or none)';
+REVOKE ALL ON tiktok_capi.capture_triggers FROM PUBLIC;
 
 /*
  * outbox_pixel_status: last_error and last_error_at only while no success

@@ -59,6 +59,9 @@ tt_launcher_init(void)
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;
+	/* pg_upgrade runs the cluster to copy the schema: nothing is sent then */
+	if (IsBinaryUpgrade)
+		return;
 	memset(&launcher, 0, sizeof(launcher));
 	launcher.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	launcher.bgw_start_time = BgWorkerStart_RecoveryFinished;

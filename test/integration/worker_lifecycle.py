@@ -3,13 +3,13 @@ the extension is created, then delivers without a restart; it shows itself
 in pg_stat_activity; tiktok_capi.enabled = off stops it and keeps events
 queued; api_url refuses plain http to another host; when its database is
 dropped (WITH (FORCE)) nothing crashes or hangs, nor does dropping another and the launcher says once
-that it waits for the database."""
+that it waits for the database; under pg_upgrade (binary-upgrade mode) nothing starts."""
 import time
 
 from harness import (PIXEL, Mock, Tap, configure, counts, drained, enqueue, install, no_crash, psql,
                      server_log, wait_until, worker_pid)
 
-tap = Tap(15)
+tap = Tap(17)
 mock = Mock()
 configure(mock)
 
@@ -79,6 +79,26 @@ wait_until(lambda: line in server_log(), 20)
 time.sleep(2)
 tap.ok(server_log().count(line) == 1,
        f"DROP DATABASE took {dropped:.2f} s; the launcher says once that it waits for the database")
+
+# 7. pg_upgrade runs the cluster in binary-upgrade mode (-b): no launcher, no worker, nothing sent
+import os
+import subprocess
+version = os.environ.get("PGVERSION", "15")
+
+
+def bg_workers():
+    return psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'tiktok_capi%'")
+
+
+subprocess.run(["pg_ctlcluster", version, "regress", "restart", "--", "-o", "-b"],
+               check=True, capture_output=True)
+time.sleep(3)
+tap.ok(bg_workers() == "0", "in binary-upgrade mode (pg_upgrade) neither launcher nor worker starts",
+       bg_workers())
+subprocess.run(["pg_ctlcluster", version, "regress", "restart"], check=True, capture_output=True)
+launcher = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'tiktok_capi launcher'"
+tap.ok(wait_until(lambda: psql(launcher) == "1", 15),
+       "restarted normally, the launcher is back", bg_workers())
 no_crash(tap)
 mock.stop()
 tap.done()
