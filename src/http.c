@@ -362,6 +362,17 @@ tt_http_wait(long timeout_ms, TTHttpCall ***done, bool *woken)
 			AddWaitEventToSet(set, ev, watched[i].fd, NULL, NULL);
 	}
 	nevents = WaitEventSetWait(set, wait_ms, events, lengthof(events), PG_WAIT_EXTENSION);
+	/*
+	 * A set latch returns at once, without looking at the sockets: with
+	 * commits waking us hundreds of times a second, answers would wait for
+	 * curl's timer.  So reset it and look at the sockets too, not waiting.
+	 */
+	if (nevents == 1 && (events[0].events & WL_LATCH_SET))
+	{
+		ResetLatch(MyLatch);
+		*woken = true;
+		nevents = WaitEventSetWait(set, 0, events, lengthof(events), PG_WAIT_EXTENSION);
+	}
 	FreeWaitEventSet(set);
 
 	for (int i = 0; i < nevents; i++)

@@ -77,6 +77,8 @@ static List *paused_now = NIL;
 static bool more_due = true;
 /* a commit woke us during a backlog: the newest events go first */
 static bool fresh_pending = false;
+/* a commit woke us: claim once there is room, however long that takes */
+static bool wake_pending = false;
 /* when the next event not yet due becomes due */
 static TimestampTz next_due_at = 0;
 static bool holding_sending_lock = false;
@@ -266,6 +268,7 @@ feed_pipeline(bool woken)
 	long		wait_ms;
 	bool		due;
 
+	wake_pending |= woken;
 	if (pause_ms > 0)
 		return (long) Min(pause_ms, (double) TT_LOOK_MS);
 	if (erasure_waits())
@@ -273,7 +276,7 @@ feed_pipeline(bool woken)
 		tt_pipeline_start(paused_now);
 		return TT_LOOK_MS;
 	}
-	due = woken || more_due || (next_due_at != 0 && now >= next_due_at);
+	due = wake_pending || more_due || (next_due_at != 0 && now >= next_due_at);
 	/* a wake-up during a backlog: the newest events, past the window */
 	if (woken && more_due)
 		fresh_pending = true;
@@ -286,6 +289,7 @@ feed_pipeline(bool woken)
 	{
 		int			batches = Min(tt_pipeline_room(), TT_CLAIM_BATCHES);
 
+		wake_pending = false;
 		if (!claim_some(batches * tt_batch_size, false))
 			break;
 		due = more_due;
