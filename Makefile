@@ -13,6 +13,7 @@ OBJS = \
 	src/event_rules.o \
 	src/event_contents.o \
 	src/event.o \
+	src/capture_items.o \
 	src/capture_mapping.o \
 	src/capture_attach.o \
 	src/capture_consent.o \

@@ -3,7 +3,8 @@
  * capture.h
  *	  What the stages of capture share: the order trigger and the build at
  *	  commit (capture.c), one row's event (capture_row.c), the mapping
- *	  (capture_mapping.c), tt_attach() and tt_check_triggers()
+ *	  (capture_mapping.c, its text and items query in capture_items.c),
+ *	  tt_attach() and tt_check_triggers()
  *	  (capture_attach.c), and consent (capture_consent.c).
  *
  * Vocabulary:
@@ -102,10 +103,27 @@ typedef enum RowConsent
 	ROW_CONSENT_UNKNOWN			/* NULL, unrecognised text, unreadable column */
 } RowConsent;
 
+/* A mapping's hint, for every mapping problem */
+#define MAPPING_HINT "Mappings are field=column, pixel=CODE, event_id_prefix=TEXT or contents_from=table(column)."
+
+/*
+ * A mapping problem: an ERROR when attaching (strict), a note for every
+ * event otherwise.
+ */
+#define mapping_problem(strict, notes, ...) \
+	tt_problem((strict) ? NULL : (notes), ERRCODE_INVALID_PARAMETER_VALUE, \
+			   MAPPING_HINT, __VA_ARGS__)
+
+/* in capture_items.c */
+extern const char *tt_bare_name(const char *name);
+extern AttrNumber tt_column_by_name(TupleDesc desc, const char *name);
+extern int	tt_join_mapping(char **args, int nargs);
+extern char *tt_items_query(const char *spec, bool strict, List **notes,
+							char **qualified_spec);
+
 /* in capture_mapping.c */
 extern void tt_capture_config_init(void);
 extern CaptureConfig *tt_capture_config(Relation rel, Trigger *tg);
-extern int	tt_join_mapping(char **args, int nargs);
 extern const char *tt_field_name(CaptureField f);
 extern char *tt_field_source(const CaptureConfig *cfg, Relation rel, CaptureField f);
 extern void tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs,

@@ -3,7 +3,8 @@
  * capture_mapping.c
  *	  A trigger's mapping resolved against its table (the config), cached
  *	  per trigger and resolved again after DDL.  capture_attach.c applies
- *	  the same resolution to attach a trigger and to check them all.
+ *	  the same resolution to attach a trigger and to check them all;
+ *	  capture_items.c reads a mapping's column names and contents_from.
  *
  * A mapping the trigger cannot use (an unknown column or field, a column
  * of the wrong type, no id, an unknown pixel, a misspelled event name)
@@ -93,27 +94,11 @@ static const FieldDef field_defs[N_CAPTURE_FIELDS] = {
 	[CF_CONSENT] = {"consent", {"consent"}},
 };
 
-/* A mapping's hint, for every mapping problem */
-#define MAPPING_HINT "Mappings are field=column, pixel=CODE, event_id_prefix=TEXT or contents_from=table(column)."
-
-/*
- * A mapping problem: an ERROR when attaching (strict), a note for every
- * event otherwise.
- */
-#define mapping_problem(strict, notes, ...) \
-	tt_problem((strict) ? NULL : (notes), ERRCODE_INVALID_PARAMETER_VALUE, \
-			   MAPPING_HINT, __VA_ARGS__)
-
 static HTAB *config_cache = NULL;
 
-static const char *bare_name(const char *name);
-static AttrNumber column_by_name(TupleDesc desc, const char *name);
 static bool type_fits(CaptureField f, Oid typid);
 static void map_column(CaptureConfig *cfg, TupleDesc desc, CaptureField f,
 					   const char *column, bool strict, MemoryContext cxt);
-static int	item_field_by_name(const char *name);
-static char *items_query(const char *spec, bool strict, List **notes,
-						 char **qualified_spec);
 static void invalidate_configs(Datum arg, Oid relid);
 static char *config_problem(CaptureConfig *cfg);
 static char *trigger_source(Relation rel, Trigger *tg);
@@ -147,44 +132,6 @@ tt_capture_config_init(void)
 	CacheRegisterRelcacheCallback(invalidate_configs, (Datum) 0);
 }
 
-/*
- * A column's name as a mapping gives it.  Mappings name columns exactly
- * (email=Email is the column Email); a name in double quotes, as SQL
- * writes a mixed-case one ("Email"), is taken without its quotes.
- */
-static const char *
-bare_name(const char *name)
-{
-	size_t		len = strlen(name);
-	StringInfoData unquoted;
-
-	if (len < 2 || name[0] != '"' || name[len - 1] != '"')
-		return name;
-	initStringInfo(&unquoted);
-	for (size_t i = 1; i < len - 1; i++)
-	{
-		appendStringInfoChar(&unquoted, name[i]);
-		if (name[i] == '"' && name[i + 1] == '"')
-			i++;
-	}
-	return unquoted.data;
-}
-
-/* A live column's number, or InvalidAttrNumber */
-static AttrNumber
-column_by_name(TupleDesc desc, const char *name)
-{
-	name = bare_name(name);
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att->attnum;
-	}
-	return InvalidAttrNumber;
-}
-
 /* Can a column of this type feed the field? */
 static bool
 type_fits(CaptureField f, Oid typid)
@@ -215,7 +162,7 @@ static void
 map_column(CaptureConfig *cfg, TupleDesc desc, CaptureField f,
 		   const char *column, bool strict, MemoryContext cxt)
 {
-	AttrNumber	attnum = column_by_name(desc, column);
+	AttrNumber	attnum = tt_column_by_name(desc, column);
 	MappedColumn  *c = &cfg->cols[f];
 	Oid			outfunc;
 	bool		varlena;
@@ -226,7 +173,7 @@ map_column(CaptureConfig *cfg, TupleDesc desc, CaptureField f,
 	if (attnum == InvalidAttrNumber)
 	{
 		mapping_problem(strict, &cfg->notes, "column \"%s\" does not exist (mapping %s=%s)",
-						bare_name(column), field_defs[f].name, column);
+						tt_bare_name(column), field_defs[f].name, column);
 		return;
 	}
 	c->typid = TupleDescAttr(desc, attnum - 1)->atttypid;
@@ -242,187 +189,6 @@ map_column(CaptureConfig *cfg, TupleDesc desc, CaptureField f,
 	if (f == CF_CONSENT)
 		cfg->consent_unreadable = false;
 	c->origin = ORIGIN_DEFAULT;
-}
-
-/* An item field's index in tt_item_fields, or -1 */
-static int
-item_field_by_name(const char *name)
-{
-	for (int i = 0; i < tt_n_item_fields; i++)
-		if (strcmp(tt_item_fields[i].name, name) == 0)
-			return i;
-	return -1;
-}
-
-/*
- * The query that builds contents[] from a child table, for the mapping
- * contents_from=table(column) or table(column, field=column, ...): the
- * items whose column equals the order id, each item field read from the
- * column named for it, else from the first column with one of its usual
- * names (tt_item_fields).  The keys are the item fields', so the builder
- * reads them as it reads a jsonb column's items.
- */
-static char *
-items_query(const char *spec, bool strict, List **notes, char **qualified_spec)
-{
-	char	   *copy = pstrdup(spec);
-	char	   *open = strchr(copy, '(');
-	char	   *close = strrchr(copy, ')');
-	char	   *fkcol;
-	const char *chosen[16] = {NULL};
-	List	   *parts;
-	ListCell   *lc;
-	Oid			relid;
-	Relation	child;
-	TupleDesc	desc;
-	StringInfoData sql;
-	bool		any = false;
-
-	Assert(tt_n_item_fields <= lengthof(chosen));
-	if (open == NULL || close == NULL || close < open || close[1] != '\0')
-	{
-		mapping_problem(strict, notes, "contents_from must be table(column), not \"%s\"", spec);
-		return NULL;
-	}
-	*open = '\0';
-	*close = '\0';
-	/* column names as the rest of a mapping takes them: exactly */
-	parts = NIL;
-	for (char *p = strtok(open + 1, ","); p != NULL; p = strtok(NULL, ","))
-	{
-		size_t		len = strlen(p);
-		const char *t = p;
-
-		tt_trim(&t, &len);
-		parts = lappend(parts, pnstrdup(t, len));
-	}
-	if (parts == NIL || ((char *) linitial(parts))[0] == '\0')
-	{
-		mapping_problem(strict, notes, "contents_from must be table(column) or table(column, field=column, ...), not \"%s\"", spec);
-		return NULL;
-	}
-	fkcol = linitial(parts);
-	relid = RangeVarGetRelid(makeRangeVarFromNameList(stringToQualifiedNameList(copy)),
-							 AccessShareLock, true);
-	if (!OidIsValid(relid))
-	{
-		mapping_problem(strict, notes, "contents_from table \"%s\" does not exist", copy);
-		return NULL;
-	}
-	child = table_open(relid, NoLock);
-	desc = RelationGetDescr(child);
-	if (column_by_name(desc, fkcol) == InvalidAttrNumber)
-	{
-		mapping_problem(strict, notes, "column \"%s\" of contents_from table \"%s\" does not exist",
-						fkcol, copy);
-		table_close(child, NoLock);
-		return NULL;
-	}
-	/* the item fields named in the parentheses */
-	for_each_from(lc, parts, 1)
-	{
-		char	   *item = lfirst(lc);
-		char	   *eq = strchr(item, '=');
-		int			i;
-
-		if (eq != NULL)
-			*eq = '\0';
-		i = eq != NULL ? item_field_by_name(item) : -1;
-		if (i < 0 || column_by_name(desc, eq + 1) == InvalidAttrNumber)
-		{
-			mapping_problem(strict, notes, i < 0 ?
-							"contents_from: \"%s\" is not field=column with an item field (content_id, content_name, content_category, brand, quantity, price, price_minor)" :
-							"contents_from: column \"%s\" of table \"%s\" does not exist",
-							i < 0 ? item : eq + 1, copy);
-			table_close(child, NoLock);
-			return NULL;
-		}
-		chosen[i] = eq + 1;
-	}
-	/* price and price_minor are one field in two units: a named one wins */
-	for (int i = 0; i < tt_n_item_fields; i++)
-	{
-		const char *name = tt_item_fields[i].name;
-		bool		price_named = chosen[item_field_by_name("price")] != NULL ||
-			chosen[item_field_by_name("price_minor")] != NULL;
-
-		if (chosen[i] != NULL ||
-			(price_named && (strcmp(name, "price") == 0 || strcmp(name, "price_minor") == 0)))
-			continue;
-		for (int k = 0; k < lengthof(tt_item_fields[i].keys) && tt_item_fields[i].keys[k] != NULL; k++)
-			if (column_by_name(desc, tt_item_fields[i].keys[k]) != InvalidAttrNumber)
-			{
-				chosen[i] = tt_item_fields[i].keys[k];
-				break;
-			}
-	}
-	if (chosen[0] == NULL)
-	{
-		mapping_problem(strict, notes, "contents_from table \"%s\" has no content_id, product_id or sku column; name one with %s(%s, content_id=column)",
-						copy, copy, fkcol);
-		table_close(child, NoLock);
-		return NULL;
-	}
-
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(");
-	for (int i = 0; i < tt_n_item_fields; i++)
-	{
-		if (chosen[i] == NULL)
-			continue;
-		appendStringInfo(&sql, "%s%s, c.%s%s", any ? ", " : "",
-						 quote_literal_cstr(tt_item_fields[i].name),
-						 quote_identifier(bare_name(chosen[i])),
-						 i == 0 ? "::pg_catalog.text" : "");
-		any = true;
-	}
-	*qualified_spec = psprintf("%s(%s",
-							   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(child)),
-														  RelationGetRelationName(child)),
-							   fkcol);
-	for_each_from(lc, parts, 1)
-	{
-		char	   *item = lfirst(lc);
-
-		*qualified_spec = psprintf("%s, %s=%s", *qualified_spec, item,
-								   item + strlen(item) + 1);
-	}
-	*qualified_spec = psprintf("%s)", *qualified_spec);
-	appendStringInfo(&sql, "))) FROM %s c WHERE c.%s OPERATOR(pg_catalog.=) $1",
-					 quote_qualified_identifier(get_namespace_name(RelationGetNamespace(child)),
-												RelationGetRelationName(child)),
-					 quote_identifier(bare_name(fkcol)));
-	table_close(child, NoLock);
-	return sql.data;
-}
-
-/*
- * A mapping written as a text[] literal is split at every comma, also at
- * those inside contents_from=table(column, field=column): join such pieces
- * again.  Returns the new count.
- */
-int
-tt_join_mapping(char **args, int nargs)
-{
-	int			out = 0;
-
-	for (int i = 0; i < nargs; i++)
-	{
-		int			depth = 0;
-
-		args[out] = args[i];
-		for (const char *p = args[i]; *p; p++)
-			depth += (*p == '(') - (*p == ')');
-		while (depth > 0 && i + 1 < nargs)
-		{
-			i++;
-			args[out] = psprintf("%s, %s", args[out], args[i]);
-			for (const char *p = args[i]; *p; p++)
-				depth += (*p == '(') - (*p == ')');
-		}
-		out++;
-	}
-	return out;
 }
 
 /*
@@ -475,7 +241,7 @@ tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 		}
 		if (strcmp(key, "contents_from") == 0)
 		{
-			cfg->items_sql = items_query(val, strict, &cfg->notes, &cfg->items_spec);
+			cfg->items_sql = tt_items_query(val, strict, &cfg->notes, &cfg->items_spec);
 			if (cfg->items_sql != NULL)
 			{
 				cfg->items_sql = MemoryContextStrdup(cxt, cfg->items_sql);
@@ -519,7 +285,7 @@ tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 			continue;
 		for (int d = 0; d < lengthof(field_defs[f].defaults) && field_defs[f].defaults[d] != NULL; d++)
 		{
-			if (column_by_name(desc, field_defs[f].defaults[d]) == InvalidAttrNumber)
+			if (tt_column_by_name(desc, field_defs[f].defaults[d]) == InvalidAttrNumber)
 				continue;
 			map_column(cfg, desc, f, field_defs[f].defaults[d], strict, cxt);
 			break;
