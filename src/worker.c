@@ -338,9 +338,11 @@ claim_some(int limit, bool newest)
 	if (!newest)
 	{
 		more_due = read >= limit;
+		/* the next due event, and a look at least every poll_interval */
 		if (!more_due)
 			next_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													  (int64) tt_ms_until_due());
+													  (int64) Min(tt_ms_until_due(),
+																  (double) tt_poll_interval_ms));
 	}
 	end_transaction();
 	MemoryContextSwitchTo(TopMemoryContext);

@@ -470,7 +470,8 @@ def bench_roundtrip():
     pixel A drains a large backlog, the worker's memory meanwhile, and the mock's own ceiling
     at 150 ms (so that the mock is not what is measured)"""
     mock = Mock("--count-only")
-    configure(mock)
+    # rows must stay to be timed: the memory part leaves retention and keep_keys at 0
+    configure(mock, retention="7d", keep_keys="400d")
     pid = worker_pid()
     clear_outbox()
     delays = (0, 50, 150, 300)
@@ -497,7 +498,10 @@ def bench_roundtrip():
             if sampler:
                 sampler.join()
             st = mock.stats()
-            all_in &= st["unique_keys"] == n
+            # what a part before left in flight may land after the reset: at least n
+            if st["unique_keys"] < n:
+                tap.diag(f"roundtrip: {d} ms: only {st['unique_keys']} of {n} keys accepted")
+                all_in = False
             rates[d, n], opened[d, n] = n / secs, st["max_open"]
             figure("roundtrip", f"backlog of {n:,} drained, API answering after {d} ms",
                    f"{secs:.2f} s, {n / secs:,.0f} events/s",
@@ -517,7 +521,9 @@ def bench_roundtrip():
         mock.reset()
         mock.config(count_only=True, delay_ms=d)
         lat, n = latencies(mock, f"rt_lat{d}", rate, secs)
-        all_in &= len(lat) == n
+        if len(lat) != n:
+            tap.diag(f"roundtrip: latency at {d} ms: {len(lat)} of {n} orders seen")
+            all_in = False
         if lat:
             p50, p99 = percentiles(lat)
             figure("roundtrip", f"commit to accepted at {rate} orders/s for {secs} s, API at {d} ms: p50 / p99",
@@ -544,7 +550,9 @@ def bench_roundtrip():
                          "WHERE event_id = 'rtfairB_1'"))
     wait_until(lambda: mock.stats()["unique_keys"] >= n + 1, 3600, 0.1)
     a_secs = time.time() - t_a
-    all_in &= bool(seen)
+    if not seen:
+        tap.diag("roundtrip: pixel B's order was not seen accepted")
+        all_in = False
     figure("roundtrip", f"one order on pixel B while pixel A drains {n:,} (API at 150 ms): commit to accepted",
            f"{(seen - created) * 1000:,.0f} ms" if seen else "never",
            f"(A's drain {a_secs:.1f} s; {a_pending:,} events pending when B's was seen; "
