@@ -38,7 +38,6 @@ PG_FUNCTION_INFO_V1(tt_capture_triggers_sql);
 
 static void report_mapping(const CaptureConfig *cfg, Relation rel,
 						   const char *trigname, bool has_condition);
-static bool column_by_name_exists(Relation rel, const char *name);
 static void capture_triggers(void);
 static bool resolve_listed(SPITupleTable *tt, uint64 i, Relation *rel,
 						   CaptureConfig *cfg);
@@ -209,7 +208,7 @@ report_mapping(const CaptureConfig *cfg, Relation rel, const char *trigname,
 				 errhint("For amounts in minor units map value_minor=%s: it is divided by the currency's own exponent.",
 						 value_col)));
 	for (int i = 0; !has_condition && status_columns[i] != NULL; i++)
-		if (column_by_name_exists(rel, status_columns[i]))
+		if (tt_column_by_name(RelationGetDescr(rel), status_columns[i]) != InvalidAttrNumber)
 		{
 			ereport(NOTICE,
 					(errmsg("no condition: every insert and update of %s queues its %s event, whatever its %s",
@@ -225,19 +224,6 @@ Datum
 tt_attach(PG_FUNCTION_ARGS)
 {
 	return tt_attach_sql(fcinfo);
-}
-
-/* Has the table a live column of this name? */
-static bool
-column_by_name_exists(Relation rel, const char *name)
-{
-	TupleDesc	desc = RelationGetDescr(rel);
-
-	for (int i = 0; i < desc->natts; i++)
-		if (!TupleDescAttr(desc, i)->attisdropped &&
-			strcmp(NameStr(TupleDescAttr(desc, i)->attname), name) == 0)
-			return true;
-	return false;
 }
 
 /*

@@ -271,12 +271,10 @@ read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
 	in->ip = column_cstring(&cols[CF_IP], tup, desc);
 	in->user_agent = column_cstring(&cols[CF_USER_AGENT], tup, desc);
 	in->locale = column_cstring(&cols[CF_LOCALE], tup, desc);
-	in->value = column_numeric(&cols[CF_VALUE], tup, desc, notes);
-	if (cols[CF_VALUE_MINOR].attnum != InvalidAttrNumber)
-	{
-		in->value = column_numeric(&cols[CF_VALUE_MINOR], tup, desc, notes);
-		in->value_minor = true;
-	}
+	/* the total comes from one column: value= or value_minor= (cents) */
+	in->value_minor = cols[CF_VALUE_MINOR].attnum != InvalidAttrNumber;
+	in->value = column_numeric(&cols[in->value_minor ? CF_VALUE_MINOR : CF_VALUE],
+							   tup, desc, notes);
 	in->currency = column_cstring(&cols[CF_CURRENCY], tup, desc);
 	if (cols[CF_CONTENTS].attnum != InvalidAttrNumber)
 	{

@@ -50,6 +50,7 @@ static void record_settled(void);
 static long feed_pipeline(bool woken);
 static bool claim_some(int limit, bool newest);
 static void retention_slice(void);
+static void end_url_pause(const char *why);
 static double url_pause_ms(void);
 static void settle_url_pause(void);
 static bool begin_transaction(const char *activity, bool claiming);
@@ -376,6 +377,16 @@ retention_slice(void)
 	last_retention = GetCurrentTimestamp();
 }
 
+/* The URL pause is over: say why, and stop showing it */
+static void
+end_url_pause(const char *why)
+{
+	ereport(LOG, (errmsg_internal("%s", why)));
+	pfree(paused_url);
+	paused_url = NULL;
+	tt_publish_url_pause(NULL, NULL, 0, 0);
+}
+
 /*
  * Milliseconds the URL pause still lasts; 0 when delivery may go on.  A
  * changed api_url (a reload) ends the pause at once; when the pause has run
@@ -392,12 +403,8 @@ url_pause_ms(void)
 		return 0;
 	if (strcmp(paused_url, tt_api_url) != 0)
 	{
-		ereport(LOG,
-				(errmsg("tiktok_capi: tiktok_capi.api_url changed to \"%s\"; delivery resumes",
-						tt_api_url)));
-		pfree(paused_url);
-		paused_url = NULL;
-		tt_publish_url_pause(NULL, NULL, 0, 0);
+		end_url_pause(psprintf("tiktok_capi: tiktok_capi.api_url changed to \"%s\"; delivery resumes",
+							   tt_api_url));
 		return 0;
 	}
 	if (GetCurrentTimestamp() >= pause_retry_at)
@@ -440,12 +447,8 @@ settle_url_pause(void)
 	}
 	else if (paused_url != NULL && api_answered)
 	{
-		ereport(LOG,
-				(errmsg("tiktok_capi: delivery resumed: tiktok_capi.api_url \"%s\" answers as the Events API",
-						paused_url)));
-		pfree(paused_url);
-		paused_url = NULL;
-		tt_publish_url_pause(NULL, NULL, 0, 0);
+		end_url_pause(psprintf("tiktok_capi: delivery resumed: tiktok_capi.api_url \"%s\" answers as the Events API",
+							   paused_url));
 	}
 }
 

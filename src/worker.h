@@ -129,7 +129,6 @@ extern void tt_pipeline_add(Claim *claim, List *paused, bool first);
 extern int	tt_pipeline_room(void);
 extern bool tt_pipeline_idle(void);
 extern bool tt_pipeline_express_out(void);
-extern int	tt_pipeline_in_flight(void);
 extern void tt_pipeline_start(List *paused);
 extern bool tt_pipeline_wait(long timeout_ms);
 extern List *tt_pipeline_take_settled(void);

@@ -202,13 +202,6 @@ tt_pipeline_idle(void)
 	return tt_http_running() == 0 && queued == NIL && settled == NIL;
 }
 
-/* Requests in flight now */
-int
-tt_pipeline_in_flight(void)
-{
-	return tt_http_running();
-}
-
 /* The request body: {"event_source":"web","event_source_id":...,"data":[...]} */
 static void
 build_body(Request *r)
