@@ -41,7 +41,7 @@ PG_CPPFLAGS = -DTT_VERSION='"$(TT_VERSION)"' -Isrc -Wall -Wextra -Werror -Wno-un
 	-Wno-sign-compare -Wno-missing-field-initializers
 SHLIB_LINK = -lcurl -lcrypto
 
-EXTRA_CLEAN = test/unit/normalize_test test/unit/policy_test $(FUZZERS)
+EXTRA_CLEAN = test/unit/normalize_test test/unit/policy_test $(FUZZERS) build
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
@@ -54,7 +54,7 @@ $(OBJS) $(OBJS:.o=.bc): $(wildcard src/*.h)
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test deps unit demo bench fuzz fuzzers chaos
+.PHONY: test deps unit demo bench fuzz fuzzers chaos deb dist
 
 # Install the build and test dependencies that are missing (apt)
 deps:
@@ -110,3 +110,23 @@ bench: deps
 	$(MAKE) all
 	$(SUDO) $(MAKE) install
 	bash test/bench/run.sh
+
+# The Debian package, postgresql-15-tiktok-capi (debian/, pg_buildext).
+# dpkg-buildpackage writes beside the tree it builds, so it builds a copy
+# of the tracked and new files in DEB_BUILD_DIR: the .deb lands there,
+# outside the repository.
+DEB_BUILD_DIR ?= build/deb
+deb:
+	rm -rf $(DEB_BUILD_DIR)
+	mkdir -p $(DEB_BUILD_DIR)/tiktok-capi
+	git ls-files -z --cached --others --exclude-standard | \
+		tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(DEB_BUILD_DIR)/tiktok-capi
+	cd $(DEB_BUILD_DIR)/tiktok-capi && dpkg-buildpackage -us -uc -b
+	rm -rf $(DEB_BUILD_DIR)/tiktok-capi
+	ls $(DEB_BUILD_DIR)/*.deb
+
+# The PGXN distribution (META.json) of the committed tree
+dist:
+	mkdir -p build
+	git archive --format=zip --prefix=tiktok_capi-$(TT_VERSION)/ \
+		-o build/tiktok_capi-$(TT_VERSION).zip HEAD
