@@ -26,6 +26,10 @@ packages=(
 	valgrind
 	clang-14
 	libclang-rt-14-dev
+	dpkg-dev
+	debhelper
+	fakeroot
+	postgresql-server-dev-all
 )
 
 installed() {

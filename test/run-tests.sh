@@ -9,7 +9,9 @@
 #    its own, against the mock Events API;
 #  - test/chaos, the reliability scorecard, short (make chaos: full size);
 #  - test/fuzz for a few seconds per harness (make fuzz runs them longer);
-#  - test/bench at toy sizes (make bench runs it at full size).
+#  - test/bench at toy sizes (make bench runs it at full size);
+#  - test/package, last: the Debian package built, installed with apt, used
+#    in a cluster of its own and purged; it installs the tree's build again.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -47,6 +49,12 @@ grep '^# ' "$log/fuzz.tap" | sed "s/^/  /"
 # The benchmarks at toy sizes: they keep working; no timing is asserted
 bash test/bench/run.sh --tiny > "$log/bench.tap" 2>&1
 count_tap "bench (tiny)" "$log/bench.tap"
+
+# The Debian package, last: it replaces the installed extension with the
+# package's until it purges it, then runs make install again (about 30 s)
+bash test/package/run.sh > "$log/package.tap" 2>&1
+grep '^# ' "$log/package.tap" | sed "s/^/  /"
+count_tap "debian package" "$log/package.tap"
 
 rm -rf "$log"
 echo "$passed passed, $failed failed"
