@@ -581,7 +581,8 @@ lower_text(const char *in, size_t len, bool keep_spaces, char *out,
 		i += n;
 		if (cp == ' ' || (is_invisible(cp) && cp >= 0xA0 && !is_zero_width(cp)))
 		{
-			if (keep_spaces)
+			/* a Unicode space at an end, which tt_trim leaves, goes too */
+			if (keep_spaces && o > 0)
 				out[o++] = ' ';
 		}
 		else if (is_zero_width(cp))
@@ -591,6 +592,8 @@ lower_text(const char *in, size_t len, bool keep_spaces, char *out,
 		else
 			o += utf8_encode(lower_codepoint(cp), out + o);
 	}
+	while (o > 0 && out[o - 1] == ' ')
+		o--;
 	out[o] = '\0';
 	*outlen = o;
 	return o > 0;

@@ -659,6 +659,8 @@ main(void)
 			  name(S("Mary\xC2\xA0" "Ann")), "mary ann");
 	check_str("name: an inner zero-width space vanishes",
 			  name(S("An\xE2\x80\x8Bn")), "ann");
+	check_str("name: Unicode spaces at the ends go, as trimmed ones do",
+			  name(S("\xE2\x80\x87" "Ex\xE2\x80\x87")), "ex");
 	check_str("name with an inner tab is unusable", name(S("Mary\tAnn")), NULL);
 	check_str("name with a C1 control is unusable", name(S("A\xC2\x85nn")), NULL);
 	check_str("name of invalid UTF-8 is unusable", name(S("Ann\xC3")), NULL);
