@@ -694,21 +694,26 @@ tt_hash_external_id(const char *in, size_t len, char *out)
 	return true;
 }
 
-/* Hashed first name, last name or zip code, of the trimmed lowercase form */
+/*
+ * Hashed first name, last name or zip code, of the trimmed lowercase form;
+ * a digest passes through
+ */
 bool
 tt_hash_name(const char *in, size_t len, char *out)
 {
 	char		norm[TT_NAME_MAXLEN + 1];
 	size_t		normlen;
 
-	tt_trim(&in, &len);
-	if (tt_is_hashed(in, len))
-	{
-		tt_lower_hex_copy(in, out);
-		return true;
-	}
-	if (!lower_text(in, len, true, norm, &normlen))
+	/*
+	 * The digest test comes after normalizing, so that a value and its
+	 * normalized form always hash alike (a zero-width character inside a
+	 * digest is dropped first).
+	 */
+	if (!tt_normalize_name(in, len, norm, &normlen))
 		return false;
-	tt_sha256_hex(norm, normlen, out);
+	if (tt_is_hashed(norm, normlen))
+		memcpy(out, norm, TT_HASH_BUFSIZE);
+	else
+		tt_sha256_hex(norm, normlen, out);
 	return true;
 }

@@ -682,6 +682,9 @@ main(void)
 	check_str("hashed name passes through lowercased",
 			  hash_name(S(" " SHA_EMPTY_UPPER " ")), SHA_EMPTY);
 	check_str("blank name has no hash", hash_name(S("  ")), NULL);
+	check_str("a digest with a BOM inside hashes as the digest does",
+			  hash_name(S("E3B0C44298FC1C149AFBF4C8996F\xEF\xBB\xBF" "B92427AE41E4649B934CA495991B7852B855")),
+			  SHA_EMPTY);
 
 	/* city, state: plain, lowercased, spaces removed */
 	check_str("city lowercased, spaces removed", place(S(" New York ")), "newyork");
