@@ -133,7 +133,7 @@ HEX64 = "r_text ~ '^[0-9a-f]{64}$'"
 EMAIL = "r_text LIKE '_%@_%._%' AND octet_length(r_text) <= 320 AND strpos(r_text, ' ') = 0"
 E164 = "r_text ~ '^[+][1-9][0-9]{7,14}$'"
 NAME = ("octet_length(r_text) BETWEEN 1 AND 255 AND r_text = btrim(r_text) "
-        "AND r_text !~ '[[:cntrl:]]' AND r_text !~ '[A-Z]'")
+        "AND r_text !~ '[\\x01-\\x1f\\x7f]' AND r_text !~ '[A-Z]'")
 EVENT = ("jsonb_typeof(r_json) = 'object' AND jsonb_typeof(r_json->'event') = 'string' "
          "AND jsonb_typeof(r_json->'event_id') = 'string' AND jsonb_typeof(r_json->'event_time') = 'number' "
          "AND CASE WHEN jsonb_typeof(coalesce(r_json->'user', '{}')) = 'object' THEN NOT EXISTS ("
