@@ -53,12 +53,14 @@ COMMENT ON FUNCTION tiktok_capi.tt_purge_sent IS
 /*
  * tt_forget: every event carrying one of the person's identifiers loses its
  * payload and becomes erased; its key stays, so a later change to the order
- * queues nothing of theirs again.
+ * queues nothing of theirs again.  A name identifies nobody alone: the
+ * first name, last name and zip code are taken together, or not at all.
  */
 DROP FUNCTION tiktok_capi.tt_forget(text, text, text);
 CREATE FUNCTION tiktok_capi.tt_forget(
     email text DEFAULT NULL, phone text DEFAULT NULL, external_id text DEFAULT NULL,
-    country text DEFAULT NULL)
+    country text DEFAULT NULL,
+    first_name text DEFAULT NULL, last_name text DEFAULT NULL, zip_code text DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -68,21 +70,34 @@ DECLARE
     phone_hash text := CASE WHEN country IS NULL THEN tiktok_capi.tt_hash_phone(phone)
                             ELSE tiktok_capi.tt_hash_phone(phone, country) END;
     external_id_hash text := tiktok_capi.tt_hash_external_id(external_id);
+    first_name_hash text := tiktok_capi.tt_hash_name(first_name);
+    last_name_hash text := tiktok_capi.tt_hash_name(last_name);
+    zip_code_hash text := tiktok_capi.tt_hash_name(zip_code);
     kinds text[];
     removed bigint;
 BEGIN
+    IF (first_name IS NULL OR last_name IS NULL OR zip_code IS NULL)
+       AND (first_name IS NOT NULL OR last_name IS NOT NULL OR zip_code IS NOT NULL) THEN
+        RAISE EXCEPTION 'tt_forget() takes a name only as first_name, last_name and zip_code together'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A name, even with its zip code missing, is shared by many people: give all three, or an email, a phone or an external_id.';
+    END IF;
     IF email IS NOT NULL AND email_hash IS NULL
        OR phone IS NOT NULL AND phone_hash IS NULL
-       OR external_id IS NOT NULL AND external_id_hash IS NULL THEN
+       OR external_id IS NOT NULL AND external_id_hash IS NULL
+       OR first_name IS NOT NULL AND first_name_hash IS NULL
+       OR last_name IS NOT NULL AND last_name_hash IS NULL
+       OR zip_code IS NOT NULL AND zip_code_hash IS NULL THEN
         RAISE EXCEPTION 'an identifier given to tt_forget() cannot be normalized'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Give the email as stored, the phone in E.164 (+country code) or set tiktok_capi.default_country.';
     END IF;
     kinds := array_remove(ARRAY[CASE WHEN email_hash IS NOT NULL THEN 'email' END,
                                 CASE WHEN phone_hash IS NOT NULL THEN 'phone' END,
-                                CASE WHEN external_id_hash IS NOT NULL THEN 'external_id' END], NULL);
+                                CASE WHEN external_id_hash IS NOT NULL THEN 'external_id' END,
+                                CASE WHEN zip_code_hash IS NOT NULL THEN 'name_and_zip_code' END], NULL);
     IF cardinality(kinds) = 0 THEN
-        RAISE EXCEPTION 'tt_forget() needs an email, a phone or an external_id'
+        RAISE EXCEPTION 'tt_forget() needs an email, a phone, an external_id, or a first name, last name and zip code'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
 
@@ -93,14 +108,17 @@ BEGIN
            request_id = NULL
      WHERE o.payload->'user'->'email' @> to_jsonb(email_hash)
         OR o.payload->'user'->'phone' @> to_jsonb(phone_hash)
-        OR o.payload->'user'->'external_id' @> to_jsonb(external_id_hash);
+        OR o.payload->'user'->'external_id' @> to_jsonb(external_id_hash)
+        OR (o.payload->'user'->'first_name' @> to_jsonb(first_name_hash)
+            AND o.payload->'user'->'last_name' @> to_jsonb(last_name_hash)
+            AND o.payload->'user'->'zip_code' @> to_jsonb(zip_code_hash));
     GET DIAGNOSTICS removed = ROW_COUNT;
     INSERT INTO tiktok_capi.erasures (identifiers, events_removed) VALUES (kinds, removed);
     RETURN removed;
 END
 $$;
 COMMENT ON FUNCTION tiktok_capi.tt_forget IS
-'Erase a person: every outbox event carrying their email, phone (national numbers with country, or tiktok_capi.default_country) or external_id (hashed as the trigger does) loses its payload and is never queued again; returns how many; logs the erasure without the identifier';
+'Erase a person: every outbox event carrying their email, phone (national numbers with country, or tiktok_capi.default_country), external_id, or first name, last name and zip code together (hashed as the trigger does) loses its payload and is never queued again; returns how many; logs the erasure without the identifier';
 REVOKE ALL ON FUNCTION tiktok_capi.tt_forget FROM PUBLIC;
 
 /*
@@ -495,3 +513,64 @@ $$;
 COMMENT ON FUNCTION tiktok_capi.tt_requeue_failed IS
 'Send failed events again (all, or those of a pixel, event or event_id); returns how many. Events never built (payload {}) stay failed; those TikTok rejected as invalid (code 400xx) too, unless force => true. A NOTICE says how many were left and why';
 REVOKE ALL ON FUNCTION tiktok_capi.tt_requeue_failed FROM PUBLIC;
+
+/*
+ * ---- More match keys ----
+ * first_name, last_name and zip_code (hashed after trimming and
+ * lowercasing, as email is) and city, state and country (plain:
+ * lowercased, spaces removed; country as ISO 3166 alpha-2) in user{}.
+ * tt_hash_name / tt_normalize_name are to names what tt_hash_email /
+ * tt_normalize_email are to emails; tt_event takes the new keys as its
+ * last arguments.
+ */
+CREATE FUNCTION tiktok_capi.tt_normalize_name(name text) RETURNS text
+AS 'MODULE_PATHNAME', 'tt_normalize_name_sql'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION tiktok_capi.tt_normalize_name(text) IS
+'Trimmed, lowercased first name, last name or zip code (what tt_hash_name hashes), or NULL when blank, longer than 255 bytes or holding control characters';
+
+CREATE FUNCTION tiktok_capi.tt_hash_name(name text) RETURNS text
+AS 'MODULE_PATHNAME', 'tt_hash_name_sql'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION tiktok_capi.tt_hash_name(text) IS
+'SHA-256 hex of the normalized first name, last name or zip code; NULL when unusable; a 64-hex input passes through lowercased';
+
+DROP FUNCTION tiktok_capi.tt_event(text, text, timestamptz, text, text, text, text, text, text,
+    text, text, numeric, text, jsonb, text, text, text, text, text, text, boolean, jsonb, text);
+CREATE FUNCTION tiktok_capi.tt_event(
+    event text,
+    event_id text,
+    event_time timestamptz DEFAULT now(),
+    email text DEFAULT NULL,
+    phone text DEFAULT NULL,
+    external_id text DEFAULT NULL,
+    ttclid text DEFAULT NULL,
+    ttp text DEFAULT NULL,
+    ip text DEFAULT NULL,
+    user_agent text DEFAULT NULL,
+    locale text DEFAULT NULL,
+    value numeric DEFAULT NULL,
+    currency text DEFAULT NULL,
+    contents jsonb DEFAULT NULL,
+    content_type text DEFAULT NULL,
+    order_id text DEFAULT NULL,
+    description text DEFAULT NULL,
+    search_string text DEFAULT NULL,
+    page_url text DEFAULT NULL,
+    referrer text DEFAULT NULL,
+    limited_data_use boolean DEFAULT NULL,
+    properties jsonb DEFAULT NULL,
+    default_country text DEFAULT NULL,
+    -- more match keys
+    first_name text DEFAULT NULL,
+    last_name text DEFAULT NULL,
+    zip_code text DEFAULT NULL,
+    city text DEFAULT NULL,
+    state text DEFAULT NULL,
+    country text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'tt_event_sql'
+LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE;
+COMMENT ON FUNCTION tiktok_capi.tt_event IS
+'One Events API event (an element of data[]): identifiers hashed, NULLs left out, misuse an error';
+/* ---- end of more match keys ---- */

@@ -52,6 +52,12 @@ typedef enum CaptureField
 	CF_LIMITED_DATA_USE,
 	CF_COUNTRY,
 	CF_CONSENT,
+	/* more match keys (country, above, feeds user.country too) */
+	CF_FIRST_NAME,
+	CF_LAST_NAME,
+	CF_ZIP_CODE,
+	CF_CITY,
+	CF_STATE,
 	N_CAPTURE_FIELDS
 } CaptureField;
 

@@ -108,4 +108,11 @@ tt_withhold_identifiers(TTEventInput *in)
 	in->user_agent = NULL;
 	in->ttp = NULL;
 	in->ttclid = NULL;
+	/* more match keys: a name, an address, match the person too */
+	in->first_name = NULL;
+	in->last_name = NULL;
+	in->zip_code = NULL;
+	in->city = NULL;
+	in->state = NULL;
+	in->user_country = NULL;
 }

@@ -90,8 +90,24 @@ static const FieldDef field_defs[N_CAPTURE_FIELDS] = {
 	[CF_PAGE_URL] = {"page_url", {"page_url"}},
 	[CF_REFERRER] = {"referrer", {"referrer"}},
 	[CF_LIMITED_DATA_USE] = {"limited_data_use", {"limited_data_use"}},
-	[CF_COUNTRY] = {"country", {"country", "country_code"}},
+	[CF_COUNTRY] = {"country", {"country", "country_code", "billing_country",
+	"billing_country_code"}},
 	[CF_CONSENT] = {"consent", {"consent"}},
+	/*
+	 * more match keys: the billing address's, never the shipping one's (a
+	 * gift's recipient is not the buyer).  A bare "state" column is an
+	 * order's state as often as an address's (Magento's sales_order; see
+	 * tt_attach's status columns): state=state maps it.
+	 */
+	[CF_FIRST_NAME] = {"first_name", {"first_name", "given_name",
+	"billing_first_name", "customer_first_name", "customer_firstname"}},
+	[CF_LAST_NAME] = {"last_name", {"last_name", "family_name", "surname",
+	"billing_last_name", "customer_last_name", "customer_lastname"}},
+	[CF_ZIP_CODE] = {"zip_code", {"zip", "zip_code", "postal_code", "postcode",
+	"billing_zip", "billing_postcode", "billing_postal_code"}},
+	[CF_CITY] = {"city", {"city", "billing_city"}},
+	[CF_STATE] = {"state", {"province", "region", "state_code", "billing_state",
+	"billing_province", "billing_region"}},
 };
 
 static HTAB *config_cache = NULL;

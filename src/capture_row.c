@@ -301,8 +301,17 @@ read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
 	if (country != NULL && (in->country = tt_country_lookup(country, strlen(country))) == NULL)
 		*notes = lappend(*notes, psprintf("country \"%.*s\" is not an ISO 3166 alpha-2 code",
 										  pg_mbcliplen(country, strlen(country), 16), country));
+	/* the row's country is the person's too; the setting is not */
+	if (in->country != NULL)
+		in->user_country = in->country->iso;
 	if (in->country == NULL)
 		in->country = tt_country_or_default(NULL);
+	/* more match keys */
+	in->first_name = column_cstring(&cols[CF_FIRST_NAME], tup, desc);
+	in->last_name = column_cstring(&cols[CF_LAST_NAME], tup, desc);
+	in->zip_code = column_cstring(&cols[CF_ZIP_CODE], tup, desc);
+	in->city = column_cstring(&cols[CF_CITY], tup, desc);
+	in->state = column_cstring(&cols[CF_STATE], tup, desc);
 }
 
 /* contents[] from the child table's rows for this order, or NULL */

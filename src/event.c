@@ -28,7 +28,7 @@
 PG_FUNCTION_INFO_V1(tt_event_sql);
 
 /* Up to this many named fields in one object of the event */
-#define MAX_FIELDS 12
+#define MAX_FIELDS 16
 
 /* The fields of one object of the event (user, properties or page) */
 typedef struct FieldList
@@ -45,6 +45,10 @@ static void add_plain(FieldList *l, const char *key, const char *s,
 					  List **notes);
 static void add_hashed(FieldList *l, const char *key, const char *raw,
 					   const char *hash, const char *why, List **notes);
+static void add_hashed_name(FieldList *l, const char *key, const char *raw,
+							List **notes);
+static void add_place(FieldList *l, const char *key, const char *raw,
+					  List **notes);
 static void add_numeric(FieldList *l, const char *key, Numeric n);
 static void push_key(JsonbParseState **st, const char *key);
 static void push_object(JsonbParseState **st, const char *key,
@@ -118,6 +122,40 @@ add_hashed(FieldList *l, const char *key, const char *raw, const char *hash,
 	tt_trim(&raw, &len);
 	if (notes != NULL && len > 0)
 		*notes = lappend(*notes, psprintf("%s dropped: %s", key, why));
+}
+
+/* Add a first name, last name or zip code, hashed; unusable: noted */
+static void
+add_hashed_name(FieldList *l, const char *key, const char *raw, List **notes)
+{
+	char	   *hash;
+
+	if (raw == NULL)
+		return;
+	hash = palloc(TT_HASH_BUFSIZE);
+	add_hashed(l, key, raw, tt_hash_name(raw, strlen(raw), hash) ? hash : NULL,
+			   "not usable text (a control character, invalid UTF-8, or longer than 255 bytes)",
+			   notes);
+}
+
+/*
+ * Add a city or state, plain: lowercased, spaces removed.  Unusable text
+ * is left out, and noted as an identifier is, without the value.
+ */
+static void
+add_place(FieldList *l, const char *key, const char *raw, List **notes)
+{
+	char	   *place;
+	size_t		len;
+
+	if (raw == NULL)
+		return;
+	place = palloc(TT_NAME_MAXLEN + 1);
+	if (tt_normalize_place(raw, strlen(raw), place, &len))
+		add_string(l, key, place, len);
+	else if (notes != NULL && !tt_is_blank(raw))
+		*notes = lappend(*notes, psprintf("%s dropped: not usable text (a control character, invalid UTF-8, or longer than 255 bytes)",
+										  key));
 }
 
 /* Add a JSON number field */
@@ -217,6 +255,23 @@ build_user(FieldList *user, const TTEventInput *in, List **notes)
 	}
 	add_plain(user, "user_agent", in->user_agent, notes);
 	add_plain(user, "locale", in->locale, notes);
+	/* more match keys: names and zip code hashed; places plain */
+	add_hashed_name(user, "first_name", in->first_name, notes);
+	add_hashed_name(user, "last_name", in->last_name, notes);
+	add_hashed_name(user, "zip_code", in->zip_code, notes);
+	add_place(user, "city", in->city, notes);
+	add_place(user, "state", in->state, notes);
+	if (in->user_country != NULL && !tt_is_blank(in->user_country))
+	{
+		char	   *code = palloc(TT_COUNTRY_BUFSIZE);
+
+		if (tt_normalize_country(in->user_country, strlen(in->user_country), code))
+			add_string(user, "country", code, 2);
+		else
+			tt_problem(notes, ERRCODE_INVALID_PARAMETER_VALUE,
+					   "Use an ISO 3166 alpha-2 code such as US, GB or DE.",
+					   "country is not an ISO 3166 alpha-2 code");
+	}
 }
 
 /* The properties object: the value, its currency, the items and the rest */
@@ -374,18 +429,29 @@ tt_build_event(const TTEventInput *in, List **notes)
 	return JsonbValueToJsonb(pushJsonbValue(&st, WJB_END_OBJECT, NULL));
 }
 
-/* A text argument as a C string, or NULL */
+/*
+ * A text argument as a C string, or NULL; NULL too for an argument the
+ * function does not have, as in a database whose extension is not yet
+ * updated to this library's version.
+ */
 static char *
 arg_cstring(FunctionCallInfo fcinfo, int argno)
 {
-	return PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	if (argno >= PG_NARGS() || PG_ARGISNULL(argno))
+		return NULL;
+	return text_to_cstring(PG_GETARG_TEXT_PP(argno));
 }
 
 /*
  * tt_event(event, event_id, event_time, email, phone, external_id, ttclid,
  *			ttp, ip, user_agent, locale, value, currency, contents,
  *			content_type, order_id, description, search_string, page_url,
- *			referrer, limited_data_use, properties, default_country)
+ *			referrer, limited_data_use, properties, default_country,
+ *			first_name, last_name, zip_code, city, state, country)
+ *
+ * country is the person's; a national phone number takes default_country,
+ * else country, else the tiktok_capi.default_country setting, as a
+ * trigger takes its country column for both.
  */
 Datum
 tt_event_sql(PG_FUNCTION_ARGS)
@@ -418,7 +484,18 @@ tt_event_sql(PG_FUNCTION_ARGS)
 	if (in.has_limited_data_use)
 		in.limited_data_use = PG_GETARG_BOOL(20);
 	in.properties = PG_ARGISNULL(21) ? NULL : PG_GETARG_JSONB_P(21);
-	in.country = tt_country_or_default(arg_cstring(fcinfo, 22));
+	/* more match keys */
+	in.first_name = arg_cstring(fcinfo, 23);
+	in.last_name = arg_cstring(fcinfo, 24);
+	in.zip_code = arg_cstring(fcinfo, 25);
+	in.city = arg_cstring(fcinfo, 26);
+	in.state = arg_cstring(fcinfo, 27);
+	in.user_country = arg_cstring(fcinfo, 28);
+	if (PG_ARGISNULL(22) && in.user_country != NULL &&
+		tt_country_lookup(in.user_country, strlen(in.user_country)) != NULL)
+		in.country = tt_country_lookup(in.user_country, strlen(in.user_country));
+	else
+		in.country = tt_country_or_default(arg_cstring(fcinfo, 22));
 
 	PG_RETURN_JSONB_P(tt_build_event(&in, NULL));
 }

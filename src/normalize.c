@@ -1,13 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * normalize.c
- *	  Email, phone, external_id and IP normalization, and the hashes of
- *	  the normalized identifiers (SHA-256 itself is in digest.c).
+ *	  Email, phone, external_id, IP, name and place normalization, and
+ *	  the hashes of the normalized identifiers (SHA-256 itself is in
+ *	  digest.c).
  *
  * The rules follow TikTok's advanced matching: email is trimmed and
  * lowercased; phone is E.164 with its '+'; external_id is trimmed; ip is
- * sent plain.  An input that already is 64 hex characters is taken as a
- * hash and passes through lowercased, so nothing is hashed twice.
+ * sent plain.  First name, last name and zip code are trimmed and
+ * lowercased, then hashed; city and state are sent plain, lowercased with
+ * their spaces removed; country as its lowercase ISO 3166 alpha-2 code.
+ * An input that already is 64 hex characters is taken as a hash and
+ * passes through lowercased, so nothing is hashed twice.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,6 +36,9 @@ static bool normalize_trimmed_email(const char *in, size_t len, char *out,
 static bool phone_separator(unsigned char c);
 static size_t normalize_phone(const char *in, size_t len,
 							  const TTCountry *country, char *out);
+static bool is_zero_width(uint32_t cp);
+static bool lower_text(const char *in, size_t len, bool keep_spaces,
+					   char *out, size_t *outlen);
 
 /* White space we trim: ASCII, as in C's isspace, without locale */
 static bool
@@ -534,6 +541,106 @@ tt_normalize_ip(const char *in, size_t len, char *out)
 	return false;
 }
 
+/*
+ * Zero-width characters, direction marks and the BOM: nothing to see, so
+ * nothing kept
+ */
+static bool
+is_zero_width(uint32_t c)
+{
+	return (c >= 0x200B && c <= 0x200F) || (c >= 0x202A && c <= 0x202E) ||
+		c == 0x2060 || c == 0xFEFF;
+}
+
+/*
+ * Lowercase trimmed UTF-8 text (the fixed mapping of lower_codepoint, so
+ * the same name hashes the same in every database).  Spaces, the Unicode
+ * ones too, become one ASCII space each when keep_spaces, else vanish;
+ * zero-width characters vanish; any other control character, or invalid
+ * UTF-8, makes the text unusable, as does nothing left or more than
+ * TT_NAME_MAXLEN bytes.  out must hold TT_NAME_MAXLEN + 1 bytes; it is
+ * NUL-terminated.
+ */
+static bool
+lower_text(const char *in, size_t len, bool keep_spaces, char *out,
+		   size_t *outlen)
+{
+	const unsigned char *p = (const unsigned char *) in;
+	size_t		i = 0;
+	size_t		o = 0;
+
+	if (len == 0 || len > TT_NAME_MAXLEN)
+		return false;
+	while (i < len)
+	{
+		uint32_t	cp;
+		int			n = utf8_decode(p + i, len - i, &cp);
+
+		if (n == 0)
+			return false;
+		i += n;
+		if (cp == ' ' || (is_invisible(cp) && cp >= 0xA0 && !is_zero_width(cp)))
+		{
+			/* a Unicode space at an end, which tt_trim leaves, goes too */
+			if (keep_spaces && o > 0)
+				out[o++] = ' ';
+		}
+		else if (is_zero_width(cp))
+			continue;
+		else if (cp < 0x20 || cp == 0x7F || is_invisible(cp))
+			return false;		/* controls: tabs, line breaks, C1 */
+		else
+			o += utf8_encode(lower_codepoint(cp), out + o);
+	}
+	while (o > 0 && out[o - 1] == ' ')
+		o--;
+	out[o] = '\0';
+	*outlen = o;
+	return o > 0;
+}
+
+/*
+ * Normalize a first name, last name or zip code: trim, lowercase (UTF-8
+ * aware); inner spaces are kept ("mary ann", "sw1a 1aa").  out must hold
+ * TT_NAME_MAXLEN + 1 bytes; it is NUL-terminated.
+ */
+bool
+tt_normalize_name(const char *in, size_t len, char *out, size_t *outlen)
+{
+	tt_trim(&in, &len);
+	return lower_text(in, len, true, out, outlen);
+}
+
+/*
+ * Normalize a city or state as sent, plain: lowercase, every space
+ * removed ("new york" -> "newyork").  out must hold TT_NAME_MAXLEN + 1
+ * bytes; it is NUL-terminated.
+ */
+bool
+tt_normalize_place(const char *in, size_t len, char *out, size_t *outlen)
+{
+	tt_trim(&in, &len);
+	return lower_text(in, len, false, out, outlen);
+}
+
+/*
+ * Normalize a country to its lowercase ISO 3166 alpha-2 code; a code that
+ * is not in the country table is unusable.  out must hold
+ * TT_COUNTRY_BUFSIZE bytes.
+ */
+bool
+tt_normalize_country(const char *in, size_t len, char *out)
+{
+	const TTCountry *c = tt_country_lookup(in, len);
+
+	if (c == NULL)
+		return false;
+	out[0] = (char) (c->iso[0] - 'A' + 'a');
+	out[1] = (char) (c->iso[1] - 'A' + 'a');
+	out[2] = '\0';
+	return true;
+}
+
 /* Hashed email: a digest passes through, anything else is normalized */
 bool
 tt_hash_email(const char *in, size_t len, char *out)
@@ -584,5 +691,29 @@ tt_hash_external_id(const char *in, size_t len, char *out)
 		tt_lower_hex_copy(in, out);
 	else
 		tt_sha256_hex(in, len, out);
+	return true;
+}
+
+/*
+ * Hashed first name, last name or zip code, of the trimmed lowercase form;
+ * a digest passes through
+ */
+bool
+tt_hash_name(const char *in, size_t len, char *out)
+{
+	char		norm[TT_NAME_MAXLEN + 1];
+	size_t		normlen;
+
+	/*
+	 * The digest test comes after normalizing, so that a value and its
+	 * normalized form always hash alike (a zero-width character inside a
+	 * digest is dropped first).
+	 */
+	if (!tt_normalize_name(in, len, norm, &normlen))
+		return false;
+	if (tt_is_hashed(norm, normlen))
+		memcpy(out, norm, TT_HASH_BUFSIZE);
+	else
+		tt_sha256_hex(norm, normlen, out);
 	return true;
 }

@@ -12,6 +12,10 @@
  * Vocabulary:
  *	- normalized: the exact bytes TikTok expects before hashing
  *	  (trimmed lowercase email, E.164 phone with its leading '+').
+ *	- name: a first name, last name or zip code; hashed, like email, after
+ *	  trimming and lowercasing.
+ *	- place: a city or state; sent plain, lowercased, spaces removed.  A
+ *	  country is sent as its lowercase ISO 3166 alpha-2 code.
  *	- hashed: lowercase hex SHA-256 of the normalized bytes, 64 characters.
  *	  A value that already is 64 hex characters is taken as hashed.
  *
@@ -31,6 +35,10 @@
 #define TT_EMAIL_MAXLEN 320
 /* longest textual IP address plus NUL (INET6_ADDRSTRLEN) */
 #define TT_IP_BUFSIZE 46
+/* longest first name, last name, zip code, city or state, in bytes */
+#define TT_NAME_MAXLEN 255
+/* ISO 3166 alpha-2, lowercase, and a NUL */
+#define TT_COUNTRY_BUFSIZE 3
 
 /* One row of the country table: ISO 3166 alpha-2, calling code, trunk prefix */
 typedef struct TTCountry
@@ -56,10 +64,16 @@ extern bool tt_normalize_email(const char *in, size_t len, char *out,
 extern bool tt_normalize_phone(const char *in, size_t len,
 							   const TTCountry *country, char *out);
 extern bool tt_normalize_ip(const char *in, size_t len, char *out);
+extern bool tt_normalize_name(const char *in, size_t len, char *out,
+							  size_t *outlen);
+extern bool tt_normalize_place(const char *in, size_t len, char *out,
+							   size_t *outlen);
+extern bool tt_normalize_country(const char *in, size_t len, char *out);
 
 extern bool tt_hash_email(const char *in, size_t len, char *out);
 extern bool tt_hash_phone(const char *in, size_t len,
 						  const TTCountry *country, char *out);
 extern bool tt_hash_external_id(const char *in, size_t len, char *out);
+extern bool tt_hash_name(const char *in, size_t len, char *out);
 
 #endif							/* TT_NORMALIZE_H */

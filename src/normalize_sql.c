@@ -2,7 +2,7 @@
  *
  * normalize_sql.c
  *	  SQL functions that normalize and hash customer identifiers
- *	  (tt_hash_email, tt_hash_phone, tt_hash_external_id and the
+ *	  (tt_hash_email, tt_hash_phone, tt_hash_external_id, tt_hash_name and the
  *	  tt_normalize_* functions that show what gets hashed), over the pure-C
  *	  rules of normalize.c, and the country of national phone numbers
  *	  (tiktok_capi.default_country, defined in settings.c).
@@ -25,6 +25,8 @@ PG_FUNCTION_INFO_V1(tt_normalize_email_sql);
 PG_FUNCTION_INFO_V1(tt_hash_phone_sql);
 PG_FUNCTION_INFO_V1(tt_normalize_phone_sql);
 PG_FUNCTION_INFO_V1(tt_hash_external_id_sql);
+PG_FUNCTION_INFO_V1(tt_hash_name_sql);
+PG_FUNCTION_INFO_V1(tt_normalize_name_sql);
 
 /* The last country name a call site looked up (fn_extra), and its row */
 typedef struct CountryCache
@@ -118,7 +120,8 @@ typedef enum Identifier
 {
 	ID_EMAIL,
 	ID_PHONE,
-	ID_EXTERNAL_ID
+	ID_EXTERNAL_ID,
+	ID_NAME						/* a first name, last name or zip code */
 } Identifier;
 
 /*
@@ -136,7 +139,8 @@ identifier_sql(FunctionCallInfo fcinfo, Identifier id, bool hashed)
 	size_t		len = VARSIZE_ANY_EXHDR(in);
 	const TTCountry *country = id == ID_PHONE ? country_arg(fcinfo, 1) : NULL;
 	size_t		size = hashed ? TT_HASH_BUFSIZE :
-		id == ID_EMAIL ? TT_EMAIL_MAXLEN + 1 : TT_PHONE_BUFSIZE;
+		id == ID_EMAIL ? TT_EMAIL_MAXLEN + 1 :
+		id == ID_NAME ? TT_NAME_MAXLEN + 1 : TT_PHONE_BUFSIZE;
 	text	   *result = (text *) palloc(VARHDRSZ + size);
 	char	   *out = VARDATA(result);
 	size_t		outlen = 64;
@@ -148,6 +152,9 @@ identifier_sql(FunctionCallInfo fcinfo, Identifier id, bool hashed)
 	else if (id == ID_PHONE)
 		ok = hashed ? tt_hash_phone(s, len, country, out) :
 			tt_normalize_phone(s, len, country, out);
+	else if (id == ID_NAME)
+		ok = hashed ? tt_hash_name(s, len, out) :
+			tt_normalize_name(s, len, out, &outlen);
 	else
 		ok = tt_hash_external_id(s, len, out);
 	if (!ok)
@@ -194,4 +201,21 @@ Datum
 tt_hash_external_id_sql(PG_FUNCTION_ARGS)
 {
 	return identifier_sql(fcinfo, ID_EXTERNAL_ID, true);
+}
+
+/*
+ * tt_hash_name(text): hex SHA-256 of the trimmed, lowercased first name,
+ * last name or zip code
+ */
+Datum
+tt_hash_name_sql(PG_FUNCTION_ARGS)
+{
+	return identifier_sql(fcinfo, ID_NAME, true);
+}
+
+/* tt_normalize_name(text): what tt_hash_name hashes */
+Datum
+tt_normalize_name_sql(PG_FUNCTION_ARGS)
+{
+	return identifier_sql(fcinfo, ID_NAME, false);
 }

@@ -11,8 +11,9 @@
  * Vocabulary, used the same way in code, SQL, logs and docs:
  *	- event: one element of the Events API request's data[] array, a jsonb
  *	  object built by tt_build_event (and so by tt_event()).
- *	- identifier: a customer's email, phone or external id; it leaves the
- *	  builder hashed, never raw.
+ *	- identifier: a customer's email, phone, external id, first name, last
+ *	  name or zip code; it leaves the builder hashed, never raw.  City,
+ *	  state and country are match keys sent plain.
  *	- lenient build: the one the order trigger uses; bad customer data is
  *	  dropped with a WARNING instead of aborting the order.  A strict one
  *	  (a direct call) makes it an ERROR; see tt_problem() in util.c.
@@ -155,6 +156,13 @@ typedef struct TTEventInput
 	bool		limited_data_use;
 	/* for national phone numbers; NULL: none */
 	const TTCountry *country;
+	/* more match keys in user: hashed names and zip code, plain places */
+	const char *first_name;
+	const char *last_name;
+	const char *zip_code;
+	const char *city;
+	const char *state;
+	const char *user_country;	/* user.country, an ISO 3166 alpha-2 code */
 } TTEventInput;
 
 extern Jsonb *tt_build_event(const TTEventInput *in, List **notes);

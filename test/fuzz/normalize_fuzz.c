@@ -70,6 +70,76 @@ check_phone(const char *in, size_t len, const TTCountry *country)
 		abort();
 }
 
+/*
+ * A name (or zip code) is non-empty lowercase UTF-8 of at most
+ * TT_NAME_MAXLEN bytes, without ASCII controls or blank ends, and
+ * normalizes to itself; its hash is the hash of that form.
+ */
+static void
+check_name(const char *in, size_t len)
+{
+	char		out[TT_NAME_MAXLEN + 1];
+	char		again[TT_NAME_MAXLEN + 1];
+	char		hash[TT_HASH_BUFSIZE];
+	char		hash_again[TT_HASH_BUFSIZE];
+	size_t		outlen;
+	size_t		againlen;
+
+	if (!tt_normalize_name(in, len, out, &outlen))
+		return;
+	if (outlen == 0 || outlen > TT_NAME_MAXLEN || strlen(out) != outlen ||
+		out[0] == ' ' || out[outlen - 1] == ' ')
+		abort();
+	for (size_t i = 0; i < outlen; i++)
+		if ((unsigned char) out[i] < 0x20 || out[i] == 0x7F ||
+			(out[i] >= 'A' && out[i] <= 'Z'))
+			abort();
+	if (!tt_normalize_name(out, outlen, again, &againlen) ||
+		againlen != outlen || memcmp(out, again, outlen) != 0)
+		abort();
+	if (!tt_hash_name(in, len, hash) || !tt_hash_name(out, outlen, hash_again))
+		abort();
+	check_hash(hash);
+	/* a 64-hex name is taken as its own hash, lowercased: the same either way */
+	if (strcmp(hash, hash_again) != 0)
+		abort();
+}
+
+/* A place has no space and no uppercase ASCII, and normalizes to itself */
+static void
+check_place(const char *in, size_t len)
+{
+	char		out[TT_NAME_MAXLEN + 1];
+	char		again[TT_NAME_MAXLEN + 1];
+	size_t		outlen;
+	size_t		againlen;
+
+	if (!tt_normalize_place(in, len, out, &outlen))
+		return;
+	if (outlen == 0 || outlen > TT_NAME_MAXLEN || strlen(out) != outlen)
+		abort();
+	for (size_t i = 0; i < outlen; i++)
+		if ((unsigned char) out[i] <= 0x20 || out[i] == 0x7F ||
+			(out[i] >= 'A' && out[i] <= 'Z'))
+			abort();
+	if (!tt_normalize_place(out, outlen, again, &againlen) ||
+		againlen != outlen || memcmp(out, again, outlen) != 0)
+		abort();
+}
+
+/* A country is two lowercase letters that the country table knows */
+static void
+check_country(const char *in, size_t len)
+{
+	char		out[TT_COUNTRY_BUFSIZE];
+
+	if (!tt_normalize_country(in, len, out))
+		return;
+	if (out[0] < 'a' || out[0] > 'z' || out[1] < 'a' || out[1] > 'z' ||
+		out[2] != '\0' || tt_country_lookup(out, 2) == NULL)
+		abort();
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -97,6 +167,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (tt_normalize_ip(in, len, ip) && strlen(ip) >= TT_IP_BUFSIZE)
 		abort();
 	(void) tt_country_lookup(in, len);
+	check_name(in, len);
+	check_place(in, len);
+	check_country(in, len);
 	{
 		const char *p = in;
 		size_t		n = len;

@@ -132,6 +132,8 @@ def load_corpus(db):
 HEX64 = "r_text ~ '^[0-9a-f]{64}$'"
 EMAIL = "r_text LIKE '_%@_%._%' AND octet_length(r_text) <= 320 AND strpos(r_text, ' ') = 0"
 E164 = "r_text ~ '^[+][1-9][0-9]{7,14}$'"
+NAME = ("octet_length(r_text) BETWEEN 1 AND 255 AND r_text = btrim(r_text) "
+        "AND r_text !~ '[\\x01-\\x1f\\x7f]' AND r_text !~ '[A-Z]'")
 EVENT = ("jsonb_typeof(r_json) = 'object' AND jsonb_typeof(r_json->'event') = 'string' "
          "AND jsonb_typeof(r_json->'event_id') = 'string' AND jsonb_typeof(r_json->'event_time') = 'number' "
          "AND CASE WHEN jsonb_typeof(coalesce(r_json->'user', '{}')) = 'object' THEN NOT EXISTS ("
@@ -171,6 +173,8 @@ hashing("tt_normalize_phone(phone, 'US')", "r_text := tiktok_capi.tt_normalize_p
 hashing("tt_hash_phone(phone)", "r_text := tiktok_capi.tt_hash_phone(v.t);", HEX64)
 hashing("tt_hash_phone(phone, 'GB')", "r_text := tiktok_capi.tt_hash_phone(v.t, 'GB');", HEX64)
 hashing("tt_hash_external_id(external_id)", "r_text := tiktok_capi.tt_hash_external_id(v.t);", HEX64)
+hashing("tt_normalize_name(name)", "r_text := tiktok_capi.tt_normalize_name(v.t);", NAME)
+hashing("tt_hash_name(name)", "r_text := tiktok_capi.tt_hash_name(v.t);", HEX64)
 hashing("tt_normalize_phone(_, country)", "r_text := tiktok_capi.tt_normalize_phone('07911 123456', v.t);",
         E164, country=True)
 hashing("tt_hash_phone(_, country)", "r_text := tiktok_capi.tt_hash_phone('4155550123', v.t);", HEX64,
@@ -182,11 +186,13 @@ CALLS.append(Call("hashing", "tiktok_capi.default_country setting", "text",
 
 for arg in ["event", "event_id", "email", "phone", "external_id", "ttclid", "ttp", "ip", "user_agent",
             "locale", "currency", "content_type", "order_id", "description", "search_string", "page_url",
-            "referrer", "default_country"]:
+            "referrer", "default_country", "first_name", "last_name", "zip_code", "city", "state",
+            "country"]:
     call = ("tiktok_capi.tt_event(v.t, 'fz-1')" if arg == "event" else
             "tiktok_capi.tt_event('Purchase', v.t)" if arg == "event_id" else EV.format(arg=arg, val="v.t"))
     CALLS.append(Call("tt_event", f"tt_event({arg})", "text", f"r_json := {call};", "r_json", EVENT,
-                      every=5, ident=arg in ("email", "phone", "external_id", "ip"), states=EVENT_STATES))
+                      every=5, ident=arg in ("email", "phone", "external_id", "ip", "first_name", "last_name",
+                                             "zip_code"), states=EVENT_STATES))
 CALLS.append(Call("tt_event", "tt_event(phone, default_country => 'GB')", "text",
                   "r_json := tiktok_capi.tt_event('Purchase', 'fz-1', phone => v.t, default_country => 'GB');",
                   "r_json", EVENT, every=5, ident=True, states=EVENT_STATES))

@@ -72,6 +72,7 @@ CURRENCIES = set("""AED ARS AUD BDT BHD BIF BOB BRL CAD CHF CLP CNY COP CRC CZK 
 GBP GTQ HKD HNL HUF IDR ILS INR ISK JPY KES KHR KRW KWD KZT MAD MOP MXN MYR NGN NIO NOK NZD OMR
 PEN PHP PKR PLN PYG QAR RON RUB SAR SEK SGD THB TRY TWD UAH USD VES VND ZAR""".split())
 HEX = set("0123456789abcdef")
+LOWER_ASCII = set("abcdefghijklmnopqrstuvwxyz")
 MAX_BODY = 64 * 1024 * 1024
 REQUEST_LOG = 100_000
 DEFAULTS = {"tokens": {}, "no_permission": [], "count_only": False, "fault_rate": 0.0,
@@ -313,6 +314,22 @@ def validate_event(ev, at):
                 need(isinstance(v, str) and len(v) == 64 and set(v) <= HEX,
                      "%s.user.%s" % (at, f), "not a lowercase SHA-256 hex digest")
     strings(user, ("ttclid", "ttp", "ip", "user_agent", "locale"), at + ".user")
+    # more match keys: names and zip code hashed; city, state, country plain
+    for f in ("first_name", "last_name", "zip_code"):
+        if f in user:
+            v = user[f]
+            need(isinstance(v, str) and len(v) == 64 and set(v) <= HEX,
+                 "%s.user.%s" % (at, f), "not a lowercase SHA-256 hex digest")
+    for f in ("city", "state"):
+        if f in user:
+            v = user[f]
+            need(isinstance(v, str) and v != "" and v == v.lower()
+                 and not any(c.isspace() for c in v),
+                 "%s.user.%s" % (at, f), "not lowercase without spaces")
+    if "country" in user:
+        v = user["country"]
+        need(isinstance(v, str) and len(v) == 2 and set(v) <= LOWER_ASCII,
+             at + ".user.country", "not a lowercase ISO 3166 alpha-2 code")
     props = ev.get("properties", {})
     need(isinstance(props, dict), at + ".properties", "not an object")
     if "currency" in props:

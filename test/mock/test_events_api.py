@@ -123,6 +123,24 @@ def run(m):
     rejects(batch([event(0, user=bad_user)]), 40002, "data[0].user.email", "unhashed email -> 40002")
     upper = dict(event(1)["user"], phone=sha("+1").upper())
     rejects(batch([event(0, user=upper)]), 40002, "data[0].user.phone", "uppercase hex hash -> 40002")
+    keys = dict(event(1)["user"], first_name=sha("ann"), last_name=sha("lee"),
+                zip_code=sha("sw1a 1aa"), city="newyork", state="ny", country="us")
+    check(code(m.track(batch([event(0, user=keys)]))) == 0,
+          "hashed names and zip code, plain city, state and country -> accepted")
+    rejects(batch([event(0, user=dict(keys, first_name="Ann"))]), 40002, "data[0].user.first_name",
+            "unhashed first_name -> 40002")
+    rejects(batch([event(0, user=dict(keys, zip_code=sha("x").upper()))]), 40002,
+            "data[0].user.zip_code", "uppercase hex zip_code -> 40002")
+    rejects(batch([event(0, user=dict(keys, city="New York"))]), 40002, "data[0].user.city",
+            "city with capitals and a space -> 40002")
+    rejects(batch([event(0, user=dict(keys, state="n y"))]), 40002, "data[0].user.state",
+            "state with a space -> 40002")
+    rejects(batch([event(0, user=dict(keys, country="US"))]), 40002, "data[0].user.country",
+            "uppercase country -> 40002")
+    rejects(batch([event(0, user=dict(keys, country="usa"))]), 40002, "data[0].user.country",
+            "three-letter country -> 40002")
+    rejects(batch([event(0, user=dict(keys, city=""))]), 40002, "data[0].user.city",
+            "empty city -> 40002")
     rejects(batch([event(0, properties={"currency": "XYZ", "value": 1})]), 40002,
             "properties.currency", "bad currency -> 40002")
     rejects(batch([event(0, properties={"currency": "USD", "value": "46.0"})]), 40002,
@@ -579,7 +597,7 @@ def main():
             time.sleep(0.02)
         port = int(open(port_file).read()) if os.path.exists(port_file) else 0
         line = proc.stdout.readline().strip() if port else ""
-        print("1..93")
+        print("1..101")
         check(port > 0 and line == "listening on 127.0.0.1:%d" % port,
               "mock starts, writes --port-file and prints the port", line)
         if port:

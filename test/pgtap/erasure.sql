@@ -26,7 +26,7 @@ SELECT tiktok_capi.tt_enqueue('CERASE01', jsonb_build_object('event', 'Purchase'
 
 -- misuse is a clear error, and erases nothing
 SELECT throws_ok($$SELECT tiktok_capi.tt_forget()$$, '22004',
-                 'tt_forget() needs an email, a phone or an external_id', 'no identifier: an error');
+                 'tt_forget() needs an email, a phone, an external_id, or a first name, last name and zip code', 'no identifier: an error');
 SELECT throws_ok($$SELECT tiktok_capi.tt_forget(email => 'not an email')$$, '22023',
                  'an identifier given to tt_forget() cannot be normalized', 'an unusable identifier: an error, not a silent 0');
 SELECT is((SELECT count(*) FROM tiktok_capi.erasures), 0::bigint, 'a refused call leaves no audit line');
@@ -66,7 +66,7 @@ SELECT ok(NOT EXISTS (SELECT 1 FROM tiktok_capi.erasures e
           'the audit holds neither the identifiers nor their hashes');
 
 -- who may erase: the owner, or whom the owner grants
-SELECT ok(NOT has_function_privilege('public', 'tiktok_capi.tt_forget(text, text, text, text)', 'EXECUTE'),
+SELECT ok(NOT has_function_privilege('public', 'tiktok_capi.tt_forget(text, text, text, text, text, text, text)', 'EXECUTE'),
           'PUBLIC cannot call tt_forget');
 SELECT ok(NOT has_table_privilege('public', 'tiktok_capi.erasures', 'SELECT'), 'PUBLIC cannot read the erasures');
 

@@ -1,7 +1,7 @@
 -- The extension's SQL surface: every function exists with the declared
 -- volatility and strictness, and a role with no grants can call the pure ones.
 BEGIN;
-SELECT plan(74);
+SELECT plan(84);
 
 SELECT has_schema('tiktok_capi');
 SELECT has_extension('tiktok_capi');
@@ -18,7 +18,9 @@ INSERT INTO expected_functions VALUES
     ('tt_hash_phone', '{text}', 'stable', true),
     ('tt_hash_phone', '{text,text}', 'immutable', true),
     ('tt_hash_external_id', '{text}', 'immutable', true),
-    ('tt_event', '{text,text,"timestamp with time zone",text,text,text,text,text,text,text,text,numeric,text,jsonb,text,text,text,text,text,text,boolean,jsonb,text}', 'stable', false);
+    ('tt_normalize_name', '{text}', 'immutable', true),
+    ('tt_hash_name', '{text}', 'immutable', true),
+    ('tt_event', '{text,text,"timestamp with time zone",text,text,text,text,text,text,text,text,numeric,text,jsonb,text,text,text,text,text,text,boolean,jsonb,text,text,text,text,text,text,text}', 'stable', false);
 
 SELECT has_function('tiktok_capi', name, args, name || '(' || array_to_string(args, ', ') || ') exists')
 FROM expected_functions;
@@ -38,7 +40,7 @@ CREATE TEMP TABLE pure_functions AS
 SELECT p.oid FROM pg_proc p
  WHERE pronamespace = 'tiktok_capi'::regnamespace
    AND (proname IN (SELECT name FROM expected_functions) OR proname IN ('tt_event_names', 'tt_currencies', 'tt_ttclid'));
-SELECT is(count(*)::int, 11, 'eleven pure functions') FROM pure_functions;
+SELECT is(count(*)::int, 13, 'thirteen pure functions') FROM pure_functions;
 SELECT ok(bool_and(proparallel = 's'), 'every pure function is PARALLEL SAFE')
 FROM pg_proc WHERE oid IN (SELECT oid FROM pure_functions);
 

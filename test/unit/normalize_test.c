@@ -47,6 +47,12 @@
 #define SHA_HEX65	"c1c68b15de9f9d192fbc428cd2e255c316bf6293280e2054d2fa1a4c8133cf08"
 #define SHA_HEX64_WITH_G "95b5bf41476ba92dc5660f0a870fcbdb78a0b67bbcd79bada4359c4e91801c12"
 
+/* Digests of names, zip codes (sha256sum) */
+#define SHA_ANN		"49915e0d7d4b402e3017d010bc1c0e83cac6c797d6c16e66340fe3268693a6a1"	/* ann */
+#define SHA_MARY_ANN "343b97011010c3549fe7fcd6c226ed9431ea37b0b77ed78f6300a0098925faf1"	/* mary ann */
+#define SHA_SW1A_1AA "c69ac90786ee96f8721452ba68d2ebbeaf7938cc797d59bc3303b41af54e02be"	/* sw1a 1aa */
+#define SHA_ELODIE_NAME "36bac2631d17463d569eaf1b869e7bf8d40e4636fd8b2b778ee93f504baf6691"	/* élodie */
+
 /* Rows in the country table (grep -c '^\s*{"' src/countries.c) */
 #define COUNTRY_COUNT 244
 
@@ -147,6 +153,48 @@ ip(const char *in, size_t len)
 
 	memset(out, 'X', sizeof(out));
 	return tt_normalize_ip(in, len, out) ? out : NULL;
+}
+
+static const char *
+name(const char *in, size_t len)
+{
+	static char out[TT_NAME_MAXLEN + 1];
+	size_t		outlen;
+
+	memset(out, 'X', sizeof(out));
+	if (!tt_normalize_name(in, len, out, &outlen))
+		return NULL;
+	return outlen == strlen(out) ? out : "(test error: length differs)";
+}
+
+static const char *
+hash_name(const char *in, size_t len)
+{
+	static char out[TT_HASH_BUFSIZE];
+
+	memset(out, 'X', sizeof(out));
+	return tt_hash_name(in, len, out) ? out : NULL;
+}
+
+static const char *
+place(const char *in, size_t len)
+{
+	static char out[TT_NAME_MAXLEN + 1];
+	size_t		outlen;
+
+	memset(out, 'X', sizeof(out));
+	if (!tt_normalize_place(in, len, out, &outlen))
+		return NULL;
+	return outlen == strlen(out) ? out : "(test error: length differs)";
+}
+
+static const char *
+country_code(const char *in, size_t len)
+{
+	static char out[TT_COUNTRY_BUFSIZE];
+
+	memset(out, 'X', sizeof(out));
+	return tt_normalize_country(in, len, out) ? out : NULL;
 }
 
 /* A country as "ISO,calling code,trunk", or NULL when not found */
@@ -601,6 +649,60 @@ main(void)
 			  email(S("\xC8\x98T@x.ro")), "\xC8\x99t@x.ro");
 	check_str("email lowercases Vietnamese U+1EA0",
 			  email(S("\xE1\xBA\xA0NH@x.vn")), "\xE1\xBA\xA1nh@x.vn");
+
+	/* first name, last name, zip code: trimmed, lowercased, hashed */
+	check_str("name trimmed and lowercased", name(S("  Ann \t")), "ann");
+	check_str("name keeps its inner space", name(S("Mary Ann")), "mary ann");
+	check_str("name lowercases UTF-8", name(S("\xC3\x89lodie")), "\xC3\xA9lodie");
+	check_str("name keeps punctuation", name(S("O'Brien")), "o'brien");
+	check_str("name: an inner no-break space becomes a space",
+			  name(S("Mary\xC2\xA0" "Ann")), "mary ann");
+	check_str("name: an inner zero-width space vanishes",
+			  name(S("An\xE2\x80\x8Bn")), "ann");
+	check_str("name: Unicode spaces at the ends go, as trimmed ones do",
+			  name(S("\xE2\x80\x87" "Ex\xE2\x80\x87")), "ex");
+	check_str("name with an inner tab is unusable", name(S("Mary\tAnn")), NULL);
+	check_str("name with a C1 control is unusable", name(S("A\xC2\x85nn")), NULL);
+	check_str("name of invalid UTF-8 is unusable", name(S("Ann\xC3")), NULL);
+	check_str("blank name is unusable", name(S(" \xC2\xA0 ")), NULL);
+	check_str("name of zero-width spaces only is unusable",
+			  name(S("\xE2\x80\x8C\xE2\x80\x8D")), NULL);
+	memset(big, 'a', TT_NAME_MAXLEN + 1);
+	check_str("name of 256 bytes is unusable", name(big, TT_NAME_MAXLEN + 1), NULL);
+	check_bool("name of 255 bytes is usable",
+			   name(big, TT_NAME_MAXLEN) != NULL, true);
+	check_str("name reads len bytes, not up to a NUL", name("AnnXYZ", 3), "ann");
+	check_str("hash of Ann is sha256(\"ann\")", hash_name(S(" ANN ")), SHA_ANN);
+	check_str("hash of Mary Ann is sha256(\"mary ann\")",
+			  hash_name(S("Mary Ann")), SHA_MARY_ANN);
+	check_str("hash of a zip code keeps its inner space",
+			  hash_name(S("SW1A 1AA ")), SHA_SW1A_1AA);
+	check_str("hash of \xC3\x89lodie is sha256(\"\xC3\xA9lodie\")",
+			  hash_name(S("\xC3\x89lodie")), SHA_ELODIE_NAME);
+	check_str("hashed name passes through lowercased",
+			  hash_name(S(" " SHA_EMPTY_UPPER " ")), SHA_EMPTY);
+	check_str("blank name has no hash", hash_name(S("  ")), NULL);
+	check_str("a digest with a BOM inside hashes as the digest does",
+			  hash_name(S("E3B0C44298FC1C149AFBF4C8996F\xEF\xBB\xBF" "B92427AE41E4649B934CA495991B7852B855")),
+			  SHA_EMPTY);
+
+	/* city, state: plain, lowercased, spaces removed */
+	check_str("city lowercased, spaces removed", place(S(" New York ")), "newyork");
+	check_str("city: Unicode spaces removed too",
+			  place(S("S\xC3\x83O\xC2\xA0PAULO")), "s\xC3\xA3opaulo");
+	check_str("city keeps punctuation", place(S("St. Louis")), "st.louis");
+	check_str("state code lowercased", place(S("CA")), "ca");
+	check_str("city with a line break is unusable", place(S("New\nYork")), NULL);
+	check_str("blank city is unusable", place(S("   ")), NULL);
+	check_str("city of invalid UTF-8 is unusable", place(S("\xFF")), NULL);
+
+	/* country: ISO 3166 alpha-2, lowercase */
+	check_str("country GB is gb", country_code(S("GB")), "gb");
+	check_str("country us, trimmed, is us", country_code(S(" us ")), "us");
+	check_str("country XX is unusable", country_code(S("XX")), NULL);
+	check_str("country name is unusable", country_code(S("France")), NULL);
+	check_str("country alpha-3 is unusable", country_code(S("USA")), NULL);
+	check_str("blank country is unusable", country_code(S("")), NULL);
 
 	return tap_end();
 }
