@@ -303,8 +303,9 @@ build_rows(TouchedRow *rows, int n)
 				if (found)
 					continue;
 			}
-			tt_capture_row(cfg, ExecFetchSlotHeapTuple(slot, false, NULL),
-						   RelationGetDescr(rel), rows[i].inserted);
+			(void) tt_capture_row(cfg, ExecFetchSlotHeapTuple(slot, false, NULL),
+								  RelationGetDescr(rel),
+								  rows[i].inserted ? CAPTURE_INSERTED : CAPTURE_UPDATED);
 			nread++;
 		}
 		ExecDropSingleTupleTableSlot(slot);

@@ -39,6 +39,7 @@ static SPIPlanPtr rebuild_plan = NULL;
 static SPIPlanPtr withdraw_plan = NULL;
 static SPIPlanPtr owner_plan = NULL;
 static SPIPlanPtr settled_plan = NULL;
+static SPIPlanPtr known_plan = NULL;
 static SPIPlanPtr existing_plan = NULL;
 static SPIPlanPtr default_pixel_plan = NULL;
 
@@ -162,6 +163,9 @@ tt_outbox_queue(const TTQueueItem *item)
 						   8, argtypes, 0);
 	if (write_and_wake(plan, values, nulls, SPI_OK_INSERT, "insert"))
 		return TT_QUEUED_NEW;
+	/* a backfill's view of the order may be older than the queued one */
+	if (item->only_new)
+		return TT_QUEUED_UNCHANGED;
 
 	plan = tt_prepare_once(&rebuild_plan,
 						   "UPDATE tiktok_capi.outbox o"
@@ -260,6 +264,29 @@ tt_outbox_settled(const char *pixel_code, const char *event, const char *event_i
 						   " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3"
 						   "   AND (o.status IN ('sent', 'kept', 'erased')"
 						   "        OR (o.status = 'failed' AND o.payload <> '{}'))",
+						   3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, 0);
+	values[0] = CStringGetTextDatum(pixel_code);
+	values[1] = CStringGetTextDatum(event);
+	values[2] = CStringGetTextDatum(event_id);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "outbox key lookup failed");
+	return SPI_processed > 0;
+}
+
+/*
+ * Is the key in the outbox at all, whatever its status (pending, sent,
+ * kept, erased, failed)?  A backfill leaves such a key alone.  The caller
+ * is connected to SPI.
+ */
+bool
+tt_outbox_known(const char *pixel_code, const char *event, const char *event_id)
+{
+	SPIPlanPtr	plan;
+	Datum		values[3];
+
+	plan = tt_prepare_once(&known_plan,
+						   "SELECT 1 FROM tiktok_capi.outbox o"
+						   " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3",
 						   3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, 0);
 	values[0] = CStringGetTextDatum(pixel_code);
 	values[1] = CStringGetTextDatum(event);
