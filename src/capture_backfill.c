@@ -367,11 +367,6 @@ tt_backfill_slice_sql(PG_FUNCTION_ARGS)
 					counts.not_matching++;
 					continue;
 				}
-				if (time < oldest)
-				{
-					counts.too_old++;
-					continue;
-				}
 				if (triggers[t].when != NULL)
 				{
 					ResetExprContext(econtext);
@@ -382,6 +377,12 @@ tt_backfill_slice_sql(PG_FUNCTION_ARGS)
 						counts.not_matching++;
 						continue;
 					}
+				}
+				/* counted among the orders the trigger would have queued */
+				if (time < oldest)
+				{
+					counts.too_old++;
+					continue;
 				}
 				if (tup == NULL)
 					tup = ExecCopySlotHeapTuple(slot);
