@@ -97,6 +97,8 @@ enqueue_insert(const char *pixel_code, const char *event,
  * a failed row of its own, under "source:event_id", naming both tables.
  * A failed event (failed_reason set) is queued with the payload {}; else a
  * payload NULL withdraws the pending event (consent denied under skip).
+ * A backfill (only_new) writes a new key only: a key queued meanwhile by
+ * the order's trigger stands, built from a newer view of the order.
  * The caller is connected to SPI.
  */
 TTQueued
