@@ -121,6 +121,14 @@ typedef enum CaptureOutcome
 	CAPTURE_NOTHING				/* rebuilt, unchanged, withdrawn or skipped for consent */
 } CaptureOutcome;
 
+/* Who ran before tt_begin_builder(), for tt_end_builder() */
+typedef struct BuilderState
+{
+	Oid			userid;
+	int			sec_context;
+	int			nestlevel;
+} BuilderState;
+
 /* A mapping's hint, for every mapping problem */
 #define MAPPING_HINT "Mappings are field=column, pixel=CODE, event_id_prefix=TEXT or contents_from=table(column)."
 
@@ -148,6 +156,10 @@ extern void tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs,
 							   char **args, bool strict, MemoryContext cxt);
 extern void tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg,
 							   MemoryContext cxt);
+
+/* in capture.c */
+extern void tt_begin_builder(Oid role, BuilderState *state);
+extern void tt_end_builder(BuilderState *state);
 
 /* in capture_row.c */
 extern CaptureOutcome tt_capture_row(CaptureConfig *cfg, HeapTuple tup,

@@ -43,7 +43,6 @@
 #include "rewrite/prs2lock.h"
 #include "rewrite/rewriteManip.h"
 #include "utils/acl.h"
-#include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -199,24 +198,16 @@ prepare_when(Trigger *tg, EState *estate)
 }
 
 /*
- * Build and queue the rows' events as tt_capture()'s owner with its pinned
- * search_path, as the flush at commit does (capture.c): the caller needs
- * no right on the outbox, and its search_path must not choose what the
- * build calls.
+ * Build and queue the rows' events as the builder (tt_capture()'s owner,
+ * with its pinned search_path), as the flush at commit does
  */
 static void
 build_as_owner(Oid owner, TupleDesc desc, BackfillTrigger *triggers,
 			   BackfillRow *rows, int nrows, BackfillCounts *counts)
 {
-	Oid			save_userid;
-	int			save_sec_context;
-	int			nestlevel;
+	BuilderState state;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	tt_begin_builder(owner, &state);
 	SPI_connect();
 	for (int i = 0; i < nrows; i++)
 	{
@@ -238,8 +229,7 @@ build_as_owner(Oid owner, TupleDesc desc, BackfillTrigger *triggers,
 		}
 	}
 	SPI_finish();
-	AtEOXact_GUC(true, nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	tt_end_builder(&state);
 }
 
 /*

@@ -47,6 +47,8 @@ static bool write_and_wake(SPIPlanPtr plan, Datum *values, const char *nulls,
 						   int expected, const char *what);
 static char *key_owner(Datum *key, const char *source);
 static const char *payload_string(Jsonb *event, const char *key);
+static bool key_found(SPIPlanPtr plan, const char *pixel_code, const char *event,
+					  const char *event_id);
 
 /*
  * Insert one event built by tt_event; returns its id, or 0 when its key is
@@ -246,6 +248,21 @@ key_owner(Datum *key, const char *source)
 	return TextDatumGetCString(d);
 }
 
+/* Does the plan, given the key, find a row? */
+static bool
+key_found(SPIPlanPtr plan, const char *pixel_code, const char *event,
+		  const char *event_id)
+{
+	Datum		values[3];
+
+	values[0] = CStringGetTextDatum(pixel_code);
+	values[1] = CStringGetTextDatum(event);
+	values[2] = CStringGetTextDatum(event_id);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "outbox key lookup failed");
+	return SPI_processed > 0;
+}
+
 /*
  * Is the key settled for good: sent, kept after retention, erased, or
  * failed with the payload it was built with (the API or the worker
@@ -255,24 +272,15 @@ key_owner(Datum *key, const char *source)
 bool
 tt_outbox_settled(const char *pixel_code, const char *event, const char *event_id)
 {
-	SPIPlanPtr	plan;
-	Datum		values[3];
-
 	if (!tt_outbox_is_current())
 		return false;
-
-	plan = tt_prepare_once(&settled_plan,
-						   "SELECT 1 FROM tiktok_capi.outbox o"
-						   " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3"
-						   "   AND (o.status IN ('sent', 'kept', 'erased')"
-						   "        OR (o.status = 'failed' AND o.payload <> '{}'))",
-						   3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, 0);
-	values[0] = CStringGetTextDatum(pixel_code);
-	values[1] = CStringGetTextDatum(event);
-	values[2] = CStringGetTextDatum(event_id);
-	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "outbox key lookup failed");
-	return SPI_processed > 0;
+	return key_found(tt_prepare_once(&settled_plan,
+									 "SELECT 1 FROM tiktok_capi.outbox o"
+									 " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3"
+									 "   AND (o.status IN ('sent', 'kept', 'erased')"
+									 "        OR (o.status = 'failed' AND o.payload <> '{}'))",
+									 3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, 0),
+					 pixel_code, event, event_id);
 }
 
 /*
@@ -283,19 +291,11 @@ tt_outbox_settled(const char *pixel_code, const char *event, const char *event_i
 bool
 tt_outbox_known(const char *pixel_code, const char *event, const char *event_id)
 {
-	SPIPlanPtr	plan;
-	Datum		values[3];
-
-	plan = tt_prepare_once(&known_plan,
-						   "SELECT 1 FROM tiktok_capi.outbox o"
-						   " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3",
-						   3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, 0);
-	values[0] = CStringGetTextDatum(pixel_code);
-	values[1] = CStringGetTextDatum(event);
-	values[2] = CStringGetTextDatum(event_id);
-	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "outbox key lookup failed");
-	return SPI_processed > 0;
+	return key_found(tt_prepare_once(&known_plan,
+									 "SELECT 1 FROM tiktok_capi.outbox o"
+									 " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3",
+									 3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, 0),
+					 pixel_code, event, event_id);
 }
 
 /*
