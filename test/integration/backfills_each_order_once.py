@@ -105,7 +105,7 @@ psql(f"""INSERT INTO orders SELECT g, 'new' || g || '@example.com', 5, 'USD', 'p
 tap.ok(psql(f"SELECT count(*) FROM tiktok_capi.outbox WHERE event_id::bigint > {N}") == str(NEW),
        "orders inserted meanwhile commit, and their trigger queues them", NEW)
 psql(f"UPDATE orders SET total = total + 1 WHERE id = {same_block}")
-tap.ok(psql(f"SELECT status FROM tiktok_capi.outbox WHERE event_id = '{same_block}'") == "pending",
+tap.ok(psql(f"SELECT count(*) FROM tiktok_capi.outbox WHERE event_id = '{same_block}'") == "1",
        "an order of the slice being read, updated meanwhile, is queued by its trigger", same_block)
 
 gate.stdin.write(f"SELECT pg_advisory_unlock({GATE});\n\\q\n")
