@@ -19,6 +19,7 @@ OBJS = \
 	src/capture_consent.o \
 	src/capture_row.o \
 	src/capture.o \
+	src/capture_backfill.o \
 	src/outbox.o \
 	src/wake.o \
 	src/launcher.o \

@@ -574,3 +574,172 @@ LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE;
 COMMENT ON FUNCTION tiktok_capi.tt_event IS
 'One Events API event (an element of data[]): identifiers hashed, NULLs left out, misuse an error';
 /* ---- end of more match keys ---- */
+/* ------------------------------------------------------------------------
+ * Backfill: the events the tt_capture triggers would have queued for rows
+ * already there (capture_backfill.c), in slices, with progress.
+ * ------------------------------------------------------------------------ */
+
+-- One row per backfill: its progress, written after each slice
+CREATE TABLE tiktok_capi.backfills (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source        text NOT NULL,                 -- the table, schema-qualified
+    since         timestamptz NOT NULL,
+    until         timestamptz NOT NULL,
+    slice_rows    integer NOT NULL,
+    committing    boolean NOT NULL,              -- a commit after each slice (the procedure)
+    started_by    name NOT NULL DEFAULT current_user,
+    pid           integer NOT NULL DEFAULT pg_backend_pid(),
+    backend_start timestamptz,
+    started_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at   timestamptz,
+    blocks        bigint NOT NULL,               -- the table's size when it started
+    next_block    bigint,
+    slices        integer NOT NULL DEFAULT 0,
+    scanned       bigint NOT NULL DEFAULT 0,
+    queued        bigint NOT NULL DEFAULT 0,
+    failed        bigint NOT NULL DEFAULT 0,
+    known         bigint NOT NULL DEFAULT 0,
+    too_old       bigint NOT NULL DEFAULT 0,
+    not_matching  bigint NOT NULL DEFAULT 0);
+COMMENT ON TABLE tiktok_capi.backfills IS
+'One row per tt_backfill run and its counts, updated after each slice; tiktok_capi.backfill_progress reads it';
+REVOKE ALL ON tiktok_capi.backfills FROM PUBLIC;
+
+CREATE FUNCTION tiktok_capi.tt_backfill_slice(
+    "table" regclass, since timestamptz, until timestamptz,
+    first_block bigint, end_block bigint, slice_rows integer,
+    OUT next_block bigint, OUT scanned bigint, OUT queued bigint, OUT failed bigint,
+    OUT known bigint, OUT too_old bigint, OUT not_matching bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'tt_backfill_slice_sql'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION tiktok_capi.tt_backfill_slice IS
+'One slice of a backfill: the rows of blocks first_block to end_block - 1, stopping at a block boundary after slice_rows rows; tt_backfill and tt_backfill_in_slices call it';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_backfill_slice FROM PUBLIC;
+
+-- The loop of both ways to backfill: commit says whether to commit after
+-- each slice (a procedure called by CALL outside a transaction block)
+CREATE PROCEDURE tiktok_capi.tt_backfill_run(
+    "table" regclass, since timestamptz, until timestamptz, slice_rows integer,
+    commit boolean, INOUT queued bigint DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    run_id bigint;
+    blocks bigint;
+    next bigint := 0;
+    slice_start timestamptz;
+    s record;
+    n integer := 0;
+    too_old bigint := 0;
+    max_age interval := pg_catalog.current_setting('tiktok_capi.backfill_max_age')::interval;
+BEGIN
+    IF "table" IS NULL OR since IS NULL OR until IS NULL OR slice_rows IS NULL THEN
+        RAISE EXCEPTION 'tt_backfill: table, since, until and slice_rows must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF since >= until THEN
+        RAISE EXCEPTION 'tt_backfill: since (%) must be before until (%)', since, until
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- refuse what cannot work before writing anything
+    PERFORM tiktok_capi.tt_backfill_slice("table", since, until, 0, 0, slice_rows);
+    IF since < pg_catalog.now() - max_age THEN
+        RAISE NOTICE 'tt_backfill %: rows older than % (tiktok_capi.backfill_max_age = %) are counted and skipped, not queued',
+            "table", pg_catalog.now() - max_age, max_age
+            USING DETAIL = 'TikTok publishes no limit on how old an event may be; events older than about 7 days risk being rejected or ignored.';
+    END IF;
+    blocks := pg_catalog.pg_relation_size("table") / pg_catalog.current_setting('block_size')::bigint;
+    INSERT INTO tiktok_capi.backfills (source, since, until, slice_rows, committing, blocks, next_block,
+                                       backend_start)
+    VALUES ("table"::text, since, until, slice_rows, commit, blocks, 0,
+            (SELECT a.backend_start FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_catalog.pg_backend_pid()))
+    RETURNING id INTO run_id;
+    queued := 0;
+    IF commit THEN
+        COMMIT;
+    END IF;
+    WHILE next IS NOT NULL AND next < blocks LOOP
+        slice_start := pg_catalog.clock_timestamp();
+        s := tiktok_capi.tt_backfill_slice("table", since, until, next, blocks, slice_rows);
+        n := n + 1;
+        queued := queued + s.queued;
+        too_old := too_old + s.too_old;
+        UPDATE tiktok_capi.backfills b
+           SET slices = b.slices + 1, next_block = s.next_block, updated_at = pg_catalog.clock_timestamp(),
+               scanned = b.scanned + s.scanned, queued = b.queued + s.queued, failed = b.failed + s.failed,
+               known = b.known + s.known, too_old = b.too_old + s.too_old,
+               not_matching = b.not_matching + s.not_matching
+         WHERE b.id = run_id;
+        RAISE NOTICE 'tt_backfill % slice %: blocks % to % of %, % rows scanned, % queued, % failed, % already known, % too old, % outside the range or condition; % rows/s',
+            "table", n, next, coalesce(s.next_block, blocks) - 1, blocks, s.scanned, s.queued, s.failed,
+            s.known, s.too_old, s.not_matching,
+            pg_catalog.round(s.scanned / greatest(extract(epoch FROM pg_catalog.clock_timestamp() - slice_start), 0.000001));
+        next := s.next_block;
+        IF commit THEN
+            COMMIT;
+        END IF;
+    END LOOP;
+    UPDATE tiktok_capi.backfills b SET finished_at = pg_catalog.clock_timestamp(), next_block = NULL
+     WHERE b.id = run_id;
+    IF too_old > 0 THEN
+        RAISE NOTICE 'tt_backfill %: % rows older than tiktok_capi.backfill_max_age (%) were skipped', "table", too_old, max_age;
+    END IF;
+    IF commit THEN
+        COMMIT;
+    END IF;
+END
+$$;
+COMMENT ON PROCEDURE tiktok_capi.tt_backfill_run IS
+'The loop of tt_backfill and tt_backfill_in_slices';
+REVOKE ALL ON PROCEDURE tiktok_capi.tt_backfill_run FROM PUBLIC;
+
+CREATE FUNCTION tiktok_capi.tt_backfill(
+    "table" regclass, since timestamptz, until timestamptz DEFAULT now(),
+    slice_rows integer DEFAULT 10000)
+RETURNS bigint LANGUAGE plpgsql
+AS $$
+DECLARE
+    queued bigint;
+BEGIN
+    CALL tiktok_capi.tt_backfill_run("table", since, until, slice_rows, false, queued);
+    RETURN queued;
+END
+$$;
+COMMENT ON FUNCTION tiktok_capi.tt_backfill IS
+'Queue the events the table''s tt_capture triggers would have queued for its rows with a time in [since, until), in one transaction; returns how many. Known keys are skipped, so a second run queues 0. For large tables, CALL tiktok_capi.tt_backfill_in_slices';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_backfill FROM PUBLIC;
+
+CREATE PROCEDURE tiktok_capi.tt_backfill_in_slices(
+    "table" regclass, since timestamptz, until timestamptz DEFAULT now(),
+    slice_rows integer DEFAULT 10000, INOUT queued bigint DEFAULT NULL)
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    CALL tiktok_capi.tt_backfill_run("table", since, until, slice_rows, true, queued);
+END
+$$;
+COMMENT ON PROCEDURE tiktok_capi.tt_backfill_in_slices IS
+'tt_backfill committing after each slice of about slice_rows rows: for large tables, CALLed outside a transaction block; queued says how many it queued';
+REVOKE ALL ON PROCEDURE tiktok_capi.tt_backfill_in_slices FROM PUBLIC;
+
+-- Each backfill, running or done, as other sessions see it
+CREATE VIEW tiktok_capi.backfill_progress AS
+SELECT b.id, b.source AS "table", b.started_by, b.started_at,
+       CASE WHEN b.finished_at IS NOT NULL THEN 'finished'
+            WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                          WHERE a.pid = b.pid AND a.backend_start IS NOT DISTINCT FROM b.backend_start
+                            AND a.state = 'active')
+            THEN 'running'
+            ELSE 'interrupted' END AS state,
+       b.slices, b.scanned, b.queued, b.failed, b.known, b.too_old, b.not_matching,
+       CASE WHEN b.blocks = 0 THEN 100
+            ELSE pg_catalog.round(100.0 * coalesce(b.next_block, b.blocks) / b.blocks, 1) END AS percent_done,
+       pg_catalog.round(b.scanned / greatest(extract(epoch FROM coalesce(b.finished_at, b.updated_at) - b.started_at), 0.001))
+           AS rows_per_s,
+       b.updated_at, b.finished_at
+  FROM tiktok_capi.backfills b;
+COMMENT ON VIEW tiktok_capi.backfill_progress IS
+'Each backfill: running (its session still at it), finished or interrupted (an error, a cancel, a lost session), its counts so far, how far through the table and how fast';
+REVOKE ALL ON tiktok_capi.backfill_progress FROM PUBLIC;

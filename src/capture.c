@@ -303,8 +303,9 @@ build_rows(TouchedRow *rows, int n)
 				if (found)
 					continue;
 			}
-			tt_capture_row(cfg, ExecFetchSlotHeapTuple(slot, false, NULL),
-						   RelationGetDescr(rel), rows[i].inserted);
+			(void) tt_capture_row(cfg, ExecFetchSlotHeapTuple(slot, false, NULL),
+								  RelationGetDescr(rel),
+								  rows[i].inserted ? CAPTURE_INSERTED : CAPTURE_UPDATED);
 			nread++;
 		}
 		ExecDropSingleTupleTableSlot(slot);
@@ -391,9 +392,31 @@ in_subtransaction(void (*fn) (BuildJob *), BuildJob *job, char **error)
 }
 
 /*
- * Build the events of the rows touched so far, as tt_capture()'s owner
- * with its pinned search_path: the committing role has no right on the
- * outbox, and its search_path must not choose what the build calls.  Rows
+ * Become the builder: tt_capture()'s owner (role), with its pinned
+ * search_path, as the flush and tt_backfill build events.  The committing
+ * or calling role has no right on the outbox, and its search_path must not
+ * choose what the build calls.  tt_end_builder() undoes it.
+ */
+void
+tt_begin_builder(Oid role, BuilderState *state)
+{
+	GetUserIdAndSecContext(&state->userid, &state->sec_context);
+	SetUserIdAndSecContext(role, state->sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	state->nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+}
+
+/* Back to the role and search_path tt_begin_builder() found */
+void
+tt_end_builder(BuilderState *state)
+{
+	AtEOXact_GUC(true, state->nestlevel);
+	SetUserIdAndSecContext(state->userid, state->sec_context);
+}
+
+/*
+ * Build the events of the rows touched so far, as the builder.  Rows
  * touched while this runs (none, unless something writes an order from
  * inside the build) are taken in the next round.  Returns how many rows
  * were read.
@@ -402,18 +425,11 @@ static int
 flush_touched(void)
 {
 	int			nread;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			nestlevel;
+	BuilderState state;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(builder, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	tt_begin_builder(builder, &state);
 	nread = flush_as_builder();
-	AtEOXact_GUC(true, nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
+	tt_end_builder(&state);
 	return nread;
 }
 

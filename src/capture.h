@@ -5,7 +5,8 @@
  *	  commit (capture.c), one row's event (capture_row.c), the mapping
  *	  (capture_mapping.c, its text and items query in capture_items.c),
  *	  tt_attach() and tt_check_triggers()
- *	  (capture_attach.c), and consent (capture_consent.c).
+ *	  (capture_attach.c), consent (capture_consent.c), and tt_backfill's
+ *	  slices of rows already there (capture_backfill.c).
  *
  * Vocabulary:
  *	- mapping: the trigger's arguments after the event name: field=column
@@ -109,6 +110,31 @@ typedef enum RowConsent
 	ROW_CONSENT_UNKNOWN			/* NULL, unrecognised text, unreadable column */
 } RowConsent;
 
+/* Why tt_capture_row() is given a row */
+typedef enum CaptureMode
+{
+	CAPTURE_INSERTED,			/* the trigger fired for an INSERT: the key is most likely new */
+	CAPTURE_UPDATED,			/* the trigger fired for an UPDATE: the key may be settled */
+	CAPTURE_BACKFILL			/* tt_backfill: a known key, whatever its status, is left alone */
+} CaptureMode;
+
+/* What tt_capture_row() did with a row (tt_backfill counts them) */
+typedef enum CaptureOutcome
+{
+	CAPTURE_QUEUED,				/* a new pending event */
+	CAPTURE_QUEUED_FAILED,		/* a new failed event, with the reason */
+	CAPTURE_KNOWN,				/* the key was already in the outbox */
+	CAPTURE_NOTHING				/* rebuilt, unchanged, withdrawn or skipped for consent */
+} CaptureOutcome;
+
+/* Who ran before tt_begin_builder(), for tt_end_builder() */
+typedef struct BuilderState
+{
+	Oid			userid;
+	int			sec_context;
+	int			nestlevel;
+} BuilderState;
+
 /* A mapping's hint, for every mapping problem */
 #define MAPPING_HINT "Mappings are field=column, pixel=CODE, event_id_prefix=TEXT or contents_from=table(column)."
 
@@ -137,9 +163,15 @@ extern void tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs,
 extern void tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg,
 							   MemoryContext cxt);
 
+/* in capture.c */
+extern void tt_begin_builder(Oid role, BuilderState *state);
+extern void tt_end_builder(BuilderState *state);
+
 /* in capture_row.c */
-extern void tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
-						   bool inserted);
+extern CaptureOutcome tt_capture_row(CaptureConfig *cfg, HeapTuple tup,
+									 TupleDesc desc, CaptureMode mode);
+extern bool tt_row_event_time(const MappedColumn *c, HeapTuple tup, TupleDesc desc,
+							  TimestampTz *event_time, List **notes);
 
 /* in capture_consent.c */
 extern RowConsent tt_row_consent(const CaptureConfig *cfg, HeapTuple tup,

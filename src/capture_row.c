@@ -49,7 +49,7 @@ static char *column_ttclid(const CaptureConfig *cfg, HeapTuple tup, TupleDesc de
 static void read_event_input(const CaptureConfig *cfg, HeapTuple tup,
 							 TupleDesc desc, TTEventInput *in, List **notes);
 static Jsonb *items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc);
-static char *row_key(const CaptureConfig *cfg, HeapTuple tup);
+static char *row_key(const CaptureConfig *cfg, HeapTuple tup, CaptureMode mode);
 static void warn_once(const CaptureConfig *cfg);
 
 /* A column's value as text, or NULL */
@@ -227,6 +227,39 @@ column_ttclid(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc)
 	return fcinfo->isnull ? NULL : TextDatumGetCString(id);
 }
 
+/*
+ * The moment the row's time column names, as timestamptz (a timestamp
+ * without time zone or a date read in naive_timestamp_zone).  False when
+ * the column is not mapped, NULL, or out of range (noted); tt_backfill
+ * reads a row's time this way too, so it filters on the time it sends.
+ */
+bool
+tt_row_event_time(const MappedColumn *c, HeapTuple tup, TupleDesc desc,
+				  TimestampTz *event_time, List **notes)
+{
+	bool		isnull;
+	Datum		d;
+	int			overflow = 0;
+
+	if (c->attnum == InvalidAttrNumber)
+		return false;
+	d = heap_getattr(tup, c->attnum, desc, &isnull);
+	if (isnull)
+		return false;
+	/* near their limits, dates and timestamps have no timestamptz */
+	if (c->typid == TIMESTAMPOID)
+		*event_time = naive_time(DatumGetTimestamp(d), &overflow);
+	else if (c->typid == DATEOID)
+		*event_time = naive_time(date2timestamp_opt_overflow(DatumGetDateADT(d), &overflow),
+								 &overflow);
+	else
+		*event_time = DatumGetTimestampTz(d);
+	if (overflow != 0 && notes != NULL)
+		*notes = lappend(*notes,
+						 "event_time dropped: out of the range of timestamp with time zone");
+	return overflow == 0;
+}
+
 /* Fill the builder's input from an order row */
 static void
 read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
@@ -241,28 +274,8 @@ read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
 	in->event_id = column_cstring(&cols[CF_EVENT_ID], tup, desc);
 	if (cfg->prefix[0] != '\0' && !tt_is_blank(in->event_id))
 		in->event_id = psprintf("%s%s", cfg->prefix, in->event_id);
-	if (cols[CF_EVENT_TIME].attnum != InvalidAttrNumber)
-	{
-		d = heap_getattr(tup, cols[CF_EVENT_TIME].attnum, desc, &isnull);
-		if (!isnull)
-		{
-			int			overflow = 0;
-
-			/* near their limits, dates and timestamps have no timestamptz */
-			if (cols[CF_EVENT_TIME].typid == TIMESTAMPOID)
-				in->event_time = naive_time(DatumGetTimestamp(d), &overflow);
-			else if (cols[CF_EVENT_TIME].typid == DATEOID)
-				in->event_time = naive_time(date2timestamp_opt_overflow(DatumGetDateADT(d),
-																		&overflow),
-											&overflow);
-			else
-				in->event_time = DatumGetTimestampTz(d);
-			in->has_event_time = overflow == 0;
-			if (overflow != 0)
-				*notes = lappend(*notes,
-								 "event_time dropped: out of the range of timestamp with time zone");
-		}
-	}
+	in->has_event_time = tt_row_event_time(&cols[CF_EVENT_TIME], tup, desc,
+										   &in->event_time, notes);
 	in->email = column_cstring(&cols[CF_EMAIL], tup, desc);
 	in->phone = column_cstring(&cols[CF_PHONE], tup, desc);
 	in->external_id = column_cstring(&cols[CF_EXTERNAL_ID], tup, desc);
@@ -335,14 +348,16 @@ items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc)
 /*
  * The key of an order row without a usable id: its own, naming the row
  * (table, row version and transaction), so it never takes another
- * order's key and nothing vanishes.
+ * order's key and nothing vanishes.  A backfill names the transaction
+ * that wrote the row, so a second backfill finds the key known.
  */
 static char *
-row_key(const CaptureConfig *cfg, HeapTuple tup)
+row_key(const CaptureConfig *cfg, HeapTuple tup, CaptureMode mode)
 {
 	return psprintf("%s row (%u,%u) of transaction %u: no event_id", cfg->source,
 					ItemPointerGetBlockNumber(&tup->t_self),
 					ItemPointerGetOffsetNumber(&tup->t_self),
+					mode == CAPTURE_BACKFILL ? HeapTupleHeaderGetRawXmin(tup->t_data) :
 					GetTopTransactionId());
 }
 
@@ -365,15 +380,18 @@ warn_once(const CaptureConfig *cfg)
 
 /*
  * Build the event of one order row, as committed, and queue it under its
- * key (outbox.c decides between new, rebuilt and settled).  inserted: the
- * row was created by this transaction, so its key is most likely new;
- * otherwise the key is looked up first, and an order already converted
- * costs no build.  Bad data never fails here: it is left out with a note,
- * or the event is queued as failed with the reason.  The caller is
- * connected to SPI.
+ * key (outbox.c decides between new, rebuilt and settled).  mode
+ * CAPTURE_INSERTED: the row was created by this transaction, so its key is
+ * most likely new; CAPTURE_UPDATED: the key is looked up first, and an
+ * order already converted costs no build; CAPTURE_BACKFILL: a key already
+ * in the outbox, whatever its status, is left as it is and costs no build,
+ * and only a new key is written (a pending event is never rebuilt from the
+ * backfill's older view of the order).  Bad data never fails here: it is
+ * left out with a note, or the event is queued as failed with the reason.
+ * The caller is connected to SPI.
  */
-void
-tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, bool inserted)
+CaptureOutcome
+tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, CaptureMode mode)
 {
 	TTEventInput in = {0};
 	TTQueueItem item = {0};
@@ -384,6 +402,7 @@ tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, bool inserted)
 	char	   *pixel;
 	RowConsent	consent = ROW_CONSENT_GRANTED;
 	bool		granted = true;
+	TTQueued	queued;
 
 	if (failed != NULL)
 		warn_once(cfg);
@@ -396,7 +415,7 @@ tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, bool inserted)
 	item.event_id = in.event_id;
 	if (tt_is_blank(in.event_id))
 	{
-		item.event_id = row_key(cfg, tup);
+		item.event_id = row_key(cfg, tup, mode);
 		if (failed == NULL)
 			failed = psprintf("the row has no event_id (its order id is NULL or blank): %s", item.event_id);
 	}
@@ -413,8 +432,11 @@ tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, bool inserted)
 	item.event = cfg->event;
 	item.source = cfg->source;
 	item.event_time = in.has_event_time ? in.event_time : GetCurrentTransactionStartTimestamp();
-	if (!inserted && tt_outbox_settled(item.pixel_code, item.event, item.event_id))
-		return;
+	item.only_new = mode == CAPTURE_BACKFILL;
+	if (mode == CAPTURE_UPDATED && tt_outbox_settled(item.pixel_code, item.event, item.event_id))
+		return CAPTURE_KNOWN;
+	if (mode == CAPTURE_BACKFILL && tt_outbox_known(item.pixel_code, item.event, item.event_id))
+		return CAPTURE_KNOWN;
 
 	/* consent, only when the table has it */
 	if (cfg->cols[CF_CONSENT].attnum != InvalidAttrNumber || cfg->consent_unreadable)
@@ -425,9 +447,9 @@ tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, bool inserted)
 	/* without consent under skip: the pending event goes, nothing comes */
 	if (!granted && tt_consent_denied == CONSENT_DENIED_SKIP)
 	{
-		if (failed == NULL)
+		if (failed == NULL && mode != CAPTURE_BACKFILL)
 			(void) tt_outbox_queue(&item);
-		return;
+		return CAPTURE_NOTHING;
 	}
 	if (!granted)
 	{
@@ -445,5 +467,11 @@ tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, bool inserted)
 		item.warnings = notes;
 	}
 	item.failed_reason = failed;
-	(void) tt_outbox_queue(&item);
+	queued = tt_outbox_queue(&item);
+	if (queued == TT_QUEUED_NEW)
+		return failed != NULL ? CAPTURE_QUEUED_FAILED : CAPTURE_QUEUED;
+	/* the backfill met an order its trigger queued meanwhile */
+	if (mode == CAPTURE_BACKFILL && queued == TT_QUEUED_UNCHANGED)
+		return CAPTURE_KNOWN;
+	return CAPTURE_NOTHING;
 }

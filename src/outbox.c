@@ -39,6 +39,7 @@ static SPIPlanPtr rebuild_plan = NULL;
 static SPIPlanPtr withdraw_plan = NULL;
 static SPIPlanPtr owner_plan = NULL;
 static SPIPlanPtr settled_plan = NULL;
+static SPIPlanPtr known_plan = NULL;
 static SPIPlanPtr existing_plan = NULL;
 static SPIPlanPtr default_pixel_plan = NULL;
 
@@ -46,6 +47,8 @@ static bool write_and_wake(SPIPlanPtr plan, Datum *values, const char *nulls,
 						   int expected, const char *what);
 static char *key_owner(Datum *key, const char *source);
 static const char *payload_string(Jsonb *event, const char *key);
+static bool key_found(SPIPlanPtr plan, const char *pixel_code, const char *event,
+					  const char *event_id);
 
 /*
  * Insert one event built by tt_event; returns its id, or 0 when its key is
@@ -96,6 +99,8 @@ enqueue_insert(const char *pixel_code, const char *event,
  * a failed row of its own, under "source:event_id", naming both tables.
  * A failed event (failed_reason set) is queued with the payload {}; else a
  * payload NULL withdraws the pending event (consent denied under skip).
+ * A backfill (only_new) writes a new key only: a key queued meanwhile by
+ * the order's trigger stands, built from a newer view of the order.
  * The caller is connected to SPI.
  */
 TTQueued
@@ -162,6 +167,9 @@ tt_outbox_queue(const TTQueueItem *item)
 						   8, argtypes, 0);
 	if (write_and_wake(plan, values, nulls, SPI_OK_INSERT, "insert"))
 		return TT_QUEUED_NEW;
+	/* a backfill's view of the order may be older than the queued one */
+	if (item->only_new)
+		return TT_QUEUED_UNCHANGED;
 
 	plan = tt_prepare_once(&rebuild_plan,
 						   "UPDATE tiktok_capi.outbox o"
@@ -240,6 +248,21 @@ key_owner(Datum *key, const char *source)
 	return TextDatumGetCString(d);
 }
 
+/* Does the plan, given the key, find a row? */
+static bool
+key_found(SPIPlanPtr plan, const char *pixel_code, const char *event,
+		  const char *event_id)
+{
+	Datum		values[3];
+
+	values[0] = CStringGetTextDatum(pixel_code);
+	values[1] = CStringGetTextDatum(event);
+	values[2] = CStringGetTextDatum(event_id);
+	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "outbox key lookup failed");
+	return SPI_processed > 0;
+}
+
 /*
  * Is the key settled for good: sent, kept after retention, erased, or
  * failed with the payload it was built with (the API or the worker
@@ -249,24 +272,30 @@ key_owner(Datum *key, const char *source)
 bool
 tt_outbox_settled(const char *pixel_code, const char *event, const char *event_id)
 {
-	SPIPlanPtr	plan;
-	Datum		values[3];
-
 	if (!tt_outbox_is_current())
 		return false;
+	return key_found(tt_prepare_once(&settled_plan,
+									 "SELECT 1 FROM tiktok_capi.outbox o"
+									 " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3"
+									 "   AND (o.status IN ('sent', 'kept', 'erased')"
+									 "        OR (o.status = 'failed' AND o.payload <> '{}'))",
+									 3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, 0),
+					 pixel_code, event, event_id);
+}
 
-	plan = tt_prepare_once(&settled_plan,
-						   "SELECT 1 FROM tiktok_capi.outbox o"
-						   " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3"
-						   "   AND (o.status IN ('sent', 'kept', 'erased')"
-						   "        OR (o.status = 'failed' AND o.payload <> '{}'))",
-						   3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, 0);
-	values[0] = CStringGetTextDatum(pixel_code);
-	values[1] = CStringGetTextDatum(event);
-	values[2] = CStringGetTextDatum(event_id);
-	if (SPI_execute_plan(plan, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "outbox key lookup failed");
-	return SPI_processed > 0;
+/*
+ * Is the key in the outbox at all, whatever its status (pending, sent,
+ * kept, erased, failed)?  A backfill leaves such a key alone.  The caller
+ * is connected to SPI.
+ */
+bool
+tt_outbox_known(const char *pixel_code, const char *event, const char *event_id)
+{
+	return key_found(tt_prepare_once(&known_plan,
+									 "SELECT 1 FROM tiktok_capi.outbox o"
+									 " WHERE o.pixel_code = $1 AND o.event = $2 AND o.event_id = $3",
+									 3, (Oid[]) {TEXTOID, TEXTOID, TEXTOID}, 0),
+					 pixel_code, event, event_id);
 }
 
 /*

@@ -64,6 +64,7 @@ int			tt_keep_keys_s = 400 * 24 * 3600;
 bool		tt_enabled = true;
 int			tt_retry_delay_ms = 1000;
 int			tt_retry_delay_max_ms = 300000;
+int			tt_backfill_max_age_s = 7 * 24 * 3600;
 
 /* tt_health()'s thresholds; only tt_health_thresholds() reads them */
 static int	lag_warn_s = 300;
@@ -277,6 +278,13 @@ define_worker_settings(void)
 							"Cap on the wait between retries.",
 							NULL, &tt_retry_delay_max_ms, 300000, 1, 24 * 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("tiktok_capi.backfill_max_age",
+							"Oldest order tt_backfill queues, by its event_time.",
+							"TikTok publishes no limit for web events (28 days is reported "
+							"for offline ones); older rows are counted and skipped, not sent "
+							"to be rejected.",
+							&tt_backfill_max_age_s, 7 * 24 * 3600, 60, 400 * 24 * 3600,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
 /* Refuse an api_url that would send events in the clear to another host */

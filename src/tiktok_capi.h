@@ -70,6 +70,7 @@ extern int	tt_keep_keys_s;
 extern bool tt_enabled;
 extern int	tt_retry_delay_ms;
 extern int	tt_retry_delay_max_ms;
+extern int	tt_backfill_max_age_s;
 
 /* in util.c */
 extern char *tt_vpsprintf(const char *fmt, va_list args) pg_attribute_printf(1, 0);
@@ -183,6 +184,7 @@ typedef struct TTQueueItem
 	Jsonb	   *payload;		/* NULL (and not failed): withdraw the pending event */
 	List	   *warnings;		/* the builder's notes, char * */
 	const char *failed_reason;	/* set: queued as failed, with the payload {} */
+	bool		only_new;		/* a backfill: write a new key, never touch one */
 } TTQueueItem;
 
 /* What tt_outbox_queue() did */
@@ -198,6 +200,8 @@ typedef enum TTQueued
 extern TTQueued tt_outbox_queue(const TTQueueItem *item);
 extern bool tt_outbox_settled(const char *pixel_code, const char *event,
 							  const char *event_id);
+extern bool tt_outbox_known(const char *pixel_code, const char *event,
+							const char *event_id);
 extern char *tt_default_pixel(const char **why);
 extern bool tt_pixel_exists(const char *pixel_code);
 extern char *tt_pixel_for_call(const char *named);

@@ -5,7 +5,7 @@ against a baseline measured in the same run (these machines are noisy).
 Runs inside a throw-away cluster (test/bench/run.sh starts it).  `--tiny`
 runs every part at toy sizes so that `make test` keeps the benchmarks
 working; it asserts that each part ran, never a timing.  `--only=PART`
-(hashing, capture, checkout, kept, delivery, latency, memory, roundtrip) runs one part;
+(hashing, capture, checkout, kept, delivery, latency, memory, roundtrip, backfill) runs one part;
 `--roundtrip-backlog=N` sets the roundtrip part's large backlogs (a million at full size).  Prints TAP: one
 check per part, and the figures as "# " lines and a Markdown table.
 """
@@ -26,16 +26,17 @@ from harness import PIXEL, Mock, Tap, configure, enqueue, install, psql, wait_un
 TINY = "--tiny" in sys.argv
 SIZES = dict(hash_rows=20_000, pgbench_secs=1, rounds=1, drains=(2_000, 20_000), latency_secs=2, kept_orders=10_000,
              cycle_events=20_000, cycles=3, ceiling_secs=1,
-             rt_drains=(2_000,), rt_latency_secs=2, rt_fair_backlog=5_000) if TINY else \
+             rt_drains=(2_000,), rt_latency_secs=2, rt_fair_backlog=5_000, backfill_rows=5_000) if TINY else \
         dict(hash_rows=1_000_000, pgbench_secs=10, rounds=2, drains=(100_000, 1_000_000), latency_secs=30,
              kept_orders=1_000_000,
              cycle_events=1_000_000, cycles=3, ceiling_secs=3,
-             rt_drains=(100_000, 1_000_000), rt_latency_secs=20, rt_fair_backlog=1_000_000)
+             rt_drains=(100_000, 1_000_000), rt_latency_secs=20, rt_fair_backlog=1_000_000,
+             backfill_rows=1_000_000)
 for a in sys.argv:
     if a.startswith("--roundtrip-backlog="):
         big = int(a.split("=", 1)[1])
         SIZES.update(rt_drains=tuple(sorted({min(100_000, big), big})), rt_fair_backlog=big)
-tap = Tap(2 if any(a.startswith("--only=") for a in sys.argv) else 9)
+tap = Tap(2 if any(a.startswith("--only=") for a in sys.argv) else 10)
 table = []          # (part, measure, figure, baseline / target)
 
 
@@ -569,11 +570,57 @@ def bench_roundtrip():
     return all_in
 
 
+# -- 8. backfill -------------------------------------------------------------
+def bench_backfill():
+    """Orders written before the trigger, queued by CALL tt_backfill_in_slices: rows/s and
+    slices (a transaction each), against the trigger queueing the same orders as they are
+    inserted; each order queued once, and a second run queues nothing"""
+    n = SIZES["backfill_rows"]
+    slice_rows = max(1_000, min(10_000, n // 5))
+    psql("ALTER SYSTEM SET tiktok_capi.enabled = off")      # the queueing is measured, not the delivery
+    psql("SELECT pg_reload_conf()")
+    for o in ("bf_old", "bf_live"):
+        psql(f"""CREATE TABLE {o} (id bigint PRIMARY KEY, email text, total numeric(12,2), currency text,
+                   status text, created_at timestamptz)""")
+    psql("SELECT tiktok_capi.tt_attach('bf_live', 'Purchase', '{event_id_prefix=live-}')")
+    rows = """SELECT g, 'buyer' || g || '@example.com', g % 500, 'USD', 'paid',
+                     now() - (g % 4000) * interval '1 minute'
+                FROM generate_series({lo}, {hi}) g"""
+    t_live = 0.0
+    for lo in range(1, n + 1, 100_000):                  # a commit per 100,000 orders
+        hi = min(lo + 99_999, n)
+        psql(f"INSERT INTO bf_old {rows.format(lo=lo, hi=hi)}")
+        t_live += timed(f"INSERT INTO bf_live {rows.format(lo=lo, hi=hi)}")
+    psql("SELECT tiktok_capi.tt_attach('bf_old', 'Purchase', '{event_id_prefix=old-}')")
+    psql("VACUUM ANALYZE bf_old")
+    psql("CHECKPOINT")
+    call = f"CALL tiktok_capi.tt_backfill_in_slices('bf_old', now() - interval '7 days', slice_rows => {slice_rows})"
+    t_bf = timed(call)
+    run = psql("SELECT slices, queued, known, scanned FROM tiktok_capi.backfill_progress ORDER BY id DESC LIMIT 1").split("|")
+    figure("backfill", f"CALL tt_backfill_in_slices of {n:,} orders (slices of {slice_rows:,} rows, a commit each)",
+           f"{t_bf:.1f} s, {n / t_bf:,.0f} rows/s, {run[0]} slices",
+           f"(the trigger queueing them as inserted: {t_live:.1f} s, {n / t_live:,.0f} rows/s)")
+    once = psql("""SELECT count(*) || '|' || count(DISTINCT event_id) FROM tiktok_capi.outbox
+                    WHERE event_id LIKE 'old-%'""")
+    t_again = timed(call)
+    again = psql("SELECT queued || '|' || known FROM tiktok_capi.backfill_progress ORDER BY id DESC LIMIT 1")
+    figure("backfill", f"a second run over the same {n:,} orders (every key known)",
+           f"{t_again:.1f} s, {n / t_again:,.0f} rows/s", f"(queued|known: {again})")
+    psql("TRUNCATE tiktok_capi.outbox")
+    psql("DROP TABLE bf_old, bf_live")
+    psql("ALTER SYSTEM SET tiktok_capi.enabled = on")
+    psql("SELECT pg_reload_conf()")
+    ok = run[1] == str(n) and once == f"{n}|{n}" and again == f"0|{n}" and int(run[0]) >= n // slice_rows
+    if not ok:
+        tap.diag(f"backfill: queued {run[1]} of {n}, outbox rows|distinct {once}, second run {again}, slices {run[0]}")
+    return ok
+
+
 parts = [("hashing", bench_hashing), ("capture", bench_capture), ("checkout", bench_checkout),
          ("kept keys", bench_kept_keys),
          ("delivery", bench_delivery),
          ("latency", bench_latency), ("memory and bloat", bench_cycles),
-         ("roundtrip", bench_roundtrip)]
+         ("roundtrip", bench_roundtrip), ("backfill", bench_backfill)]
 install()
 only = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")]
 for name, fn in parts:

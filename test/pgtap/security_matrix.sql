@@ -2,9 +2,9 @@
 -- application role, a monitoring role granted the views, the owner) and
 -- actions (read tokens, read the outbox, read the monitoring views,
 -- configure pixels, queue, requeue, purge, wake the worker, attach the
--- trigger, change the worker's settings).
+-- trigger, backfill, change the worker's settings).
 BEGIN;
-SELECT plan(57);
+SELECT plan(76);
 
 CREATE ROLE tt_sec_app NOLOGIN;          -- inserts orders, nothing else
 CREATE ROLE tt_sec_reader NOLOGIN;       -- monitoring
@@ -17,13 +17,13 @@ INSERT INTO roles VALUES ('public'), ('tt_sec_app'), ('tt_sec_reader');
 SELECT ok(NOT has_table_privilege(CASE WHEN role = 'public' THEN 'tt_sec_app' ELSE role END,
                                   'tiktok_capi.' || t, priv),
           role || ' cannot ' || priv || ' tiktok_capi.' || t)
-  FROM roles, (VALUES ('pixels'), ('outbox')) AS tables(t),
+  FROM roles, (VALUES ('pixels'), ('outbox'), ('backfills')) AS tables(t),
        (VALUES ('SELECT'), ('INSERT'), ('UPDATE'), ('DELETE')) AS privs(priv)
  WHERE role <> 'public';
 SELECT ok(NOT EXISTS (SELECT 1 FROM information_schema.role_table_grants
                        WHERE table_schema = 'tiktok_capi' AND grantee = 'PUBLIC'
-                         AND table_name IN ('pixels', 'outbox')),
-          'PUBLIC holds no privilege on pixels or outbox');
+                         AND table_name IN ('pixels', 'outbox', 'backfills', 'backfill_progress')),
+          'PUBLIC holds no privilege on pixels, outbox, backfills or backfill_progress');
 SELECT ok(NOT has_column_privilege('tt_sec_reader', 'tiktok_capi.pixels', 'access_token', 'SELECT'),
           'the monitoring role cannot read access_token');
 
@@ -33,7 +33,7 @@ SELECT ok(has_table_privilege('tt_sec_reader', 'tiktok_capi.' || v, 'SELECT'),
   FROM (VALUES ('outbox_status'), ('outbox_pixel_status')) AS views(v);
 SELECT ok(NOT has_table_privilege('tt_sec_app', 'tiktok_capi.' || v, 'SELECT'),
           'the application role cannot read ' || v)
-  FROM (VALUES ('outbox_status'), ('outbox_pixel_status')) AS views(v);
+  FROM (VALUES ('outbox_status'), ('outbox_pixel_status'), ('backfill_progress')) AS views(v);
 SELECT ok(NOT EXISTS (SELECT 1 FROM information_schema.columns
                        WHERE table_schema = 'tiktok_capi' AND table_name = v
                          AND column_name IN ('access_token', 'payload')),
@@ -51,7 +51,11 @@ SELECT ok(NOT has_function_privilege(role, f, 'EXECUTE'),
                ('tiktok_capi.tt_purge_sent(interval)'),
                ('tiktok_capi.tt_wake_worker()'),
                ('tiktok_capi.tt_attach(regclass, text, text[], text, text, name)'),
-               ('tiktok_capi.tt_capture()')) AS fs(f);
+               ('tiktok_capi.tt_capture()'),
+               ('tiktok_capi.tt_backfill(regclass, timestamptz, timestamptz, integer)'),
+               ('tiktok_capi.tt_backfill_in_slices(regclass, timestamptz, timestamptz, integer, bigint)'),
+               ('tiktok_capi.tt_backfill_run(regclass, timestamptz, timestamptz, integer, boolean, bigint)'),
+               ('tiktok_capi.tt_backfill_slice(regclass, timestamptz, timestamptz, bigint, bigint, integer)')) AS fs(f);
 
 -- and the owner can do each of those things
 SELECT lives_ok($$SELECT tiktok_capi.tt_add_pixel('CSEC01', 'sec-token')$$, 'the owner adds a pixel');
@@ -71,6 +75,19 @@ RESET ROLE;
 SET ROLE tt_sec_app;
 SELECT throws_ok($$SELECT tiktok_capi.tt_requeue_failed()$$, '42501', NULL, 'the application role cannot requeue');
 SELECT throws_ok($$SELECT tiktok_capi.tt_purge_sent()$$, '42501', NULL, 'the application role cannot purge');
+SELECT throws_ok($$SELECT tiktok_capi.tt_backfill('pg_class', now() - interval '1 day')$$, '42501', NULL,
+                 'the application role cannot backfill');
+RESET ROLE;
+
+-- a role the owner lets backfill reads only the tables it may read
+CREATE TABLE public.sec_orders (id bigint PRIMARY KEY, total numeric, currency text, created_at timestamptz);
+SELECT tiktok_capi.tt_attach('sec_orders', 'Purchase', '{event_id_prefix=sec-}', pixel => 'CSEC01');
+GRANT EXECUTE ON FUNCTION tiktok_capi.tt_backfill, tiktok_capi.tt_backfill_slice TO tt_sec_reader;
+GRANT EXECUTE ON PROCEDURE tiktok_capi.tt_backfill_run TO tt_sec_reader;
+SET ROLE tt_sec_reader;
+SELECT throws_ok($$SELECT tiktok_capi.tt_backfill('public.sec_orders', now() - interval '1 day')$$, '42501',
+                 'permission denied for table sec_orders',
+                 'a role granted tt_backfill still needs SELECT on the table it backfills');
 RESET ROLE;
 
 -- the worker's settings: set in the server's configuration only (superuser),
