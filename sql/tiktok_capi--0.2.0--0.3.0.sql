@@ -247,7 +247,7 @@ BEGIN
         reason := 'delivery is off (tiktok_capi.enabled = off): events wait in the outbox';
     ELSIF NOT current_database() = ANY (tiktok_capi.tt_listed_databases()) THEN
         lvl := 2; value := 0;
-        reason := format('the workers deliver from the databases %s (tiktok_capi.database), not this one', db);
+        reason := format('this database is not in tiktok_capi.database, which lists %s: no worker delivers from it', db);
     ELSIF NOT EXISTS (SELECT 1 FROM pg_stat_activity a
                        WHERE a.backend_type = 'tiktok_capi worker' AND a.datname = current_database()) THEN
         lvl := 2; value := 0;
@@ -512,6 +512,7 @@ AS 'MODULE_PATHNAME', 'tt_listed_databases_sql'
 LANGUAGE C STABLE;
 COMMENT ON FUNCTION tiktok_capi.tt_listed_databases IS
 'The databases tiktok_capi.database lists, each delivered by a worker of its own';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_listed_databases FROM PUBLIC;
 
 CREATE FUNCTION tiktok_capi.tt_worker_shortage() RETURNS text
 AS 'MODULE_PATHNAME', 'tt_worker_shortage_sql'

@@ -20,7 +20,7 @@ TENANTS = ["shop_a", "shop_b", "shop_c"]
 PIXELS = {"shop_a": "CSHOPA000001", "shop_b": "CSHOPB000002", "shop_c": "CSHOPC000003",
           "shop_d": "CSHOPD000004"}
 
-tap = Tap(19)
+tap = Tap(21)
 mock = Mock()
 
 
@@ -61,6 +61,11 @@ def workers():
 
 
 setting("api_url", mock.url)
+# a list the launcher could not follow is refused, and nothing is written
+for bad, why in (("shop_a, shop_a", "a database listed twice"), ("shop_a,,shop_b", "an empty name")):
+    refused = psql(f"ALTER SYSTEM SET tiktok_capi.database = '{bad}'", check=False) is None
+    tap.ok(refused and psql("SELECT count(*) FROM pg_file_settings WHERE name = 'tiktok_capi.database'") == "0",
+           f"ALTER SYSTEM refuses {why} in tiktok_capi.database")
 setting("poll_interval", "1s")
 for db in TENANTS:
     tenant(db)
