@@ -392,8 +392,8 @@ tt_launcher_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_activity(STATE_IDLE, NULL);
-	/* what a launcher before us said is for it to say again */
-	tt_forget_worker_shortages();
+	/* a launcher before us (it exited, we are its restart) left its workers */
+	tt_forget_earlier_launcher();
 
 	for (;;)
 	{

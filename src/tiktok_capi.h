@@ -206,12 +206,12 @@ extern char *tt_pixel_for_call(const char *named);
 extern void tt_wake_init(void);
 extern void tt_wake_worker_at_commit(void);
 extern void tt_wake_worker(void);
-extern void tt_publish_worker_latch(void);
+extern bool tt_publish_worker_latch(void);
 extern void tt_publish_url_pause(const char *url, const char *reason,
 								 TimestampTz since, TimestampTz retry_at);
 extern void tt_publish_worker_shortage(Oid database, bool shortage,
 									   int listed, int started);
-extern void tt_forget_worker_shortages(void);
+extern void tt_forget_earlier_launcher(void);
 
 /* in launcher.c (the worker shares worker.h) */
 extern void tt_launcher_init(void);

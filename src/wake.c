@@ -30,6 +30,8 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/xact.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -57,6 +59,7 @@ typedef struct TTDatabaseSlot
 {
 	Oid			database;		/* InvalidOid: the slot is free */
 	Latch	   *worker_latch;	/* NULL while its worker does not run */
+	pid_t		worker_pid;		/* its worker's, 0 while none */
 	/* the URL pause; paused_url[0] == '\0' while delivery is not paused */
 	char		paused_url[TT_PAUSE_TEXT];
 	char		pause_reason[TT_PAUSE_TEXT];
@@ -184,30 +187,40 @@ tt_wake_worker(void)
 
 /*
  * Called by the worker: make its latch the one its database's commits set.
- * With every slot taken (more workers than databases may be listed, for a
+ * False when another worker of this database already runs (one started by
+ * a launcher that has since restarted, and not yet stopped): two workers
+ * would each own the same events, so this one must not deliver.  With
+ * every slot taken (more workers than databases may be listed, for a
  * moment after a reload), it runs on without wake-ups: it still looks at
  * the outbox every poll_interval.
  */
-void
+bool
 tt_publish_worker_latch(void)
 {
 	TTDatabaseSlot *slot;
+	bool		alone = true;
 
 	if (shared == NULL)
 		elog(ERROR, "tiktok_capi must be in shared_preload_libraries");
 	SpinLockAcquire(&shared->mutex);
 	slot = database_slot(MyDatabaseId, true);
-	if (slot)
+	if (slot && slot->worker_latch != NULL)
+		alone = false;
+	else if (slot)
 	{
 		slot->worker_latch = MyLatch;
+		slot->worker_pid = MyProcPid;
 		slot->shortage = false;
 	}
 	SpinLockRelease(&shared->mutex);
+	if (!alone)
+		return false;
 	if (slot == NULL)
 		ereport(WARNING,
 				(errmsg("tiktok_capi: no shared memory slot is free for this database's worker; commits will not wake it"),
 				 errdetail("At most %d databases can be delivered at once.", TT_MAX_DATABASES)));
 	before_shmem_exit(forget_worker_latch, (Datum) 0);
+	return true;
 }
 
 /* A worker that exits takes its latch and its URL pause with it */
@@ -221,6 +234,7 @@ forget_worker_latch(int code, Datum arg)
 	if (slot && slot->worker_latch == MyLatch)
 	{
 		slot->worker_latch = NULL;
+		slot->worker_pid = 0;
 		slot->paused_url[0] = '\0';
 		free_unheld_slot(slot);
 	}
@@ -253,11 +267,16 @@ tt_publish_worker_shortage(Oid database, bool shortage, int listed, int started)
 
 /*
  * Called by a launcher that starts: what an earlier launcher said about
- * missing workers no longer holds
+ * missing workers no longer holds, and the workers it started (a launcher
+ * that exits leaves its workers running) are asked to stop, since this
+ * launcher can neither watch nor stop them; it starts its own.
  */
 void
-tt_forget_worker_shortages(void)
+tt_forget_earlier_launcher(void)
 {
+	pid_t		orphans[TT_MAX_DATABASES];
+	int			norphans = 0;
+
 	if (shared == NULL)
 		return;
 	SpinLockAcquire(&shared->mutex);
@@ -265,13 +284,21 @@ tt_forget_worker_shortages(void)
 	{
 		TTDatabaseSlot *slot = &shared->databases[i];
 
-		if (slot->database != InvalidOid)
-		{
-			slot->shortage = false;
-			free_unheld_slot(slot);
-		}
+		if (slot->database == InvalidOid)
+			continue;
+		if (slot->worker_pid != 0)
+			orphans[norphans++] = slot->worker_pid;
+		slot->shortage = false;
+		free_unheld_slot(slot);
 	}
 	SpinLockRelease(&shared->mutex);
+	for (int i = 0; i < norphans; i++)
+	{
+		ereport(LOG,
+				(errmsg("tiktok_capi: stopping the delivery worker with PID %d, started by an earlier launcher",
+						(int) orphans[i])));
+		(void) kill(orphans[i], SIGTERM);
+	}
 }
 
 /*

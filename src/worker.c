@@ -24,6 +24,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
@@ -103,7 +104,14 @@ tt_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	strlcpy(worker_database, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
 	BackgroundWorkerInitializeConnection(worker_database, NULL, 0);
-	tt_publish_worker_latch();
+	if (!tt_publish_worker_latch())
+	{
+		/* the launcher stopped that one; it starts this one again shortly */
+		ereport(LOG,
+				(errmsg("tiktok_capi: another delivery worker still runs in database \"%s\"; this one exits",
+						worker_database)));
+		proc_exit(1);
+	}
 	set_session_options();
 	claims_context = AllocSetContextCreate(TopMemoryContext, "tiktok_capi claims",
 										   ALLOCSET_DEFAULT_SIZES);

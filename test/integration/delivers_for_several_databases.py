@@ -20,7 +20,7 @@ TENANTS = ["shop_a", "shop_b", "shop_c"]
 PIXELS = {"shop_a": "CSHOPA000001", "shop_b": "CSHOPB000002", "shop_c": "CSHOPC000003",
           "shop_d": "CSHOPD000004"}
 
-tap = Tap(22)
+tap = Tap(25)
 mock = Mock()
 
 
@@ -133,6 +133,23 @@ tap.ok(wait_until(lambda: sent("shop_a") == 1600, 30), "shop_a delivered its ord
        sent("shop_a"))
 tap.ok(psql("SELECT status FROM tiktok_capi.tt_health() WHERE \"check\" = 'worker'", db="shop_d") == "ok",
        "tt_health() in shop_d: its worker runs")
+
+# 4b. the launcher itself stopped (a DBA's pg_terminate_backend): its restart stops the
+#     workers it cannot watch and starts its own, never two in one database
+launcher = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'tiktok_capi launcher'"
+old_launcher = psql(launcher)
+psql(f"SELECT pg_terminate_backend({old_launcher})")
+tap.ok(wait_until(lambda: psql(launcher) not in ("", old_launcher), 15), "the launcher is restarted")
+orphans = "started by an earlier launcher"
+wait_until(lambda: server_log().count(orphans) >= 3, 10)
+per_db = ("SELECT string_agg(datname || '=' || n, ',' ORDER BY datname) FROM (SELECT datname, count(*) n "
+          "FROM pg_stat_activity WHERE backend_type = 'tiktok_capi worker' GROUP BY datname) w")
+wait_until(lambda: psql(per_db) == "shop_a=1,shop_b=1,shop_d=1", 15)
+time.sleep(3)
+tap.ok(psql(per_db) == "shop_a=1,shop_b=1,shop_d=1",
+       "then one worker per database, the earlier launcher's stopped", (psql(per_db), server_log().count(orphans)))
+orders("shop_b", 601, 700)
+tap.ok(wait_until(lambda: sent("shop_b") == 700, 20), "and shop_b's new orders are delivered", sent("shop_b"))
 
 # 5. fewer background worker slots than databases: the log says it once, tt_health too
 mock.config(delay_ms=0)
