@@ -6,7 +6,8 @@ nothing else would send them).  A database dropped while its worker
 delivers stops only that worker: the others go on, and the launcher says
 once that the database is gone instead of restarting its worker in a loop.
 A database added to the list (reload) while the others deliver gets its
-worker and delivers.  With fewer background worker slots than listed
+worker and delivers.  A launcher terminated and restarted leaves one worker
+per database, not two (its predecessor's workers are stopped).  With fewer background worker slots than listed
 databases (max_worker_processes), the log says so once, with the numbers,
 and tt_health() of the database left without a worker says why."""
 import os
