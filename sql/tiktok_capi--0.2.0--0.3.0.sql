@@ -237,6 +237,7 @@ DECLARE
     t record;
     lvl integer;
     db text := current_setting('tiktok_capi.database', true);
+    shortage text;
     oldest timestamptz;
     sent bigint;
     failed bigint;
@@ -262,13 +263,16 @@ BEGIN
     ELSIF current_setting('tiktok_capi.enabled') = 'off' THEN
         lvl := 1; value := 0;
         reason := 'delivery is off (tiktok_capi.enabled = off): events wait in the outbox';
-    ELSIF db IS DISTINCT FROM current_database() THEN
+    ELSIF NOT current_database() = ANY (tiktok_capi.tt_listed_databases()) THEN
         lvl := 2; value := 0;
-        reason := format('the worker delivers from database %s (tiktok_capi.database), not this one', db);
+        reason := format('this database is not in tiktok_capi.database, which lists %s: no worker delivers from it', db);
     ELSIF NOT EXISTS (SELECT 1 FROM pg_stat_activity a
                        WHERE a.backend_type = 'tiktok_capi worker' AND a.datname = current_database()) THEN
         lvl := 2; value := 0;
-        reason := 'the delivery worker is not running: see the server log';
+        shortage := tiktok_capi.tt_worker_shortage();
+        reason := CASE WHEN shortage IS NULL THEN 'the delivery worker is not running: see the server log'
+                       ELSE format('the delivery worker of this database is not running: %s; '
+                                   'raise max_worker_processes (a restart)', shortage) END;
     ELSIF EXISTS (SELECT 1 FROM tiktok_capi.tt_worker_pause()) THEN
         -- what answered at api_url is not the Events API: nothing is sent
         SELECT format('delivery is paused since %s, events wait: %s (api_url %s); it resumes when '
@@ -743,3 +747,22 @@ SELECT b.id, b.source AS "table", b.started_by, b.started_at,
 COMMENT ON VIEW tiktok_capi.backfill_progress IS
 'Each backfill: running (its session still at it), finished or interrupted (an error, a cancel, a lost session), its counts so far, how far through the table and how fast';
 REVOKE ALL ON tiktok_capi.backfill_progress FROM PUBLIC;
+ * Several databases: tiktok_capi.database lists the databases delivered,
+ * one worker each.  tt_listed_databases() reads the list as the launcher
+ * does; tt_worker_shortage() says why this database has no worker when no
+ * background worker slot was free for it (max_worker_processes).
+ * tt_health()'s worker check uses both.
+ */
+CREATE FUNCTION tiktok_capi.tt_listed_databases() RETURNS text[]
+AS 'MODULE_PATHNAME', 'tt_listed_databases_sql'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION tiktok_capi.tt_listed_databases IS
+'The databases tiktok_capi.database lists, each delivered by a worker of its own';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_listed_databases FROM PUBLIC;
+
+CREATE FUNCTION tiktok_capi.tt_worker_shortage() RETURNS text
+AS 'MODULE_PATHNAME', 'tt_worker_shortage_sql'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION tiktok_capi.tt_worker_shortage IS
+'Why this database has no delivery worker when no background worker slot was free for it (max_worker_processes); NULL otherwise';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_worker_shortage FROM PUBLIC;

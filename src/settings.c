@@ -29,6 +29,7 @@
 #include "miscadmin.h"
 #include "pgtime.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 #include "policy.h"
 #include "tiktok_capi.h"
@@ -37,6 +38,7 @@ PG_MODULE_MAGIC;
 
 PG_FUNCTION_INFO_V1(tt_health_thresholds_sql);
 PG_FUNCTION_INFO_V1(tt_health_thresholds);
+PG_FUNCTION_INFO_V1(tt_listed_databases_sql);
 
 #define TT_DEFAULT_API_URL "https://business-api.tiktok.com/open_api/v1.3/event/track/"
 
@@ -97,6 +99,7 @@ static void assign_naive_timestamp_zone(const char *newval, void *extra);
 static void define_consent_settings(void);
 static void define_worker_settings(void);
 static bool check_api_url(char **newval, void **extra, GucSource source);
+static bool check_database(char **newval, void **extra, GucSource source);
 static void define_health_settings(void);
 
 /*
@@ -219,9 +222,11 @@ static void
 define_worker_settings(void)
 {
 	DefineCustomStringVariable("tiktok_capi.database",
-							   "Database whose outbox the worker delivers.",
-							   NULL, &tt_database, "postgres",
-							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+							   "Databases whose outboxes are delivered, one worker each.",
+							   "A comma-separated list; a name with a comma or spaces "
+							   "in double quotes.",
+							   &tt_database, "postgres",
+							   PGC_SIGHUP, GUC_LIST_INPUT, check_database, NULL, NULL);
 	DefineCustomStringVariable("tiktok_capi.api_url",
 							   "Events API track URL events are posted to.",
 							   "https is required, except to a loopback host.",
@@ -299,6 +304,84 @@ check_api_url(char **newval, void **extra, GucSource source)
 	return false;
 }
 
+/*
+ * Split a list of databases as tiktok_capi.database spells it: names
+ * separated by commas, a name with a comma or spaces in double quotes,
+ * kept as written (not lowercased: a database name is matched exactly).
+ * Returns NIL, with *problem set, when the list cannot be read.
+ */
+static List *
+split_database_list(const char *value, const char **problem)
+{
+	char	   *copy = pstrdup(value);
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	*problem = NULL;
+	if (!SplitGUCList(copy, ',', &names))
+		*problem = "The list is not valid: a name with a comma or spaces goes in double quotes.";
+	else if (names == NIL)
+		*problem = "The list is empty: name at least one database.";
+	else if (list_length(names) > TT_MAX_DATABASES)
+		*problem = psprintf("It lists %d databases; at most %d can be delivered.",
+							list_length(names), TT_MAX_DATABASES);
+	else
+	{
+		foreach(lc, names)
+		{
+			char	   *name = lfirst(lc);
+
+			if (name[0] == '\0')
+				*problem = "A name in the list is empty.";
+			else if (strlen(name) >= NAMEDATALEN)
+				*problem = psprintf("The name \"%s\" is longer than a database name can be.", name);
+			else
+			{
+				for (ListCell *earlier = list_head(names); lfirst(earlier) != name;
+					 earlier = lnext(names, earlier))
+					if (strcmp(lfirst(earlier), name) == 0)
+						*problem = psprintf("The database \"%s\" is listed twice.", name);
+			}
+			if (*problem)
+				break;
+		}
+	}
+	if (*problem)
+	{
+		list_free(names);
+		return NIL;
+	}
+	return names;
+}
+
+/* Refuse a list of databases the launcher could not follow */
+static bool
+check_database(char **newval, void **extra, GucSource source)
+{
+	const char *problem;
+
+	(void) split_database_list(*newval, &problem);
+	if (problem)
+	{
+		GUC_check_errdetail("%s", problem);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * The databases tiktok_capi.database lists, in the order written, palloc'd
+ * in the current memory context
+ */
+List *
+tt_database_list(void)
+{
+	const char *problem;
+
+	/* the check hook let only a readable list in */
+	return split_database_list(tt_database, &problem);
+}
+
 /* tt_health()'s thresholds, USERSET */
 static void
 define_health_settings(void)
@@ -364,4 +447,20 @@ Datum
 tt_health_thresholds(PG_FUNCTION_ARGS)
 {
 	return tt_health_thresholds_sql(fcinfo);
+}
+
+/*
+ * tt_listed_databases(): the databases tiktok_capi.database lists, read as
+ * the launcher reads them, so tt_health() can tell whether this database
+ * is delivered
+ */
+Datum
+tt_listed_databases_sql(PG_FUNCTION_ARGS)
+{
+	char		null = ' ';
+	Datum		names = tt_text_array(tt_database_list(), &null);
+
+	if (null == 'n')
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(names);
 }

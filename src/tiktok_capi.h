@@ -59,6 +59,14 @@ extern struct pg_tz *tt_naive_tz;
 extern int	tt_consent_denied;
 extern int	tt_consent_unknown;
 extern char *tt_database;
+
+/*
+ * Most databases tiktok_capi.database may list: each has a slot in the
+ * shared memory of wake.c, and a worker (so also a background worker slot).
+ */
+#define TT_MAX_DATABASES 256
+
+extern List *tt_database_list(void);
 extern char *tt_api_url;
 extern int	tt_batch_size;
 extern int	tt_max_in_flight;
@@ -210,9 +218,12 @@ extern char *tt_pixel_for_call(const char *named);
 extern void tt_wake_init(void);
 extern void tt_wake_worker_at_commit(void);
 extern void tt_wake_worker(void);
-extern void tt_publish_worker_latch(void);
+extern bool tt_publish_worker_latch(void);
 extern void tt_publish_url_pause(const char *url, const char *reason,
 								 TimestampTz since, TimestampTz retry_at);
+extern void tt_publish_worker_shortage(Oid database, bool shortage,
+									   int listed, int started);
+extern void tt_forget_earlier_launcher(void);
 
 /* in launcher.c (the worker shares worker.h) */
 extern void tt_launcher_init(void);

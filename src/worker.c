@@ -24,6 +24,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
@@ -31,6 +32,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/plancache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -59,6 +61,8 @@ static bool erasure_waits(void);
 static void release_sending_lock(void);
 static void end_transaction(void);
 
+/* the database this worker delivers, as the launcher named it */
+static char worker_database[NAMEDATALEN];
 static bool said_no_extension = false;
 /* the URL pause (worker.h): the api_url it is about, NULL while none */
 static char *paused_url = NULL;
@@ -98,8 +102,16 @@ tt_worker_main(Datum arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(tt_database, NULL, 0);
-	tt_publish_worker_latch();
+	strlcpy(worker_database, MyBgworkerEntry->bgw_extra, NAMEDATALEN);
+	BackgroundWorkerInitializeConnection(worker_database, NULL, 0);
+	if (!tt_publish_worker_latch())
+	{
+		/* the launcher stopped that one; it starts this one again shortly */
+		ereport(LOG,
+				(errmsg("tiktok_capi: another delivery worker still runs in database \"%s\"; this one exits",
+						worker_database)));
+		proc_exit(1);
+	}
 	set_session_options();
 	claims_context = AllocSetContextCreate(TopMemoryContext, "tiktok_capi claims",
 										   ALLOCSET_DEFAULT_SIZES);
@@ -109,7 +121,7 @@ tt_worker_main(Datum arg)
 	owned = hash_create("tiktok_capi owned events", 16384, &ctl,
 						HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	ereport(LOG, (errmsg("tiktok_capi: delivery worker started in database \"%s\"",
-						 tt_database)));
+						 worker_database)));
 
 	for (;;)
 	{
@@ -491,7 +503,7 @@ begin_transaction(const char *activity, bool claiming)
 		if (!said_no_extension)
 			ereport(LOG,
 					(errmsg("tiktok_capi: extension not installed in database \"%s\"; the worker waits for CREATE EXTENSION tiktok_capi",
-							tt_database)));
+							worker_database)));
 		said_no_extension = true;
 		return false;
 	}
@@ -551,6 +563,43 @@ erasure_waits(void)
 	LOCKTAG		tag = sending_lock_tag();
 
 	return holding_sending_lock && LockHasWaiters(&tag, ShareLock, true);
+}
+
+/*
+ * Prepare one of the worker's statements once (tt_prepare_once), its SQL
+ * text shown meanwhile as the statement being run: planning takes the
+ * statement's locks, and can fail as running it can.
+ */
+SPIPlanPtr
+tt_worker_prepare(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes,
+				  int cursor_options)
+{
+	SPIPlanPtr	prepared;
+
+	debug_query_string = sql;
+	prepared = tt_prepare_once(plan, sql, nargs, argtypes, cursor_options);
+	debug_query_string = NULL;
+	return prepared;
+}
+
+/*
+ * Run one of the worker's prepared statements with its SQL text as the
+ * statement being run, as a client's would be: a statement that fails (a
+ * lock_timeout, a statement_timeout, a permission taken away) is logged
+ * with its text (STATEMENT: in the server log), not as a bare error.
+ * Left set by an error, the text goes with the worker, which exits.
+ */
+int
+tt_worker_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
+				  bool read_only, long count)
+{
+	CachedPlanSource *source = linitial(SPI_plan_get_plan_sources(plan));
+	int			result;
+
+	debug_query_string = source->query_string;
+	result = SPI_execute_plan(plan, values, nulls, read_only, count);
+	debug_query_string = NULL;
+	return result;
 }
 
 /*

@@ -45,6 +45,7 @@
 #ifndef TT_WORKER_H
 #define TT_WORKER_H
 
+#include "executor/spi.h"
 #include "nodes/pg_list.h"
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
@@ -117,6 +118,12 @@ typedef struct PixelNews
 	char	   *error;			/* the last error, or NULL */
 	bool		pause_now;		/* 40001/40105: pause it */
 } PixelNews;
+
+/* in worker.c */
+extern SPIPlanPtr tt_worker_prepare(SPIPlanPtr *plan, const char *sql, int nargs,
+									Oid *argtypes, int cursor_options);
+extern int	tt_worker_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
+							  bool read_only, long count);
 
 /* in worker_claim.c */
 extern int	tt_claim(Claim *claim, int limit, bool newest, HTAB *owned);

@@ -65,24 +65,24 @@ tt_claim(Claim *claim, int limit, bool newest, HTAB *owned)
 	int			n = 0;
 
 	if (newest)
-		plan = tt_prepare_once(&newest_plan,
-							   "SELECT id, pixel_code, payload::text, attempts + 1,"
-							   "   coalesce(extract(epoch FROM now() - first_attempt_at)::float8 * 1000, 0),"
-							   "   next_attempt_at"
-							   "  FROM tiktok_capi.outbox"
-							   " WHERE status = 'pending' AND next_attempt_at <= now()"
-							   " ORDER BY next_attempt_at DESC, id DESC LIMIT $1",
-							   1, argtypes, CURSOR_OPT_GENERIC_PLAN);
+		plan = tt_worker_prepare(&newest_plan,
+								 "SELECT id, pixel_code, payload::text, attempts + 1,"
+								 "   coalesce(extract(epoch FROM now() - first_attempt_at)::float8 * 1000, 0),"
+								 "   next_attempt_at"
+								 "  FROM tiktok_capi.outbox"
+								 " WHERE status = 'pending' AND next_attempt_at <= now()"
+								 " ORDER BY next_attempt_at DESC, id DESC LIMIT $1",
+								 1, argtypes, CURSOR_OPT_GENERIC_PLAN);
 	else
-		plan = tt_prepare_once(&claim_plan,
-							   "SELECT id, pixel_code, payload::text, attempts + 1,"
-							   "   coalesce(extract(epoch FROM now() - first_attempt_at)::float8 * 1000, 0),"
-							   "   next_attempt_at"
-							   "  FROM tiktok_capi.outbox"
-							   " WHERE status = 'pending' AND next_attempt_at <= now()"
-							   "   AND (next_attempt_at, id) > ($2, $3)"
-							   " ORDER BY next_attempt_at, id LIMIT $1",
-							   3, argtypes, CURSOR_OPT_GENERIC_PLAN);
+		plan = tt_worker_prepare(&claim_plan,
+								 "SELECT id, pixel_code, payload::text, attempts + 1,"
+								 "   coalesce(extract(epoch FROM now() - first_attempt_at)::float8 * 1000, 0),"
+								 "   next_attempt_at"
+								 "  FROM tiktok_capi.outbox"
+								 " WHERE status = 'pending' AND next_attempt_at <= now()"
+								 "   AND (next_attempt_at, id) > ($2, $3)"
+								 " ORDER BY next_attempt_at, id LIMIT $1",
+								 3, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 	if (TimestampDifferenceExceeds(cursor_started, now, TT_CURSOR_RESET_MS))
 	{
@@ -94,7 +94,7 @@ tt_claim(Claim *claim, int limit, bool newest, HTAB *owned)
 	values[0] = Int32GetDatum(limit);
 	values[1] = TimestampTzGetDatum(cursor_time);
 	values[2] = Int64GetDatum(cursor_id);
-	if (SPI_execute_plan(plan, values, NULL, true, 0) != SPI_OK_SELECT)
+	if (tt_worker_execute(plan, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "tiktok_capi: could not claim events");
 	read = SPI_processed;
 	if (!newest && read < limit)
@@ -158,14 +158,14 @@ tt_claim_from_start(void)
 void
 tt_load_pixels(Claim *claim)
 {
-	SPIPlanPtr	plan = tt_prepare_once(&pixels_plan,
-									   "SELECT pixel_code, access_token, test_event_code, enabled,"
-									   "       coalesce(paused_until > now(), false)"
-									   "  FROM tiktok_capi.pixels",
-									   0, NULL, CURSOR_OPT_GENERIC_PLAN);
+	SPIPlanPtr	plan = tt_worker_prepare(&pixels_plan,
+										 "SELECT pixel_code, access_token, test_event_code, enabled,"
+										 "       coalesce(paused_until > now(), false)"
+										 "  FROM tiktok_capi.pixels",
+										 0, NULL, CURSOR_OPT_GENERIC_PLAN);
 	MemoryContext cxt = claim->cxt;
 
-	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
+	if (tt_worker_execute(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "tiktok_capi: could not read the pixels");
 	claim->npixels = SPI_processed;
 	claim->pixels = MemoryContextAllocZero(cxt, sizeof(Pixel) * Max(1, SPI_processed));
@@ -200,14 +200,14 @@ tt_load_pixels(Claim *claim)
 double
 tt_ms_until_due(void)
 {
-	SPIPlanPtr	plan = tt_prepare_once(&due_plan,
-									   "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 * 1000"
-									   "  FROM tiktok_capi.outbox WHERE status = 'pending' AND next_attempt_at > now()",
-									   0, NULL, CURSOR_OPT_GENERIC_PLAN);
+	SPIPlanPtr	plan = tt_worker_prepare(&due_plan,
+										 "SELECT extract(epoch FROM min(next_attempt_at) - now())::float8 * 1000"
+										 "  FROM tiktok_capi.outbox WHERE status = 'pending' AND next_attempt_at > now()",
+										 0, NULL, CURSOR_OPT_GENERIC_PLAN);
 	bool		isnull;
 	double		ms;
 
-	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+	if (tt_worker_execute(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "tiktok_capi: could not look for due events");
 	ms = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (isnull)

@@ -92,19 +92,19 @@ record_group(const Claimed *lead, Datum *ids, int n)
 	FLOAT8OID, TEXTOID, TEXTOID};
 	Datum		values[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	SPIPlanPtr	plan = tt_prepare_once(&record_plan,
-									   "UPDATE tiktok_capi.outbox"
-									   "   SET status = $2,"
-									   "       attempts = attempts + $3,"
-									   "       first_attempt_at = CASE WHEN $3 = 1"
-									   "            THEN coalesce(first_attempt_at, $4) ELSE first_attempt_at END,"
-									   "       next_attempt_at = CASE WHEN $2 = 'pending'"
-									   "            THEN now() + $5 * interval '1 millisecond' ELSE next_attempt_at END,"
-									   "       last_error = $6,"
-									   "       request_id = coalesce($7, request_id),"
-									   "       sent_at = CASE WHEN $2 = 'sent' THEN now() END"
-									   " WHERE id = ANY ($1) AND status = 'pending'",
-									   7, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	SPIPlanPtr	plan = tt_worker_prepare(&record_plan,
+										 "UPDATE tiktok_capi.outbox"
+										 "   SET status = $2,"
+										 "       attempts = attempts + $3,"
+										 "       first_attempt_at = CASE WHEN $3 = 1"
+										 "            THEN coalesce(first_attempt_at, $4) ELSE first_attempt_at END,"
+										 "       next_attempt_at = CASE WHEN $2 = 'pending'"
+										 "            THEN now() + $5 * interval '1 millisecond' ELSE next_attempt_at END,"
+										 "       last_error = $6,"
+										 "       request_id = coalesce($7, request_id),"
+										 "       sent_at = CASE WHEN $2 = 'sent' THEN now() END"
+										 " WHERE id = ANY ($1) AND status = 'pending'",
+										 7, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 	values[0] = tt_array_datum(ids, n, INT8OID);
 	values[1] = CStringGetTextDatum(status_of[lead->fate]);
@@ -117,7 +117,7 @@ record_group(const Claimed *lead, Datum *ids, int n)
 	nulls[5] = lead->error ? ' ' : 'n';
 	values[6] = lead->request_id ? CStringGetTextDatum(lead->request_id) : (Datum) 0;
 	nulls[6] = lead->request_id ? ' ' : 'n';
-	if (SPI_execute_plan(plan, values, nulls, false, 0) != SPI_OK_UPDATE)
+	if (tt_worker_execute(plan, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "tiktok_capi: could not record delivery results");
 }
 
@@ -130,21 +130,21 @@ void
 tt_record_pixels(List *news)
 {
 	Oid			argtypes[4] = {TEXTOID, BOOLOID, TEXTOID, FLOAT8OID};
-	SPIPlanPtr	health = tt_prepare_once(&pixel_health_plan,
-										 "UPDATE tiktok_capi.pixels"
-										 "   SET last_success_at = CASE WHEN $2 THEN now() ELSE last_success_at END,"
-										 "       last_error = coalesce($3, last_error),"
-										 "       last_error_at = CASE WHEN $3 IS NULL THEN last_error_at ELSE now() END,"
-										 "       paused_until = CASE WHEN $4 > 0"
-										 "            THEN now() + $4 * interval '1 millisecond' ELSE paused_until END"
-										 " WHERE pixel_code = $1",
-										 4, argtypes, CURSOR_OPT_GENERIC_PLAN);
-	SPIPlanPtr	pause = tt_prepare_once(&pause_plan,
-										"UPDATE tiktok_capi.outbox"
-										"   SET next_attempt_at = now() + $2 * interval '1 millisecond'"
-										" WHERE pixel_code = $1 AND status = 'pending'"
-										"   AND next_attempt_at < now() + $2 * interval '1 millisecond'",
-										2, (Oid[]) {TEXTOID, FLOAT8OID}, CURSOR_OPT_GENERIC_PLAN);
+	SPIPlanPtr	health = tt_worker_prepare(&pixel_health_plan,
+										   "UPDATE tiktok_capi.pixels"
+										   "   SET last_success_at = CASE WHEN $2 THEN now() ELSE last_success_at END,"
+										   "       last_error = coalesce($3, last_error),"
+										   "       last_error_at = CASE WHEN $3 IS NULL THEN last_error_at ELSE now() END,"
+										   "       paused_until = CASE WHEN $4 > 0"
+										   "            THEN now() + $4 * interval '1 millisecond' ELSE paused_until END"
+										   " WHERE pixel_code = $1",
+										   4, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	SPIPlanPtr	pause = tt_worker_prepare(&pause_plan,
+										  "UPDATE tiktok_capi.outbox"
+										  "   SET next_attempt_at = now() + $2 * interval '1 millisecond'"
+										  " WHERE pixel_code = $1 AND status = 'pending'"
+										  "   AND next_attempt_at < now() + $2 * interval '1 millisecond'",
+										  2, (Oid[]) {TEXTOID, FLOAT8OID}, CURSOR_OPT_GENERIC_PLAN);
 	ListCell   *lc;
 
 	foreach(lc, news)
@@ -160,12 +160,12 @@ tt_record_pixels(List *news)
 		values[2] = pixel->error ? CStringGetTextDatum(pixel->error) : (Datum) 0;
 		nulls[2] = pixel->error ? ' ' : 'n';
 		values[3] = Float8GetDatum(pixel->pause_now ? TT_PAUSE_MS : 0);
-		if (SPI_execute_plan(health, values, nulls, false, 0) != SPI_OK_UPDATE)
+		if (tt_worker_execute(health, values, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "tiktok_capi: could not record pixel health");
 		if (pixel->pause_now)
 		{
 			values[1] = Float8GetDatum(TT_PAUSE_MS);
-			if (SPI_execute_plan(pause, values, NULL, false, 0) != SPI_OK_UPDATE)
+			if (tt_worker_execute(pause, values, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "tiktok_capi: could not pause a pixel's events");
 			ereport(LOG,
 					(errmsg("tiktok_capi: pixel %s paused for an hour: %s", pixel->code, pixel->error),
@@ -187,22 +187,22 @@ tt_delete_old_sent(void)
 	Oid			argtypes[3] = {FLOAT8OID, INT4OID, FLOAT8OID};
 	Datum		values[3];
 	bool		isnull;
-	SPIPlanPtr	plan = tt_prepare_once(&retention_plan,
-									   "WITH kept AS ("
-									   "  UPDATE tiktok_capi.outbox"
-									   "     SET status = 'kept', payload = NULL, warnings = NULL, last_error = NULL"
-									   "   WHERE id IN (SELECT id FROM tiktok_capi.outbox"
-									   "                 WHERE status = 'sent' AND sent_at < now() - $1 * interval '1 second'"
-									   "                 ORDER BY sent_at LIMIT $2)"
-									   "  RETURNING 1),"
-									   " gone AS ("
-									   "  DELETE FROM tiktok_capi.outbox"
-									   "   WHERE $3 >= 0 AND id IN (SELECT id FROM tiktok_capi.outbox"
-									   "                 WHERE status = 'kept' AND sent_at < now() - $3 * interval '1 second'"
-									   "                 ORDER BY sent_at LIMIT $2)"
-									   "  RETURNING 1)"
-									   " SELECT ((SELECT count(*) FROM kept) + (SELECT count(*) FROM gone))::int4",
-									   3, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	SPIPlanPtr	plan = tt_worker_prepare(&retention_plan,
+										 "WITH kept AS ("
+										 "  UPDATE tiktok_capi.outbox"
+										 "     SET status = 'kept', payload = NULL, warnings = NULL, last_error = NULL"
+										 "   WHERE id IN (SELECT id FROM tiktok_capi.outbox"
+										 "                 WHERE status = 'sent' AND sent_at < now() - $1 * interval '1 second'"
+										 "                 ORDER BY sent_at LIMIT $2)"
+										 "  RETURNING 1),"
+										 " gone AS ("
+										 "  DELETE FROM tiktok_capi.outbox"
+										 "   WHERE $3 >= 0 AND id IN (SELECT id FROM tiktok_capi.outbox"
+										 "                 WHERE status = 'kept' AND sent_at < now() - $3 * interval '1 second'"
+										 "                 ORDER BY sent_at LIMIT $2)"
+										 "  RETURNING 1)"
+										 " SELECT ((SELECT count(*) FROM kept) + (SELECT count(*) FROM gone))::int4",
+										 3, argtypes, CURSOR_OPT_GENERIC_PLAN);
 
 	/* before ALTER EXTENSION UPDATE there is no kept status: nothing to do */
 	if (!tt_outbox_is_current())
@@ -210,7 +210,7 @@ tt_delete_old_sent(void)
 	values[0] = Float8GetDatum((double) tt_retention_s);
 	values[1] = Int32GetDatum(TT_RETENTION_ROWS);
 	values[2] = Float8GetDatum((double) tt_keep_keys_s);
-	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_SELECT)
+	if (tt_worker_execute(plan, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "tiktok_capi: could not apply the retention");
 	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }

@@ -3,7 +3,7 @@
 -- no rights on the outbox.  (This database is not the worker's: the
 -- pgTAP cluster's worker serves "postgres".)
 BEGIN;
-SELECT plan(27);
+SELECT plan(30);
 
 CREATE TEMP VIEW health AS SELECT * FROM tiktok_capi.tt_health();
 
@@ -12,8 +12,9 @@ SELECT is(array_agg("check"), ARRAY['worker', 'lag', 'failures', 'paused_pixels'
   FROM tiktok_capi.tt_health();
 SELECT is((SELECT status || ' ' || severity FROM health WHERE "check" = 'worker'), 'critical 2',
           'worker: critical when the worker serves another database');
-SELECT matches((SELECT reason FROM health WHERE "check" = 'worker'), 'delivers from database postgres',
-               'and the reason names the database it serves');
+SELECT matches((SELECT reason FROM health WHERE "check" = 'worker'),
+               'not in tiktok_capi.database, which lists postgres',
+               'and the reason names the databases delivered');
 SELECT is((SELECT status FROM health WHERE "check" NOT IN ('worker', 'pixels') AND status <> 'ok'), NULL,
           'an empty outbox is ok on every other check');
 SELECT is((SELECT status || ': ' || reason FROM health WHERE "check" = 'pixels'),
@@ -86,6 +87,14 @@ SELECT is((SELECT count(*) FROM tiktok_capi.tt_worker_pause()), 0::bigint,
           'tt_worker_pause(): no row while delivery is not paused');
 SELECT ok(NOT has_function_privilege('public', 'tiktok_capi.tt_worker_pause()', 'EXECUTE'),
           'PUBLIC cannot call tt_worker_pause');
+
+-- the databases delivered, and a shortage of worker slots: none here
+SELECT is(tiktok_capi.tt_listed_databases(), ARRAY['postgres'],
+          'tt_listed_databases(): the databases of tiktok_capi.database');
+SELECT is(tiktok_capi.tt_worker_shortage(), NULL,
+          'tt_worker_shortage(): NULL while no worker is missing for want of a slot');
+SELECT ok(NOT has_function_privilege('public', 'tiktok_capi.tt_worker_shortage()', 'EXECUTE'),
+          'PUBLIC cannot call tt_worker_shortage');
 
 -- a monitoring role: EXECUTE granted, no rights on the tables
 SELECT ok(NOT has_function_privilege('public', 'tiktok_capi.tt_health()', 'EXECUTE'), 'PUBLIC cannot call tt_health');
