@@ -21,6 +21,7 @@ OBJS = \
 	src/capture.o \
 	src/outbox.o \
 	src/wake.o \
+	src/stats.o \
 	src/launcher.o \
 	src/worker.o \
 	src/worker_claim.o \
