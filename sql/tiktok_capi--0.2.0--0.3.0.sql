@@ -515,7 +515,7 @@ CREATE FUNCTION tiktok_capi.tt_delivery_stats(
     OUT request_time_count bigint, OUT request_time_sum_ms double precision,
     OUT latency_buckets jsonb, OUT last_request_at timestamptz, OUT last_success_at timestamptz,
     OUT stats_reset timestamptz)
-RETURNS SETOF record LANGUAGE C VOLATILE STRICT
+RETURNS SETOF record LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'tt_delivery_stats_sql';
 COMMENT ON FUNCTION tiktok_capi.tt_delivery_stats IS
 'The delivery counters of this database, per pixel and in total; the view delivery_stats selects it';
