@@ -66,7 +66,7 @@ def expected(log):
 
 
 def counted(row):
-    return {k: row[k] for k in ("requests", "events_sent", "events_failed", "events_retried", "throttled",
+    return {k: row.get(k) for k in ("requests", "events_sent", "events_failed", "events_retried", "throttled",
                                 "transport_errors", "answers_by_code", "answers_by_http_status",
                                 "bytes_sent", "request_time_count")}
 
