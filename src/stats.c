@@ -23,14 +23,16 @@
  * is taken at most a few hundred times a second.  Readers take it shared
  * and copy their database's entries.
  *
- * The counters live as long as the server's shared memory: a worker that
- * exits and is started again (SIGTERM, an error, a reload that changes its
- * database) keeps counting into the same entries.  A server restart and a
- * crash restart (kill -9 of any server process, the worker included, makes
- * the postmaster reinitialise shared memory) start them from zero, with
- * stats_reset at that time, as PostgreSQL's own statistics do after a crash.
- * Loaded later than shared_preload_libraries there are no counters, and
- * the view is empty.
+ * The counters live in shared memory: a worker that exits and is started
+ * again (SIGTERM, an error, a reload that changes its database) keeps
+ * counting into the same entries.  A clean shutdown writes them to
+ * TT_STATS_FILE and the next start reads them back, as pg_stat_statements
+ * does, so a server restart keeps them.  A crash restart (kill -9 of any
+ * server process, the worker included, makes the postmaster reinitialise
+ * shared memory) starts them from zero, with stats_reset at that time, as
+ * PostgreSQL's own statistics do after a crash: the file is removed once
+ * read, so a crash never brings back older counters.  Loaded later than
+ * shared_preload_libraries there are no counters, and the view is empty.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,6 +42,8 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -73,6 +77,14 @@ static const int latency_bounds_ms[] = {50, 100, 200, 500, 1000, 2000, 5000};
 
 /* pixel_code is at most 64 characters (the pixels table's check) */
 #define TT_STATS_PIXEL_LEN 64
+
+/*
+ * Where a clean shutdown keeps the counters until the next start; the file
+ * begins with TT_STATS_FILE_MAGIC and the size of an entry, so that a
+ * build whose entries differ ignores it.
+ */
+#define TT_STATS_FILE PGSTAT_STAT_PERMANENT_DIRECTORY "/tiktok_capi_stats.stat"
+#define TT_STATS_FILE_MAGIC 0x74740001
 
 /* The name of the row of pixels that found no entry */
 #define TT_STATS_OTHER_ROW "(other)"
@@ -129,6 +141,8 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static void stats_shmem_request(void);
 static void stats_shmem_startup(void);
+static void read_stats_file(void);
+static void write_stats_file(int code, Datum arg);
 static void make_key(StatsKey *key, Oid dbid, const char *pixel_code);
 static StatsEntry *entry_for(Oid dbid, const char *pixel_code, bool is_total);
 static void add_code(CodeCount *codes, int32 code, int64 n);
@@ -161,7 +175,10 @@ stats_shmem_request(void)
 	RequestNamedLWLockTranche("tiktok_capi stats", 1);
 }
 
-/* At server start and after a crash: the counters start from zero */
+/*
+ * At server start (the counters of the last clean shutdown) and after a
+ * crash (from zero)
+ */
 static void
 stats_shmem_startup(void)
 {
@@ -184,6 +201,118 @@ stats_shmem_startup(void)
 	stats_hash = ShmemInitHash("tiktok_capi stats entries", TT_STATS_ENTRIES, TT_STATS_ENTRIES,
 							   &info, HASH_ELEM | HASH_BLOBS);
 	LWLockRelease(AddinShmemInitLock);
+
+	/* the postmaster writes the counters at a clean shutdown */
+	if (!IsUnderPostmaster)
+		on_shmem_exit(write_stats_file, (Datum) 0);
+	if (!found)
+		read_stats_file();
+}
+
+/*
+ * At start, before any other process runs: the counters a clean shutdown
+ * wrote, if any; the file goes once read.
+ */
+static void
+read_stats_file(void)
+{
+	FILE	   *file;
+	uint32		magic;
+	uint32		entry_size;
+	TimestampTz started_at;
+	int32		n;
+
+	file = AllocateFile(TT_STATS_FILE, PG_BINARY_R);
+	if (file == NULL)
+	{
+		if (errno != ENOENT)
+			ereport(LOG,
+					(errcode_for_file_access(),
+					 errmsg("could not read file \"%s\": %m", TT_STATS_FILE)));
+		return;
+	}
+	if (fread(&magic, sizeof(magic), 1, file) != 1 ||
+		fread(&entry_size, sizeof(entry_size), 1, file) != 1 ||
+		fread(&started_at, sizeof(started_at), 1, file) != 1 ||
+		fread(&n, sizeof(n), 1, file) != 1 ||
+		magic != TT_STATS_FILE_MAGIC || entry_size != sizeof(StatsEntry))
+	{
+		ereport(LOG,
+				(errmsg("tiktok_capi: ignoring the delivery counters in \"%s\": not written by this version",
+						TT_STATS_FILE)));
+		n = 0;
+	}
+	else
+		stats_shared->started_at = started_at;
+	for (int i = 0; i < n && stats_shared->nentries < TT_STATS_ENTRIES; i++)
+	{
+		StatsEntry	saved;
+		StatsEntry *entry;
+
+		if (fread(&saved, sizeof(saved), 1, file) != 1)
+		{
+			ereport(LOG,
+					(errmsg("tiktok_capi: the delivery counters in \"%s\" are cut short", TT_STATS_FILE)));
+			break;
+		}
+		entry = hash_search(stats_hash, &saved.key, HASH_ENTER, NULL);
+		*entry = saved;
+		stats_shared->nentries++;
+	}
+	FreeFile(file);
+	unlink(TT_STATS_FILE);
+}
+
+/*
+ * In the postmaster as it exits: at a clean shutdown (code 0), keep the
+ * counters for the next start.  Written to a temporary file and renamed,
+ * so a failure leaves no half file.
+ */
+static void
+write_stats_file(int code, Datum arg)
+{
+	FILE	   *file;
+	uint32		magic = TT_STATS_FILE_MAGIC;
+	uint32		entry_size = sizeof(StatsEntry);
+	int32		n;
+	HASH_SEQ_STATUS seq;
+	StatsEntry *entry;
+
+	if (code != 0 || stats_shared == NULL || stats_hash == NULL)
+		return;
+	file = AllocateFile(TT_STATS_FILE ".tmp", PG_BINARY_W);
+	if (file == NULL)
+		goto error;
+	n = hash_get_num_entries(stats_hash);
+	if (fwrite(&magic, sizeof(magic), 1, file) != 1 ||
+		fwrite(&entry_size, sizeof(entry_size), 1, file) != 1 ||
+		fwrite(&stats_shared->started_at, sizeof(TimestampTz), 1, file) != 1 ||
+		fwrite(&n, sizeof(n), 1, file) != 1)
+		goto error;
+	hash_seq_init(&seq, stats_hash);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+	{
+		if (fwrite(entry, sizeof(StatsEntry), 1, file) != 1)
+		{
+			hash_seq_term(&seq);
+			goto error;
+		}
+	}
+	if (FreeFile(file) != 0)
+	{
+		file = NULL;
+		goto error;
+	}
+	(void) durable_rename(TT_STATS_FILE ".tmp", TT_STATS_FILE, LOG);
+	return;
+
+error:
+	ereport(LOG,
+			(errcode_for_file_access(),
+			 errmsg("could not write file \"%s\": %m", TT_STATS_FILE ".tmp")));
+	if (file)
+		FreeFile(file);
+	unlink(TT_STATS_FILE ".tmp");
 }
 
 /* A key with no stray bytes (the hash compares them all) */

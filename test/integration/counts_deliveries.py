@@ -4,11 +4,13 @@ sent, failed and retried, throttled requests, answers by TikTok code and
 by HTTP status, bytes of the request bodies, request time and latency
 buckets.  The counters are this database's only; they survive the
 worker's restart (kill -TERM: the launcher starts a new one, which counts
-on); tt_stats_reset() clears them and moves stats_reset; a crash restart
-(kill -9 of the worker) starts them from zero, as documented."""
+on); tt_stats_reset() clears them and moves stats_reset; a clean restart
+of the server keeps them (written at shutdown, read at start); a crash
+restart (kill -9 of the worker) starts them from zero, as documented."""
 import json
 import os
 import signal
+import subprocess
 import time
 
 from harness import (PIXEL, Mock, Tap, configure, drained, enqueue, install, no_crash, psql,
@@ -21,7 +23,7 @@ COLUMNS = ("requests", "events_sent", "events_failed", "events_retried", "thrott
            "transport_errors", "answers_by_code", "answers_by_http_status", "bytes_sent",
            "request_time_count", "request_time_sum_ms", "latency_buckets", "last_request_at",
            "last_success_at", "stats_reset")
-tap = Tap(27)
+tap = Tap(29)
 mock = Mock()
 configure(mock, batch_size=10, retry_delay="20ms", retry_delay_max="50ms", max_attempts=1000)
 install()
@@ -165,7 +167,15 @@ enqueue(5, prefix="r")
 tap.ok(wait_until(lambda: drained(195) and stats().get(PIXEL, {}).get("events_sent") == 5, 30),
        "counting starts again from zero", stats())
 
-# 6. kill -9 of the worker: the postmaster reinitialises shared memory, and the counters
+# 6. a clean restart of the server: the counters are written at shutdown and read back
+kept = stats()
+subprocess.run(["pg_ctlcluster", os.environ["PGVERSION"], "regress", "restart", "-m", "fast"],
+               check=True, capture_output=True, timeout=120)
+tap.ok(wait_until(lambda: stats() == kept, 30), "a clean restart keeps the counters and stats_reset",
+       (kept, wait_until(stats, 10)))
+tap.ok(wait_until(worker_pid, 30), "a worker runs after the restart")
+
+# 7. kill -9 of the worker: the postmaster reinitialises shared memory, and the counters
 #    start from zero (the README says so)
 pid = worker_pid()
 t0 = psql("SELECT now()")
