@@ -502,8 +502,9 @@ REVOKE ALL ON FUNCTION tiktok_capi.tt_requeue_failed FROM PUBLIC;
  * delivery_stats: cumulative counters of the worker's requests for this
  * database, one row per pixel, "(other)" for pixels past the counters'
  * room, and the total (pixel_code NULL), kept in shared memory since
- * stats_reset: a worker restart keeps them, a server restart or a crash
- * restart starts them from zero.  tt_stats_reset() clears this database's.
+ * stats_reset: a worker restart keeps them, a clean server restart too
+ * (written at shutdown, read at start), a crash restart starts them from
+ * zero.  tt_stats_reset() clears this database's.
  * Both are the owner's: a monitoring role is granted SELECT on the view and
  * EXECUTE on tt_delivery_stats(), as for tt_health().
  * ------------------------------------------------------------------------
@@ -523,7 +524,7 @@ COMMENT ON FUNCTION tiktok_capi.tt_delivery_stats IS
 CREATE VIEW tiktok_capi.delivery_stats AS
     SELECT * FROM tiktok_capi.tt_delivery_stats();
 COMMENT ON VIEW tiktok_capi.delivery_stats IS
-'Cumulative delivery counters since stats_reset, one row per pixel and a total (pixel_code NULL): requests, events sent, failed and retried, throttled requests, answers by TikTok code and HTTP status, bytes of request bodies, request time and cumulative latency buckets (ms, Prometheus-style), last request and success. Reset by tt_stats_reset(), a server restart or a crash restart';
+'Cumulative delivery counters since stats_reset, one row per pixel and a total (pixel_code NULL): requests, events sent, failed and retried, throttled requests, answers by TikTok code and HTTP status, bytes of request bodies, request time and cumulative latency buckets (ms, Prometheus-style), last request and success. Kept over a clean restart; reset by tt_stats_reset() or a crash restart';
 
 CREATE FUNCTION tiktok_capi.tt_stats_reset()
 RETURNS void LANGUAGE C VOLATILE

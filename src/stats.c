@@ -50,6 +50,7 @@
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
@@ -594,7 +595,8 @@ tt_delivery_stats_sql(PG_FUNCTION_ARGS)
 
 /*
  * tt_stats_reset(): this database's counters back to zero, stats_reset to
- * now; other databases' stay
+ * now; other databases' stay, but those of dropped databases go, to free
+ * their room (nothing else learns of a DROP DATABASE)
  */
 Datum
 tt_stats_reset_sql(PG_FUNCTION_ARGS)
@@ -602,6 +604,8 @@ tt_stats_reset_sql(PG_FUNCTION_ARGS)
 	HASH_SEQ_STATUS seq;
 	StatsEntry *entry;
 	StatsEntry *total;
+	Oid		   *dropped = palloc(sizeof(Oid) * TT_STATS_ENTRIES);
+	int			ndropped = 0;
 
 	if (stats_shared == NULL)
 		ereport(ERROR,
@@ -609,11 +613,27 @@ tt_stats_reset_sql(PG_FUNCTION_ARGS)
 				 errmsg("tiktok_capi keeps no delivery statistics"),
 				 errdetail("The statistics live in shared memory, which only a library in shared_preload_libraries has."),
 				 errhint("Add tiktok_capi to shared_preload_libraries and restart the server.")));
+
+	/* the dropped databases, looked up in the catalog without the lock */
+	LWLockAcquire(stats_shared->lock, LW_SHARED);
+	hash_seq_init(&seq, stats_hash);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+		if (entry->key.pixel_code[0] == '\0' && entry->key.dbid != MyDatabaseId)
+			dropped[ndropped++] = entry->key.dbid;
+	LWLockRelease(stats_shared->lock);
+	for (int i = 0; i < ndropped; i++)
+		if (SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dropped[i])))
+			dropped[i--] = dropped[--ndropped];
+
 	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
 	hash_seq_init(&seq, stats_hash);
 	while ((entry = hash_seq_search(&seq)) != NULL)
 	{
-		if (entry->key.dbid != MyDatabaseId || entry->key.pixel_code[0] == '\0')
+		bool		gone = entry->key.dbid == MyDatabaseId && entry->key.pixel_code[0] != '\0';
+
+		for (int i = 0; i < ndropped && !gone; i++)
+			gone = entry->key.dbid == dropped[i];
+		if (!gone)
 			continue;
 		hash_search(stats_hash, &entry->key, HASH_REMOVE, NULL);
 		stats_shared->nentries--;
