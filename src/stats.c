@@ -153,6 +153,7 @@ static Datum codes_jsonb(const CodeCount *codes);
 static Datum latency_jsonb(const StatsCounts *c);
 static void put_row(ReturnSetInfo *rsinfo, const char *pixel_code,
 					const StatsCounts *c, TimestampTz stats_reset);
+static int	by_pixel_code(const void *a, const void *b);
 
 /* When preloaded, ask for the shared memory of the counters */
 void
@@ -533,10 +534,19 @@ put_row(ReturnSetInfo *rsinfo, const char *pixel_code, const StatsCounts *c,
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
+/* qsort order of entries: by pixel code */
+static int
+by_pixel_code(const void *a, const void *b)
+{
+	return strcmp(((const StatsEntry *) a)->key.pixel_code,
+				  ((const StatsEntry *) b)->key.pixel_code);
+}
+
 /*
- * tt_delivery_stats(): this database's counters, one row per pixel, the
- * row "(other)" for pixels that found no entry, and the total (pixel_code
- * NULL), always there, zero before the first request
+ * tt_delivery_stats(): this database's counters, one row per pixel (in
+ * the order of their codes), the row "(other)" for pixels that found no
+ * entry, and the total (pixel_code NULL) last, always there, zero before
+ * the first request
  */
 Datum
 tt_delivery_stats_sql(PG_FUNCTION_ARGS)
@@ -576,6 +586,7 @@ tt_delivery_stats_sql(PG_FUNCTION_ARGS)
 	LWLockRelease(stats_shared->lock);
 
 	other = total;
+	qsort(mine, nmine, sizeof(StatsEntry), by_pixel_code);
 	for (int i = 0; i < nmine; i++)
 	{
 		put_row(rsinfo, mine[i].key.pixel_code, &mine[i].counts, stats_reset);

@@ -9,7 +9,7 @@ from harness import Mock, Tap, configure, drained, install, psql, wait_until
 
 N = 520
 ROOM = 512 - 32 - 1     # entries a pixel may take, less this database's total
-tap = Tap(6)
+tap = Tap(7)
 mock = Mock()
 configure(mock, batch_size=10)
 install()
@@ -39,6 +39,8 @@ tap.ok(other.get("requests") == N - ROOM and other.get("events_sent") == N - ROO
 tap.ok(all(sum(r[k] for c, r in got.items() if c != "total") == got["total"][k]
            for k in ("requests", "events_sent", "bytes_sent")),
        "the rows add up to the total")
+tap.ok(list(got) == sorted(pixels) + ["(other)", "total"],
+       "the rows come in the order of the pixel codes, then (other), then the total", list(got)[-3:])
 psql("SELECT tiktok_capi.tt_stats_reset()")
 tap.ok(list(rows()) == ["total"], "tt_stats_reset() frees the room: only the total is left")
 mock.stop()
