@@ -167,6 +167,7 @@ tt_stats_init(void)
 	shmem_startup_hook = stats_shmem_startup;
 }
 
+/* The counters' room in shared memory, and their lock */
 static void
 stats_shmem_request(void)
 {
@@ -400,6 +401,8 @@ add_counts(StatsCounts *into, const StatsCounts *from, int sign)
 static void
 add_outcome(StatsCounts *c, const TTRequestOutcome *o)
 {
+	int			bucket = 0;
+
 	c->events_sent += o->events_sent;
 	c->events_failed += o->events_failed;
 	c->events_retried += o->events_retried;
@@ -409,13 +412,9 @@ add_outcome(StatsCounts *c, const TTRequestOutcome *o)
 	c->throttled += o->throttled ? 1 : 0;
 	c->bytes_sent += o->bytes_sent;
 	c->time_sum_ms += o->elapsed_ms;
-	{
-		int			b = 0;
-
-		while (b < lengthof(latency_bounds_ms) && o->elapsed_ms > latency_bounds_ms[b])
-			b++;
-		c->latency[b]++;
-	}
+	while (bucket < lengthof(latency_bounds_ms) && o->elapsed_ms > latency_bounds_ms[bucket])
+		bucket++;
+	c->latency[bucket]++;
 	if (o->transport_error)
 		c->transport_errors++;
 	else
