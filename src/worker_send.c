@@ -9,6 +9,7 @@
  * and resent within the same attempt (see worker.h), so good events are
  * not charged for a bad neighbour.  The window is what TikTok's rate
  * limits leave: halved on throttling, grown back slowly (policy.c).
+ * Each judged request is counted once in the delivery counters (stats.c).
  *
  *-------------------------------------------------------------------------
  */
