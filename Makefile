@@ -22,6 +22,7 @@ OBJS = \
 	src/capture_backfill.o \
 	src/outbox.o \
 	src/wake.o \
+	src/stats.o \
 	src/launcher.o \
 	src/worker.o \
 	src/worker_claim.o \

@@ -766,3 +766,41 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION tiktok_capi.tt_worker_shortage IS
 'Why this database has no delivery worker when no background worker slot was free for it (max_worker_processes); NULL otherwise';
 REVOKE ALL ON FUNCTION tiktok_capi.tt_worker_shortage FROM PUBLIC;
+/* ------------------------------------------------------------------------
+ * Delivery counters over time (src/stats.c).
+ *
+ * delivery_stats: cumulative counters of the worker's requests for this
+ * database, one row per pixel, "(other)" for pixels past the counters'
+ * room, and the total (pixel_code NULL), kept in shared memory since
+ * stats_reset: a worker restart keeps them, a clean server restart too
+ * (written at shutdown, read at start), a crash restart starts them from
+ * zero.  tt_stats_reset() clears this database's.
+ * Both are the owner's: a monitoring role is granted SELECT on the view and
+ * EXECUTE on tt_delivery_stats(), as for tt_health().
+ * ------------------------------------------------------------------------
+ */
+CREATE FUNCTION tiktok_capi.tt_delivery_stats(
+    OUT pixel_code text, OUT requests bigint, OUT events_sent bigint, OUT events_failed bigint,
+    OUT events_retried bigint, OUT throttled bigint, OUT transport_errors bigint,
+    OUT answers_by_code jsonb, OUT answers_by_http_status jsonb, OUT bytes_sent bigint,
+    OUT request_time_count bigint, OUT request_time_sum_ms double precision,
+    OUT latency_buckets jsonb, OUT last_request_at timestamptz, OUT last_success_at timestamptz,
+    OUT stats_reset timestamptz)
+RETURNS SETOF record LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'tt_delivery_stats_sql';
+COMMENT ON FUNCTION tiktok_capi.tt_delivery_stats IS
+'The delivery counters of this database, per pixel and in total; the view delivery_stats selects it';
+
+CREATE VIEW tiktok_capi.delivery_stats AS
+    SELECT * FROM tiktok_capi.tt_delivery_stats();
+COMMENT ON VIEW tiktok_capi.delivery_stats IS
+'Cumulative delivery counters since stats_reset, one row per pixel and a total (pixel_code NULL): requests, events sent, failed and retried, throttled requests, answers by TikTok code and HTTP status, bytes of request bodies, request time and cumulative latency buckets (ms, Prometheus-style), last request and success. Kept over a clean restart; reset by tt_stats_reset() or a crash restart';
+
+CREATE FUNCTION tiktok_capi.tt_stats_reset()
+RETURNS void LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'tt_stats_reset_sql';
+COMMENT ON FUNCTION tiktok_capi.tt_stats_reset IS
+'Set this database''s delivery counters (delivery_stats) back to zero, with stats_reset now';
+
+REVOKE ALL ON FUNCTION tiktok_capi.tt_delivery_stats, tiktok_capi.tt_stats_reset FROM PUBLIC;
+REVOKE ALL ON tiktok_capi.delivery_stats FROM PUBLIC;

@@ -243,6 +243,8 @@ tt_http_start(TTHttpCall *call, const char *url, int timeout_ms)
 	h->error[0] = '\0';
 	call->transport_error = NULL;
 	call->http_status = 0;
+	call->elapsed_ms = 0;
+	call->bytes_sent = 0;
 	initStringInfo(&call->answer);
 
 	check_easy(e, CURLOPT_URL, url);
@@ -278,6 +280,8 @@ static void
 finish_call(PooledHandle *h, CURLcode result)
 {
 	TTHttpCall *call = h->call;
+	curl_off_t	micros = 0;
+	curl_off_t	uploaded = 0;
 
 	curl_multi_remove_handle(multi, h->easy);
 	/* the token header is not needed any more: do not leave it in memory */
@@ -287,6 +291,12 @@ finish_call(PooledHandle *h, CURLcode result)
 	h->headers = NULL;
 	h->call = NULL;
 	running--;
+
+	/* for the delivery counters: the request's time and the bytes it sent */
+	if (curl_easy_getinfo(h->easy, CURLINFO_TOTAL_TIME_T, &micros) == CURLE_OK)
+		call->elapsed_ms = micros / 1000.0;
+	if (curl_easy_getinfo(h->easy, CURLINFO_SIZE_UPLOAD_T, &uploaded) == CURLE_OK)
+		call->bytes_sent = uploaded;
 
 	/* in the call's own memory (its answer's), which its owner frees */
 	if (result != CURLE_OK)

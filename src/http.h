@@ -23,6 +23,8 @@ typedef struct TTHttpCall
 	const char *transport_error;
 	long		http_status;
 	StringInfoData answer;		/* the answer body, cut at TT_ANSWER_MAX */
+	double		elapsed_ms;		/* from its start to its end, as curl timed it */
+	int64		bytes_sent;		/* of its body, as far as it went */
 } TTHttpCall;
 
 /* Answer bodies are short; more than this is cut (and so unreadable) */

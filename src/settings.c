@@ -104,7 +104,8 @@ static void define_health_settings(void);
 
 /*
  * Register every setting, the callbacks of capture and of the wake-up at
- * commit, and when preloaded, the shared memory and the launcher; once
+ * commit, and when preloaded, the shared memory (the worker's latch, the
+ * delivery counters) and the launcher; once
  * per process.
  */
 void
@@ -114,6 +115,7 @@ _PG_init(void)
 	define_consent_settings();
 	tt_capture_init();
 	tt_wake_init();
+	tt_stats_init();
 	define_worker_settings();
 	tt_launcher_init();
 	define_health_settings();

@@ -225,6 +225,29 @@ extern void tt_publish_worker_shortage(Oid database, bool shortage,
 									   int listed, int started);
 extern void tt_forget_earlier_launcher(void);
 
+/* in stats.c */
+
+/* What one request did, for the delivery counters (or events settled alone) */
+typedef struct TTRequestOutcome
+{
+	bool		is_request;		/* false: only the events_* below */
+	int			events_sent;
+	int			events_failed;
+	int			events_retried;
+	bool		throttled;		/* a throttling code (40100 and kin) */
+	bool		succeeded;		/* accepted */
+	const char *transport_error;	/* NULL when an HTTP answer came */
+	long		http_status;
+	bool		has_code;		/* the body had TikTok's code */
+	long		code;
+	int64		bytes_sent;
+	double		elapsed_ms;
+	TimestampTz at;
+} TTRequestOutcome;
+
+extern void tt_stats_init(void);
+extern void tt_stats_count(const char *pixel_code, const TTRequestOutcome *outcome);
+
 /* in launcher.c (the worker shares worker.h) */
 extern void tt_launcher_init(void);
 

@@ -9,6 +9,7 @@
  * and resent within the same attempt (see worker.h), so good events are
  * not charged for a bad neighbour.  The window is what TikTok's rate
  * limits leave: halved on throttling, grown back slowly (policy.c).
+ * Each judged request is counted once in the delivery counters (stats.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -60,7 +61,10 @@ static void build_body(Request *r);
 static void judge(Request *r);
 static void settle(Claimed *ev, Fate fate, const char *error,
 				   const char *request_id);
-static void retry_or_fail(Claimed *ev, const char *reason, double random01);
+static Fate retry_or_fail(Claimed *ev, const char *reason, double random01);
+static void count_request(Request *r, TTVerdict verdict, const TTAnswer *answer,
+						  int retried, int failed);
+static void count_failed_alone(Claimed *ev);
 static PixelNews *news_of(const char *code);
 static bool is_paused(List *paused, const char *code);
 static void pipeline_init(void);
@@ -114,9 +118,12 @@ tt_pipeline_add(Claim *claim, List *paused, bool first)
 			if (pixel->deferred)
 				settle(ev, FATE_DEFERRED, NULL, NULL);
 			else if (ev->age_ms > TT_RESEND_WINDOW_MS)
+			{
 				settle(ev, FATE_FAILED,
 					   "not sent again: its first attempt was more than 47 hours ago, and past TikTok's 48-hour deduplication window a resend could be counted twice",
 					   NULL);
+				count_failed_alone(ev);
+			}
 			else
 				items[n++] = i;
 		}
@@ -127,9 +134,12 @@ tt_pipeline_add(Claim *claim, List *paused, bool first)
 		Claimed    *ev = &claim->events[i];
 
 		if (ev->pixel == NULL)
+		{
 			settle(ev, FATE_FAILED,
 				   "its pixel is not configured in tiktok_capi.pixels (add it with tt_add_pixel, then tt_requeue_failed)",
 				   NULL);
+			count_failed_alone(ev);
+		}
 	}
 }
 
@@ -310,6 +320,8 @@ judge(Request *r)
 	TTVerdict	verdict;
 	PixelNews  *pn = news_of(r->pixel->code);
 	const char *request_id;
+	int			retried = 0;
+	int			failed = 0;
 
 	if (r->express)
 		express_out--;
@@ -355,11 +367,17 @@ judge(Request *r)
 				double		random01 = pg_prng_double(&pg_global_prng_state);
 
 				for (int i = 0; i < r->nitems; i++)
-					retry_or_fail(&r->claim->events[r->items[i]], reason, random01);
+				{
+					if (retry_or_fail(&r->claim->events[r->items[i]], reason, random01) == FATE_RETRY)
+						retried++;
+					else
+						failed++;
+				}
 			}
 			break;
 		case TT_REJECT:
 			settle(&r->claim->events[r->items[0]], FATE_FAILED, reason, request_id);
+			failed++;
 			break;
 		case TT_PAUSE_PIXEL:
 			pn->pause_now = true;
@@ -384,6 +402,47 @@ judge(Request *r)
 			}
 			break;
 	}
+	count_request(r, verdict, &answer, retried, failed);
+}
+
+/*
+ * Count a judged request in the delivery counters: once per request, so
+ * that the counters' lock is not taken per event.  A split request's
+ * events count in the requests that carry its halves; a paused pixel's or
+ * URL's events are neither sent, failed nor retried.
+ */
+static void
+count_request(Request *r, TTVerdict verdict, const TTAnswer *answer,
+			  int retried, int failed)
+{
+	TTRequestOutcome outcome;
+
+	memset(&outcome, 0, sizeof(outcome));
+	outcome.is_request = true;
+	outcome.events_sent = verdict == TT_SENT ? r->nitems : 0;
+	outcome.events_failed = failed;
+	outcome.events_retried = retried;
+	outcome.throttled = verdict == TT_THROTTLE;
+	outcome.succeeded = verdict == TT_SENT;
+	outcome.transport_error = r->call.transport_error;
+	outcome.http_status = r->call.http_status;
+	outcome.has_code = r->call.transport_error == NULL && answer->has_code;
+	outcome.code = answer->code;
+	outcome.bytes_sent = r->call.bytes_sent;
+	outcome.elapsed_ms = r->call.elapsed_ms;
+	outcome.at = GetCurrentTimestamp();
+	tt_stats_count(r->pixel->code, &outcome);
+}
+
+/* Count an event failed without a request (no pixel, too old) */
+static void
+count_failed_alone(Claimed *ev)
+{
+	TTRequestOutcome outcome;
+
+	memset(&outcome, 0, sizeof(outcome));
+	outcome.events_failed = 1;
+	tt_stats_count(ev->pixel_code, &outcome);
 }
 
 /* Settle one event (the strings are copied), for the next record */
@@ -405,8 +464,9 @@ settle(Claimed *ev, Fate fate, const char *error, const char *request_id)
 /*
  * A failed attempt: try again after a backoff, unless the attempts are
  * spent or the next try would come too late for TikTok's deduplication.
+ * Returns the fate given: FATE_RETRY or FATE_FAILED.
  */
-static void
+static Fate
 retry_or_fail(Claimed *ev, const char *reason, double random01)
 {
 	double		delay = tt_backoff_ms(ev->attempts, tt_retry_delay_ms,
@@ -425,6 +485,7 @@ retry_or_fail(Claimed *ev, const char *reason, double random01)
 		ev->delay_ms = delay;
 		settle(ev, FATE_RETRY, reason, NULL);
 	}
+	return ev->fate;
 }
 
 /* The news of a pixel since the last record, made when first needed */

@@ -35,8 +35,8 @@ any other path is answered 404), and drive it through control endpoints (no toke
                          with --count-only)
     GET  /_mock/requests the track requests in arrival order (the last 100,000; ?pixel=CODE:
                          those of one pixel), each
-                         {seq, pixel, events, event_ids (the first 10), held, arrived, closed,
-                         outcome}: arrived and closed are wall-clock times (closed null while
+                         {seq, pixel, events, event_ids (the first 10), bytes (of its body),
+                         held, arrived, closed, outcome}: arrived and closed are wall-clock times (closed null while
                          open), outcome null while open, then accepted, rejected:<code>,
                          throttled, fault:<kind> or abandoned
     POST /_mock/config   merge a JSON object into the config; answers the config, tokens masked
@@ -161,7 +161,7 @@ class State:
 
     # A track request arrives carrying keys: it is open from now on.  Decides, under the
     # lock, whether it is throttled (throttle_open) or held (hold); answers its record.
-    def open_request(self, body, keys, cfg):
+    def open_request(self, body, keys, cfg, size):
         events = body.get("data") if isinstance(body, dict) else None
         pixel = body.get("event_source_id") if isinstance(body, dict) else None
         with self.lock:
@@ -187,7 +187,7 @@ class State:
                 st["throttled"] += 1
             rec = {"seq": next(self.seqs), "pixel": pixel if isinstance(pixel, str) else None,
                    "events": len(events) if isinstance(events, list) else 0,
-                   "event_ids": [k[2] for k in keys[:10]], "held": held,
+                   "event_ids": [k[2] for k in keys[:10]], "bytes": size, "held": held,
                    "arrived": time.time(), "closed": None, "outcome": None}
             self.log.append(rec)
             return rec, distinct, throttled, (float(hold["seconds"]) if held else None)
@@ -511,7 +511,7 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError):
             body = None
         keys = event_keys(body)
-        rec, distinct, throttled, hold = state.open_request(body, keys, cfg)
+        rec, distinct, throttled, hold = state.open_request(body, keys, cfg, len(raw))
         outcome = "abandoned"
         try:
             outcome = self.answer(state, cfg, body, keys, throttled, hold)

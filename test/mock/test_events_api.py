@@ -470,6 +470,10 @@ def concurrency(m):
               (3, 1, ["order-3"], False, "accepted"), (4, 1, ["order-1"], False, "accepted")]
           and log[0]["closed"] > log[2]["closed"] > log[2]["arrived"] > log[0]["arrived"],
           "/_mock/requests: each request in arrival order, with its times and outcome", log)
+    check([r["bytes"] for r in log] == [len(json.dumps(b).encode()) for b in
+                                        (batch([event(1), event(9)]), batch([event(1), event(2)]),
+                                         batch([event(3)]), batch([event(1)]))],
+          "/_mock/requests: each request's body size in bytes", [r["bytes"] for r in log])
 
     # a held request whose client gives up is dropped, and stops being open at once
     m.reset()
@@ -597,7 +601,7 @@ def main():
             time.sleep(0.02)
         port = int(open(port_file).read()) if os.path.exists(port_file) else 0
         line = proc.stdout.readline().strip() if port else ""
-        print("1..101")
+        print("1..102")
         check(port > 0 and line == "listening on 127.0.0.1:%d" % port,
               "mock starts, writes --port-file and prints the port", line)
         if port:

@@ -1,7 +1,7 @@
 -- The extension's SQL surface: every function exists with the declared
 -- volatility and strictness, and a role with no grants can call the pure ones.
 BEGIN;
-SELECT plan(90);
+SELECT plan(92);
 
 SELECT has_schema('tiktok_capi');
 SELECT has_extension('tiktok_capi');

@@ -1,14 +1,17 @@
 -- Who may do what: every cell of the matrix of roles (PUBLIC, the shop's
 -- application role, a monitoring role granted the views, the owner) and
 -- actions (read tokens, read the outbox, read the monitoring views,
--- configure pixels, queue, requeue, purge, wake the worker, attach the
--- trigger, backfill, change the worker's settings).
+-- configure pixels, queue, requeue, purge, wake the worker, reset the
+-- delivery counters, attach the trigger, backfill, change the worker's settings).
 BEGIN;
-SELECT plan(76);
+SELECT plan(86);
 
 CREATE ROLE tt_sec_app NOLOGIN;          -- inserts orders, nothing else
 CREATE ROLE tt_sec_reader NOLOGIN;       -- monitoring
 GRANT SELECT ON tiktok_capi.outbox_status, tiktok_capi.outbox_pixel_status TO tt_sec_reader;
+-- the counters: the view and the function under it, as README's Monitoring says
+GRANT SELECT ON tiktok_capi.delivery_stats TO tt_sec_reader;
+GRANT EXECUTE ON FUNCTION tiktok_capi.tt_delivery_stats() TO tt_sec_reader;
 
 CREATE TEMP TABLE roles (role name);
 INSERT INTO roles VALUES ('public'), ('tt_sec_app'), ('tt_sec_reader');
@@ -30,15 +33,20 @@ SELECT ok(NOT has_column_privilege('tt_sec_reader', 'tiktok_capi.pixels', 'acces
 -- the monitoring views: the reader only
 SELECT ok(has_table_privilege('tt_sec_reader', 'tiktok_capi.' || v, 'SELECT'),
           'the monitoring role reads ' || v)
-  FROM (VALUES ('outbox_status'), ('outbox_pixel_status')) AS views(v);
+  FROM (VALUES ('outbox_status'), ('outbox_pixel_status'), ('delivery_stats')) AS views(v);
 SELECT ok(NOT has_table_privilege('tt_sec_app', 'tiktok_capi.' || v, 'SELECT'),
           'the application role cannot read ' || v)
-  FROM (VALUES ('outbox_status'), ('outbox_pixel_status'), ('backfill_progress')) AS views(v);
+  FROM (VALUES ('outbox_status'), ('outbox_pixel_status'), ('backfill_progress'), ('delivery_stats')) AS views(v);
 SELECT ok(NOT EXISTS (SELECT 1 FROM information_schema.columns
                        WHERE table_schema = 'tiktok_capi' AND table_name = v
                          AND column_name IN ('access_token', 'payload')),
           v || ' shows no token and no payload')
-  FROM (VALUES ('outbox_status'), ('outbox_pixel_status')) AS views(v);
+  FROM (VALUES ('outbox_status'), ('outbox_pixel_status'), ('delivery_stats')) AS views(v);
+SELECT ok(NOT EXISTS (SELECT 1 FROM information_schema.role_table_grants
+                       WHERE table_schema = 'tiktok_capi' AND grantee = 'PUBLIC'
+                         AND table_name = 'delivery_stats')
+          AND NOT has_function_privilege('tt_sec_app', 'tiktok_capi.tt_delivery_stats()', 'EXECUTE'),
+          'PUBLIC holds no privilege on delivery_stats or tt_delivery_stats()');
 
 -- functions that configure, queue or change events: the owner only
 SELECT ok(NOT has_function_privilege(role, f, 'EXECUTE'),
@@ -50,6 +58,7 @@ SELECT ok(NOT has_function_privilege(role, f, 'EXECUTE'),
                ('tiktok_capi.tt_requeue_failed(text, text, text, boolean)'),
                ('tiktok_capi.tt_purge_sent(interval)'),
                ('tiktok_capi.tt_wake_worker()'),
+               ('tiktok_capi.tt_stats_reset()'),
                ('tiktok_capi.tt_attach(regclass, text, text[], text, text, name)'),
                ('tiktok_capi.tt_capture()'),
                ('tiktok_capi.tt_backfill(regclass, timestamptz, timestamptz, integer)'),
@@ -71,10 +80,15 @@ SELECT throws_ok($$SELECT access_token FROM tiktok_capi.pixels$$, '42501', NULL,
 SELECT throws_ok($$SELECT payload FROM tiktok_capi.outbox$$, '42501', NULL,
                  'the monitoring role is refused the payloads');
 SELECT lives_ok($$SELECT * FROM tiktok_capi.outbox_pixel_status$$, 'the monitoring role reads pixel health');
+SELECT lives_ok($$SELECT * FROM tiktok_capi.delivery_stats$$, 'the monitoring role reads the delivery counters');
+SELECT throws_ok($$SELECT tiktok_capi.tt_stats_reset()$$, '42501', NULL,
+                 'the monitoring role cannot reset the delivery counters');
 RESET ROLE;
 SET ROLE tt_sec_app;
 SELECT throws_ok($$SELECT tiktok_capi.tt_requeue_failed()$$, '42501', NULL, 'the application role cannot requeue');
 SELECT throws_ok($$SELECT tiktok_capi.tt_purge_sent()$$, '42501', NULL, 'the application role cannot purge');
+SELECT throws_ok($$SELECT * FROM tiktok_capi.delivery_stats$$, '42501', NULL,
+                 'the application role cannot read the delivery counters');
 SELECT throws_ok($$SELECT tiktok_capi.tt_backfill('pg_class', now() - interval '1 day')$$, '42501', NULL,
                  'the application role cannot backfill');
 RESET ROLE;
@@ -89,6 +103,7 @@ SELECT throws_ok($$SELECT tiktok_capi.tt_backfill('public.sec_orders', now() - i
                  'permission denied for table sec_orders',
                  'a role granted tt_backfill still needs SELECT on the table it backfills');
 RESET ROLE;
+SELECT lives_ok($$SELECT tiktok_capi.tt_stats_reset()$$, 'the owner resets the delivery counters');
 
 -- the worker's settings: set in the server's configuration only (superuser),
 -- never by a session: SET cannot steer where data goes
