@@ -3,8 +3,9 @@
  * settings.c
  *	  Entry point of the tiktok_capi library, _PG_init, and every
  *	  tiktok_capi.* setting with its check hook: the country of national
- *	  phone numbers, consent, the delivery worker, and the thresholds of
- *	  tt_health(), which tt_health_thresholds() reports.
+ *	  phone numbers, consent, the delivery worker and its way out (proxy,
+ *	  CAs), and the thresholds of tt_health(), which tt_health_thresholds()
+ *	  reports.
  *
  * The library works both from shared_preload_libraries (where the
  * launcher of the delivery worker is registered) and loaded on first use

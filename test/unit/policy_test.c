@@ -326,14 +326,16 @@ reason_has(const char *part)
 }
 
 /*
- * One check of tt_url_allowed: the result must be expected, and when it
- * is false, why must be set to a non-empty string.
+ * One check of a URL rule (tt_url_allowed, tt_proxy_allowed): the result
+ * must be expected, and when it is false, why must be set to a non-empty
+ * string.
  */
 static void
-check_url(const char *desc, const char *url, bool expected)
+check_rule(bool (*rule) (const char *, const char **), const char *desc,
+		   const char *url, bool expected)
 {
 	const char *why = NULL;
-	bool		got = tt_url_allowed(url, &why);
+	bool		got = rule(url, &why);
 	char		gbuf[300];
 
 	if (got)
@@ -346,22 +348,18 @@ check_url(const char *desc, const char *url, bool expected)
 		   gbuf, expected ? "allowed" : "refused, with a reason");
 }
 
-/* One check of tt_proxy_allowed, as check_url does for tt_url_allowed */
+/* One check of tt_url_allowed */
+static void
+check_url(const char *desc, const char *url, bool expected)
+{
+	check_rule(tt_url_allowed, desc, url, expected);
+}
+
+/* One check of tt_proxy_allowed */
 static void
 check_proxy(const char *desc, const char *url, bool expected)
 {
-	const char *why = NULL;
-	bool		got = tt_proxy_allowed(url, &why);
-	char		gbuf[300];
-
-	if (got)
-		snprintf(gbuf, sizeof(gbuf), "allowed");
-	else
-		snprintf(gbuf, sizeof(gbuf), "refused, why: %s",
-				 why == NULL ? "(not set)" : why[0] == '\0' ? "(empty)" : why);
-	report(desc,
-		   got == expected && (got || (why != NULL && why[0] != '\0')),
-		   gbuf, expected ? "allowed" : "refused, with a reason");
+	check_rule(tt_proxy_allowed, desc, url, expected);
 }
 
 /* One check of tt_hide_passwords: text in, expected out, and whether hidden */
