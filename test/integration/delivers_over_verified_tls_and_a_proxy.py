@@ -10,6 +10,7 @@ is a transport error like the others, the right one delivers through a
 tunnel; the password never reaches the server log (not even PostgreSQL's own
 "parameter changed" line, nor a refused ALTER SYSTEM's), SHOW gives *** in
 its place, and a non-superuser cannot read the setting at all.
+An https proxy (its certificate from ca_file's CA) carries them as well.
 tiktok_capi.no_proxy = '127.0.0.1' bypasses the proxy."""
 import json
 import re
@@ -22,7 +23,7 @@ from harness import PIXEL, Mock, Tap, configure, counts, drained, enqueue, insta
     server_log, wait_until
 
 N = 40
-tap = Tap(24)
+tap = Tap(26)
 
 
 class TlsMock(Mock):
@@ -49,6 +50,7 @@ good = TlsMock(*certs.server("IP:127.0.0.1"))
 elsewhere = TlsMock(*certs.server("DNS:elsewhere.example"))
 expired = TlsMock(*certs.server("IP:127.0.0.1", expired=True))
 proxy = ConnectProxy(user="user", password="secret")
+tls_proxy = ConnectProxy(user="user", password="secret", tls=certs.server("IP:127.0.0.1"))
 proxy_url = f"http://user:secret@127.0.0.1:{proxy.port}"
 proxy_shown = f"http://user:***@127.0.0.1:{proxy.port}"
 
@@ -133,6 +135,7 @@ reload(api_url=good.url, proxy=f"http://user:not-the-password@127.0.0.1:{proxy.p
 tap.ok(wait_until(lambda: "407" in pixel_error() and proxy.stats()["unauthorized"] >= 3, 30),
        "a proxy refusing the password (407): the pixel's last_error says so, retried",
        (pixel_error(), proxy.stats()))
+tap.diag(f"a proxy refusing the password: last_error {pixel_error()!r}")
 tap.ok(pending("b") == N and proxy.stats()["tunnels"] == 0, "the events stay pending, no tunnel",
        (pending("b"), proxy.stats()))
 log = server_log()
@@ -172,17 +175,27 @@ tap.ok(bad is None and "hunter2" not in log and "socks5://user:***@127.0.0.1:108
        "statement left out", [line for line in log.splitlines() if "socks5" in line][-2:])
 tap.ok(psql("SHOW tiktok_capi.proxy") == proxy_shown, "the refused value changed nothing")
 
-# 7. no_proxy: 127.0.0.1 is reached directly
+# 7. an https proxy, whose certificate ca_file's CA signed
+reload(proxy=f"https://user:secret@127.0.0.1:{tls_proxy.port}")
+ids_d = enqueue(N, prefix="d")
+tap.ok(wait_until(lambda: drained(3 * N), 30), "through an https proxy, every event is delivered",
+       (counts(), pixel_error()))
+keys = good.keys()
+tap.ok(all(keys.get((PIXEL, "Purchase", i)) == 1 for i in ids_d) and tls_proxy.stats()["tunnels"] >= 1,
+       "each accepted once, in a CONNECT tunnel inside TLS to the proxy", tls_proxy.stats())
+
+# 8. no_proxy: 127.0.0.1 is reached directly
 reload(no_proxy="127.0.0.1")
-seen = proxy.stats()
+seen = (proxy.stats(), tls_proxy.stats())
 ids_c = enqueue(N, prefix="c")
-tap.ok(wait_until(lambda: drained(3 * N), 30), "with no_proxy = 127.0.0.1, every event is delivered",
+tap.ok(wait_until(lambda: drained(4 * N), 30), "with no_proxy = 127.0.0.1, every event is delivered",
        counts())
 keys = good.keys()
-tap.ok(all(keys.get((PIXEL, "Purchase", i)) == 1 for i in ids_c) and proxy.stats() == seen,
-       "directly: the proxy carried not a byte of them", (seen, proxy.stats()))
+tap.ok(all(keys.get((PIXEL, "Purchase", i)) == 1 for i in ids_c) and (proxy.stats(), tls_proxy.stats()) == seen,
+       "directly: the proxy carried not a byte of them", (seen, tls_proxy.stats()))
 no_crash(tap)
 proxy.stop()
+tls_proxy.stop()
 for m in (good, elsewhere, expired):
     m.stop()
 tap.done()

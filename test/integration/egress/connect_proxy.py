@@ -3,7 +3,9 @@
 It serves CONNECT tunnels to 127.0.0.1 and nothing else (any other method is
 answered 405, any other target 403), counts the tunnels it opened, and, when
 given a user and password, requires them as Proxy-Authorization: Basic
-(answered 407 otherwise).  Standard library only; runs in a thread of the test.
+(answered 407 otherwise).  Given a certificate and key (tls=), it is an https
+proxy: the client speaks TLS to it, and the tunnel's own TLS inside that.
+Standard library only; runs in a thread of the test.
 
     proxy = ConnectProxy(user="user", password="secret")
     proxy.port, proxy.stats()  # {"tunnels": n, "unauthorized": n, "refused": n, "bytes": n}
@@ -15,6 +17,7 @@ import base64
 import select
 import socket
 import socketserver
+import ssl
 import threading
 
 
@@ -60,7 +63,11 @@ class _Handler(socketserver.StreamRequestHandler):
         upstream.settimeout(None)
         try:
             while True:
-                ready, _, _ = select.select([client, upstream], [], [], 60)
+                # TLS may hold bytes already read from the socket, which select cannot see
+                if isinstance(client, ssl.SSLSocket) and client.pending():
+                    ready = [client]
+                else:
+                    ready, _, _ = select.select([client, upstream], [], [], 60)
                 if not ready:
                     return
                 for s in ready:
@@ -79,13 +86,21 @@ class _Handler(socketserver.StreamRequestHandler):
 class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    tls = None
+
+    # an https proxy: each connection's handshake is done by its own thread, on its first read
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
     def handle_error(self, request, client_address):
         pass  # a client hanging up mid-tunnel is normal
 
 
 class ConnectProxy:
-    def __init__(self, user=None, password=None):
+    def __init__(self, user=None, password=None, tls=None):
         self.expected_auth = None
         if user is not None:
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -94,6 +109,9 @@ class ConnectProxy:
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.proxy = self
+        if tls is not None:
+            self._server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._server.tls.load_cert_chain(*tls)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
                                         daemon=True)
