@@ -470,7 +470,8 @@ tt_url_allowed(const char *url, const char **why)
 
 /*
  * Whether url may be tiktok_capi.proxy: empty (no proxy), or an http:// or
- * https:// proxy URL with a host.  curl's other proxy kinds (socks) are
+ * https:// proxy URL with a host and a port (without one, curl takes 1080,
+ * which is nobody's HTTP proxy).  curl's other proxy kinds (socks) are
  * refused: the worker speaks to a proxy only in HTTP, CONNECT for https.
  * *why says what is wrong, without the URL (it may hold a password).
  */
@@ -478,6 +479,7 @@ bool
 tt_proxy_allowed(const char *url, const char **why)
 {
 	const char *host;
+	const char *port;
 	size_t		authority;
 
 	if (url == NULL || url[0] == '\0')
@@ -510,6 +512,16 @@ tt_proxy_allowed(const char *url, const char **why)
 	if (authority == 0 || host[0] == ':')
 	{
 		*why = "the proxy URL has no host";
+		return false;
+	}
+	/* the port after the host (after the brackets of an IPv6 address) */
+	port = host[0] == '[' ? memchr(host, ']', authority) : host;
+	if (port != NULL)
+		port = memchr(port, ':', authority - (port - host));
+	if (port == NULL || port + 1 == host + authority ||
+		strspn(port + 1, "0123456789") != (size_t) (host + authority - port - 1))
+	{
+		*why = "the proxy URL must end its host with a port, such as :3128 (curl would take 1080)";
 		return false;
 	}
 	return true;

@@ -116,13 +116,14 @@ static void define_health_settings(void);
 void
 _PG_init(void)
 {
+	/* first: a refused proxy URL from the configuration is logged at once */
+	tt_log_redact_init();
 	define_country_setting();
 	define_consent_settings();
 	tt_capture_init();
 	tt_wake_init();
 	define_worker_settings();
 	define_egress_settings();
-	tt_log_redact_init();
 	tt_launcher_init();
 	define_health_settings();
 	MarkGUCPrefixReserved("tiktok_capi");
@@ -317,7 +318,8 @@ define_egress_settings(void)
 {
 	DefineCustomStringVariable("tiktok_capi.proxy",
 							   "HTTP proxy the worker reaches the Events API through.",
-							   "http://[user:password@]host:port or https://...; empty for "
+							   "http://[user:password@]host:port or https://..., the port "
+							   "always given; empty for "
 							   "none (proxy variables of the environment are never used). "
 							   "https requests go through a CONNECT tunnel.",
 							   &tt_proxy, "",

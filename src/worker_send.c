@@ -413,7 +413,7 @@ say_unreachable(const char *why)
 		pfree(said);
 	said = MemoryContextStrdup(pipeline_cxt, why);
 	said_at = GetCurrentTimestamp();
-	tt_hide_passwords(tt_proxy, proxy, sizeof(proxy));
+	tt_hide_passwords(tt_proxy ? tt_proxy : "", proxy, sizeof(proxy));
 	ereport(LOG,
 			(errmsg("tiktok_capi: could not reach the Events API: %s", why),
 			 proxy[0] != '\0' ?

@@ -940,6 +940,12 @@ main(void)
 	check_proxy("proxy: http://user:pw@ (no host)", "http://user:pw@", false);
 	check_proxy("proxy: http://user:pw@:3128 (no host)", "http://user:pw@:3128", false);
 	check_proxy("proxy: white space", "http://proxy :3128", false);
+	check_proxy("proxy: http://proxy (no port)", "http://proxy", false);
+	check_proxy("proxy: http://proxy:/ (empty port)", "http://proxy:/", false);
+	check_proxy("proxy: http://proxy:31x8 (not a port)", "http://proxy:31x8", false);
+	check_proxy("proxy: http://[::1]:3128", "http://[::1]:3128", true);
+	check_proxy("proxy: http://[::1] (no port)", "http://[::1]", false);
+	check_proxy("proxy: http://u:p@[::1]:8080/", "http://u:p@[::1]:8080/", true);
 
 	/* tt_hide_passwords: every URL's password becomes *** */
 	check_hidden("hide: a proxy URL's password", "http://user:secret@127.0.0.1:3128",
