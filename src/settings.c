@@ -321,7 +321,7 @@ define_egress_settings(void)
 							   "http://[user:password@]host:port or https://..., the port "
 							   "always given; empty for "
 							   "none (proxy variables of the environment are never used). "
-							   "https requests go through a CONNECT tunnel.",
+							   "Every request goes through a CONNECT tunnel.",
 							   &tt_proxy, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
 							   check_proxy, NULL, show_proxy);
