@@ -29,6 +29,7 @@ OBJS = \
 	src/worker_send.o \
 	src/worker_record.o \
 	src/http.o \
+	src/log_redact.o \
 	src/policy.o
 
 DATA = sql/tiktok_capi--0.1.0.sql sql/tiktok_capi--0.1.0--0.2.0.sql \

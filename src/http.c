@@ -17,9 +17,16 @@
  *
  * What is never done: following a redirect, printing headers (verbose
  * stays off, so the Access-Token header is never logged), talking to a
- * proxy taken from the environment, skipping TLS verification, or using a
- * protocol other than http(s).  Every option set is checked: an option
- * this libcurl ignores would silently lose one of these.
+ * proxy taken from the environment, skipping TLS verification (of the API
+ * and of an https proxy), or using a protocol other than http(s), to the
+ * API or to the proxy.  Every option set is checked: an option this
+ * libcurl ignores would silently lose one of these.
+ *
+ * A proxy is always asked for a tunnel (CONNECT), for http as for https
+ * URLs: it passes bytes on and never reads or rewrites a request.  A
+ * failed handshake or proxy is a transport error like a refused
+ * connection: curl's text for it is the call's transport_error, with any
+ * URL password in it hidden.
  *
  *-------------------------------------------------------------------------
  */
@@ -34,6 +41,7 @@
 #include "utils/timestamp.h"
 
 #include "http.h"
+#include "policy.h"
 
 /* CURLOPT_PROTOCOLS_STR, which keeps requests to http(s), came in 7.85 */
 #if LIBCURL_VERSION_NUM < 0x075500
@@ -76,6 +84,7 @@ static TTHttpCall **finished = NULL;
 static int	nfinished = 0;
 
 static void http_setup(void);
+static void set_route(CURL *e, const TTHttpRoute *route);
 static int	watch_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
 						 void *socketp);
 static int	set_timer(CURLM *m, long timeout_ms, void *userp);
@@ -220,7 +229,8 @@ tt_http_running(void)
  * and tt_http_running tell).  Its outcome comes back from tt_http_wait.
  */
 void
-tt_http_start(TTHttpCall *call, const char *url, int timeout_ms)
+tt_http_start(TTHttpCall *call, const char *url, const TTHttpRoute *route,
+			  int timeout_ms)
 {
 	PooledHandle *h = free_handle();
 	CURL	   *e;
@@ -250,7 +260,7 @@ tt_http_start(TTHttpCall *call, const char *url, int timeout_ms)
 	check_easy(e, CURLOPT_URL, url);
 	check_easy(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	check_easy(e, CURLOPT_FOLLOWLOCATION, 0L);
-	check_easy(e, CURLOPT_PROXY, "");
+	set_route(e, route);
 	check_easy(e, CURLOPT_VERBOSE, 0L);
 	check_easy(e, CURLOPT_NOSIGNAL, 1L);
 	check_easy(e, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -273,6 +283,35 @@ tt_http_start(TTHttpCall *call, const char *url, int timeout_ms)
 		elog(ERROR, "tiktok_capi: could not start an HTTP request");
 	h->call = call;
 	running++;
+}
+
+/*
+ * The proxy and CAs of a request, after curl_easy_reset (which forgets
+ * them).  Without a proxy, "" keeps curl from taking one from the
+ * environment (http_proxy, HTTPS_PROXY, ALL_PROXY).
+ */
+static void
+set_route(CURL *e, const TTHttpRoute *route)
+{
+	bool		proxied = route->proxy != NULL && route->proxy[0] != '\0';
+
+	check_easy(e, CURLOPT_PROXY, proxied ? route->proxy : "");
+	if (proxied)
+	{
+		check_easy(e, CURLOPT_PROXYTYPE,
+				   strncmp(route->proxy, "https://", 8) == 0 ?
+				   (long) CURLPROXY_HTTPS : (long) CURLPROXY_HTTP);
+		check_easy(e, CURLOPT_HTTPPROXYTUNNEL, 1L);
+		check_easy(e, CURLOPT_NOPROXY, route->no_proxy ? route->no_proxy : "");
+		check_easy(e, CURLOPT_PROXY_SSL_VERIFYPEER, 1L);
+		check_easy(e, CURLOPT_PROXY_SSL_VERIFYHOST, 2L);
+	}
+	if (route->ca_file != NULL && route->ca_file[0] != '\0')
+	{
+		check_easy(e, CURLOPT_CAINFO, route->ca_file);
+		if (proxied)
+			check_easy(e, CURLOPT_PROXY_CAINFO, route->ca_file);
+	}
 }
 
 /* Record the outcome of h's call and free h for the next one */
@@ -300,8 +339,14 @@ finish_call(PooledHandle *h, CURLcode result)
 
 	/* in the call's own memory (its answer's), which its owner frees */
 	if (result != CURLE_OK)
+	{
+		const char *why = h->error[0] ? h->error : curl_easy_strerror(result);
+		char		shown[2 * CURL_ERROR_SIZE + 8];
+
+		tt_hide_passwords(why, shown, sizeof(shown));
 		call->transport_error = MemoryContextStrdup(GetMemoryChunkContext(call->answer.data),
-													h->error[0] ? h->error : curl_easy_strerror(result));
+													shown);
+	}
 	else
 		curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &call->http_status);
 	finished[nfinished++] = call;

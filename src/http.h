@@ -27,12 +27,25 @@ typedef struct TTHttpCall
 	int64		bytes_sent;		/* of its body, as far as it went */
 } TTHttpCall;
 
+/*
+ * How requests leave besides their URL: through an HTTP proxy (NULL or ""
+ * for none; CONNECT tunnels), except to the no_proxy hosts, trusting the
+ * CAs in ca_file besides the system's (NULL or "" for none).
+ */
+typedef struct TTHttpRoute
+{
+	const char *proxy;
+	const char *no_proxy;
+	const char *ca_file;
+} TTHttpRoute;
+
 /* Answer bodies are short; more than this is cut (and so unreadable) */
 #define TT_ANSWER_MAX (64 * 1024)
 
 extern int	tt_http_reserve(int n);
 extern int	tt_http_running(void);
-extern void tt_http_start(TTHttpCall *call, const char *url, int timeout_ms);
+extern void tt_http_start(TTHttpCall *call, const char *url,
+						  const TTHttpRoute *route, int timeout_ms);
 extern void tt_http_kick(void);
 extern int	tt_http_wait(long timeout_ms, TTHttpCall ***done, bool *woken);
 

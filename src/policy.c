@@ -2,7 +2,8 @@
  *
  * policy.c
  *	  The delivery worker's rules: reading an answer body, the verdict on
- *	  a request, backoff between attempts, and which API URLs are allowed.
+ *	  a request, backoff between attempts, which API and proxy URLs are
+ *	  allowed, and a URL's password hidden for printing.
  *
  * TikTok answers HTTP 200 for most errors, so the verdict comes from the
  * body's "code" first and the HTTP status second:
@@ -465,4 +466,119 @@ tt_url_allowed(const char *url, const char **why)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * Whether url may be tiktok_capi.proxy: empty (no proxy), or an http:// or
+ * https:// proxy URL with a host and a port (without one, curl takes 1080,
+ * which is nobody's HTTP proxy).  curl's other proxy kinds (socks) are
+ * refused: the worker speaks to a proxy only in HTTP, CONNECT for https.
+ * *why says what is wrong, without the URL (it may hold a password).
+ */
+bool
+tt_proxy_allowed(const char *url, const char **why)
+{
+	const char *host;
+	const char *port;
+	size_t		authority;
+
+	if (url == NULL || url[0] == '\0')
+		return true;
+	if (strncmp(url, "https://", 8) == 0)
+		host = url + 8;
+	else if (strncmp(url, "http://", 7) == 0)
+		host = url + 7;
+	else
+	{
+		*why = "the proxy URL must start with http:// or https://";
+		return false;
+	}
+	if (strcspn(url, " \t\r\n") != strlen(url))
+	{
+		*why = "the proxy URL must not contain white space";
+		return false;
+	}
+	/* the host follows the user part, if any: after the authority's last @ */
+	authority = strcspn(host, "/?#");
+	for (size_t i = authority; i > 0; i--)
+	{
+		if (host[i - 1] == '@')
+		{
+			host += i;
+			authority -= i;
+			break;
+		}
+	}
+	if (authority == 0 || host[0] == ':')
+	{
+		*why = "the proxy URL has no host";
+		return false;
+	}
+	/* the port after the host (after the brackets of an IPv6 address) */
+	port = host[0] == '[' ? memchr(host, ']', authority) : host;
+	if (port != NULL)
+		port = memchr(port, ':', authority - (port - host));
+	if (port == NULL || port + 1 == host + authority ||
+		strspn(port + 1, "0123456789") != (size_t) (host + authority - port - 1))
+	{
+		*why = "the proxy URL must end its host with a port, such as :3128 (curl would take 1080)";
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Copy text to out (outsize bytes, always terminated, cut if short) with
+ * the password of every URL in it replaced by ***: "http://user:secret@host"
+ * becomes "http://user:***@host".  The user part is taken up to the last @
+ * before the path, which hides more than curl would read, never less.
+ * Returns whether anything was hidden.  An out of 2 * strlen(text) + 8
+ * bytes is never short.
+ */
+bool
+tt_hide_passwords(const char *text, char *out, size_t outsize)
+{
+	size_t		o = 0;
+	bool		hidden = false;
+	const char *p = text;
+
+	if (outsize == 0)
+		return false;
+	while (*p)
+	{
+		const char *scheme_end = strstr(p, "://");
+		const char *user;
+		const char *colon = NULL;
+		const char *at = NULL;
+		const char *copy_to;
+		size_t		authority;
+
+		if (scheme_end == NULL)
+			break;
+		user = scheme_end + 3;
+		/* the authority ends where the path, query, fragment or text does */
+		authority = strcspn(user, "/?#\"' \t\r\n");
+		for (size_t i = 0; i < authority; i++)
+		{
+			if (user[i] == '@')
+				at = user + i;
+		}
+		if (at != NULL)
+			colon = memchr(user, ':', at - user);
+		copy_to = colon ? colon + 1 : user;
+		while (p < copy_to && o + 1 < outsize)
+			out[o++] = *p++;
+		p = copy_to;
+		if (colon != NULL)
+		{
+			for (const char *s = "***"; *s && o + 1 < outsize; s++)
+				out[o++] = *s;
+			p = at;
+			hidden = true;
+		}
+	}
+	while (*p && o + 1 < outsize)
+		out[o++] = *p++;
+	out[o] = '\0';
+	return hidden;
 }

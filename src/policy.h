@@ -56,6 +56,8 @@ extern TTVerdict tt_judge(const char *transport_error, long http_status,
 extern double tt_backoff_ms(int attempts, double base_ms, double max_ms,
 							double random01);
 extern bool tt_url_allowed(const char *url, const char **why);
+extern bool tt_proxy_allowed(const char *url, const char **why);
+extern bool tt_hide_passwords(const char *text, char *out, size_t outsize);
 extern double tt_window_after(double window, double max_window, bool throttled);
 
 #endif							/* TT_POLICY_H */

@@ -3,8 +3,9 @@
  * settings.c
  *	  Entry point of the tiktok_capi library, _PG_init, and every
  *	  tiktok_capi.* setting with its check hook: the country of national
- *	  phone numbers, consent, the delivery worker, and the thresholds of
- *	  tt_health(), which tt_health_thresholds() reports.
+ *	  phone numbers, consent, the delivery worker and its way out (proxy,
+ *	  CAs), and the thresholds of tt_health(), which tt_health_thresholds()
+ *	  reports.
  *
  * The library works both from shared_preload_libraries (where the
  * launcher of the delivery worker is registered) and loaded on first use
@@ -68,6 +69,11 @@ int			tt_retry_delay_ms = 1000;
 int			tt_retry_delay_max_ms = 300000;
 int			tt_backfill_max_age_s = 7 * 24 * 3600;
 
+/* The worker's way out: a proxy, hosts it skips, CAs it trusts besides */
+char	   *tt_proxy = NULL;
+char	   *tt_no_proxy = NULL;
+char	   *tt_ca_file = NULL;
+
 /* tt_health()'s thresholds; only tt_health_thresholds() reads them */
 static int	lag_warn_s = 300;
 static int	lag_critical_s = 3600;
@@ -100,6 +106,10 @@ static void define_consent_settings(void);
 static void define_worker_settings(void);
 static bool check_api_url(char **newval, void **extra, GucSource source);
 static bool check_database(char **newval, void **extra, GucSource source);
+static void define_egress_settings(void);
+static bool check_proxy(char **newval, void **extra, GucSource source);
+static const char *show_proxy(void);
+static bool check_ca_file(char **newval, void **extra, GucSource source);
 static void define_health_settings(void);
 
 /*
@@ -111,12 +121,15 @@ static void define_health_settings(void);
 void
 _PG_init(void)
 {
+	/* first: a refused proxy URL from the configuration is logged at once */
+	tt_log_redact_init();
 	define_country_setting();
 	define_consent_settings();
 	tt_capture_init();
 	tt_wake_init();
 	tt_stats_init();
 	define_worker_settings();
+	define_egress_settings();
 	tt_launcher_init();
 	define_health_settings();
 	MarkGUCPrefixReserved("tiktok_capi");
@@ -382,6 +395,73 @@ tt_database_list(void)
 
 	/* the check hook let only a readable list in */
 	return split_database_list(tt_database, &problem);
+}
+
+/*
+ * How the worker reaches the API where it may not connect directly: an
+ * HTTP proxy, and the CAs of a TLS-inspecting proxy or a private CA.
+ * Read by the worker, so PGC_SIGHUP as api_url.  The proxy URL may hold
+ * a password: only superusers may read it (GUC_SUPERUSER_ONLY), SHOW
+ * hides its password from them too, and the log hook (log_redact.c) hides
+ * it in PostgreSQL's own "parameter changed" lines.  TLS verification has
+ * no setting: it is always on.
+ */
+static void
+define_egress_settings(void)
+{
+	DefineCustomStringVariable("tiktok_capi.proxy",
+							   "HTTP proxy the worker reaches the Events API through.",
+							   "http://[user:password@]host:port or https://..., the port "
+							   "always given; empty for "
+							   "none (proxy variables of the environment are never used). "
+							   "Every request goes through a CONNECT tunnel.",
+							   &tt_proxy, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY,
+							   check_proxy, NULL, show_proxy);
+	DefineCustomStringVariable("tiktok_capi.no_proxy",
+							   "Hosts the worker reaches without tiktok_capi.proxy.",
+							   "Comma-separated host names, domains and IP addresses, as curl's "
+							   "NO_PROXY; * for all.",
+							   &tt_no_proxy, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("tiktok_capi.ca_file",
+							   "CA certificates (PEM bundle) the worker trusts besides the system's.",
+							   "For a TLS-inspecting proxy or a private CA; an absolute path "
+							   "readable by the server. Empty for the system's CAs only.",
+							   &tt_ca_file, "",
+							   PGC_SIGHUP, 0, check_ca_file, NULL, NULL);
+}
+
+/* Refuse a proxy that is not http(s); the reason never repeats the URL */
+static bool
+check_proxy(char **newval, void **extra, GucSource source)
+{
+	const char *why;
+
+	if (tt_proxy_allowed(*newval, &why))
+		return true;
+	GUC_check_errdetail("%s", why);
+	return false;
+}
+
+/* SHOW tiktok_capi.proxy, for the superusers who may: its password hidden */
+static const char *
+show_proxy(void)
+{
+	static char shown[1024];
+
+	tt_hide_passwords(tt_proxy ? tt_proxy : "", shown, sizeof(shown));
+	return shown;
+}
+
+/* A CA file is named by an absolute path: the server's directory is no base */
+static bool
+check_ca_file(char **newval, void **extra, GucSource source)
+{
+	if (*newval == NULL || (*newval)[0] == '\0' || is_absolute_path(*newval))
+		return true;
+	GUC_check_errdetail("tiktok_capi.ca_file must be an absolute path.");
+	return false;
 }
 
 /* tt_health()'s thresholds, USERSET */

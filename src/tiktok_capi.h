@@ -79,6 +79,12 @@ extern bool tt_enabled;
 extern int	tt_retry_delay_ms;
 extern int	tt_retry_delay_max_ms;
 extern int	tt_backfill_max_age_s;
+extern char *tt_proxy;
+extern char *tt_no_proxy;
+extern char *tt_ca_file;
+
+/* in log_redact.c */
+extern void tt_log_redact_init(void);
 
 /* in util.c */
 extern char *tt_vpsprintf(const char *fmt, va_list args) pg_attribute_printf(1, 0);

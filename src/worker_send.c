@@ -30,6 +30,8 @@
 #define TT_RESEND_WINDOW_MS (47.0 * 3600 * 1000)
 /* Keep a request's body well under what an HTTP server takes */
 #define TT_BATCH_BYTES (4 * 1024 * 1024)
+/* A transport error that lasts is said again at most this often */
+#define TT_UNREACHABLE_LOG_MS (60 * 1000)
 
 /* One request's worth of one claim's events (indexes into its array) */
 typedef struct Request
@@ -59,6 +61,7 @@ static void cut_batches(Claim *claim, Pixel *pixel, int *items, int nitems,
 						bool first, bool express);
 static void build_body(Request *r);
 static void judge(Request *r);
+static void say_unreachable(const char *why);
 static void settle(Claimed *ev, Fate fate, const char *error,
 				   const char *request_id);
 static Fate retry_or_fail(Claimed *ev, const char *reason, double random01);
@@ -246,6 +249,7 @@ tt_pipeline_start(List *paused)
 	int			started = 0;
 	int			room;
 	int			capacity;
+	TTHttpRoute route = {tt_proxy, tt_no_proxy, tt_ca_file};
 
 	pipeline_init();
 	capacity = Min(tt_http_reserve(tt_max_in_flight), tt_max_in_flight);
@@ -272,7 +276,7 @@ tt_pipeline_start(List *paused)
 		r->call.body = &r->body;
 		r->call.owner = r;
 		r->started_at = GetCurrentTimestamp();
-		tt_http_start(&r->call, tt_api_url, tt_http_timeout_ms);
+		tt_http_start(&r->call, tt_api_url, &route, tt_http_timeout_ms);
 		MemoryContextSwitchTo(old);
 		started++;
 	}
@@ -328,6 +332,8 @@ judge(Request *r)
 	tt_read_answer(call->answer.data, call->answer.len, &answer);
 	verdict = tt_judge(call->transport_error, call->http_status, &answer,
 					   r->nitems, reason, sizeof(reason));
+	if (call->transport_error)
+		say_unreachable(call->transport_error);
 	request_id = answer.request_id[0] ? answer.request_id : NULL;
 	if (verdict == TT_SENT)
 		pn->succeeded = true;
@@ -443,6 +449,37 @@ count_failed_alone(Claimed *ev)
 	memset(&outcome, 0, sizeof(outcome));
 	outcome.events_failed = 1;
 	tt_stats_count(ev->pixel_code, &outcome);
+}
+
+/*
+ * Say in the server log why the API could not be reached (a refused
+ * connection, a failed TLS handshake, a proxy's refusal): once for each
+ * new reason, and again at most once a minute while it lasts.  Its
+ * events stay pending and are retried; their pixel's last_error says the
+ * same.  The proxy is named with its password hidden.
+ */
+static void
+say_unreachable(const char *why)
+{
+	static char *said = NULL;
+	static TimestampTz said_at = 0;
+	char		proxy[1024];
+
+	if (said != NULL && strcmp(said, why) == 0 &&
+		!TimestampDifferenceExceeds(said_at, GetCurrentTimestamp(), TT_UNREACHABLE_LOG_MS))
+		return;
+	if (said)
+		pfree(said);
+	said = MemoryContextStrdup(pipeline_cxt, why);
+	said_at = GetCurrentTimestamp();
+	tt_hide_passwords(tt_proxy ? tt_proxy : "", proxy, sizeof(proxy));
+	ereport(LOG,
+			(errmsg("tiktok_capi: could not reach the Events API: %s", why),
+			 proxy[0] != '\0' ?
+			 errdetail("The events stay pending and are retried.  Requests go through the proxy %s.",
+					   proxy) :
+			 errdetail("The events stay pending and are retried."),
+			 errhint("Check tiktok_capi.api_url, tiktok_capi.proxy and tiktok_capi.ca_file.")));
 }
 
 /* Settle one event (the strings are copied), for the next record */

@@ -2,13 +2,16 @@
  *
  * policy_fuzz.c
  *	  libFuzzer harness for the delivery worker's rules (src/policy.c):
- *	  answer bodies as they come off the network, and api_url values.
+ *	  answer bodies as they come off the network, api_url and proxy
+ *	  values, and text whose URL passwords are hidden.
  *
  * Checked beyond "no crash": an answer's strings are NUL-terminated
  * printable ASCII (they are stored as text in the database), a body read
  * as an answer has a code, every verdict has a reason, and an allowed URL
- * is https or plain http to a loopback host.  Build and run with
- * `make fuzz`.
+ * is https or plain http to a loopback host; an allowed proxy is http(s);
+ * text with its passwords hidden fits the size promised, and hiding them
+ * again changes nothing (every password is already ***).
+ * Build and run with `make fuzz`.
  *
  *-------------------------------------------------------------------------
  */
@@ -39,6 +42,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	TTAnswer	answer;
 	char		reason[TT_MESSAGE_MAX + 64];
 	char	   *copy;
+	char	   *shown;
+	size_t		shown_size;
 	const char *why = NULL;
 	bool		read;
 
@@ -70,6 +75,33 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	else if (why == NULL || why[0] == '\0')
 		abort();
+
+	/* as a proxy URL */
+	why = NULL;
+	if (tt_proxy_allowed(copy, &why))
+	{
+		if (copy[0] != '\0' && strncmp(copy, "https://", 8) != 0 &&
+			strncmp(copy, "http://", 7) != 0)
+			abort();
+	}
+	else if (why == NULL || why[0] == '\0')
+		abort();
+
+	/* as text to log: the promised size is never short, hiding is idempotent */
+	shown_size = 2 * strlen(copy) + 8;
+	shown = malloc(shown_size);
+	(void) tt_hide_passwords(copy, shown, shown_size);
+	if (strnlen(shown, shown_size) >= shown_size - 1 && strlen(copy) > 0)
+		abort();
+	{
+		char	   *again = malloc(2 * strlen(shown) + 8);
+
+		if (tt_hide_passwords(shown, again, 2 * strlen(shown) + 8) &&
+			strcmp(again, shown) != 0)
+			abort();
+		free(again);
+	}
+	free(shown);
 	free(copy);
 	return 0;
 }

@@ -7,10 +7,15 @@ TikTok's dedup key (pixel, event, event_id), and can inject faults: 5xx, 40100, 
 connection resets and hangs. Standard library only; listens on 127.0.0.1 and nowhere else.
 
     python3 test/mock/events_api.py [--port N] [--port-file PATH] [--count-only] [--quiet]
+                                    [--tls-cert PEM --tls-key PEM]
 
 --port 0 (the default) lets the OS choose; --port-file gets the port once listening (written
 atomically); --count-only skips per-field validation (for throughput runs); --quiet drops the
 "listening on 127.0.0.1:PORT" line. Requests are never logged. SIGTERM/SIGINT exit 0.
+--tls-cert and --tls-key (PEM files, given together) serve HTTPS instead of HTTP on the port,
+control endpoints included, with that certificate (the line says "https://127.0.0.1:PORT"); the
+TLS handshake happens in the request's thread, so a client that refuses the certificate stalls
+nobody else.
 
 Tests start it on port 0, read the chosen port from --port-file, point the extension at it
 with tiktok_capi.api_url = 'http://127.0.0.1:PORT/open_api/v1.3/event/track/' (the full path:
@@ -63,7 +68,7 @@ open is answered at once, HTTP 200 with code 40100, nothing accepted).
 Tokens are never echoed or printed.
 """
 import argparse, collections, hmac, itertools, json, os, random, select, signal, socket
-import socketserver, struct, sys, threading, time, urllib.parse
+import socketserver, ssl, struct, sys, threading, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TRACK_PATH = "/open_api/v1.3/event/track/"
@@ -603,6 +608,15 @@ class Server(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
 
+    tls = None  # an ssl.SSLContext: HTTPS on the port
+
+    # With TLS, each connection's handshake is done by its own thread, on its first read.
+    def get_request(self):
+        sock, addr = self.socket.accept()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
     # A client that hangs up is normal for a mock that injects faults: no traceback for it.
     def handle_error(self, request, client_address):
         if not isinstance(sys.exc_info()[1], OSError):  # resets, broken pipes, timeouts
@@ -615,11 +629,18 @@ def main():
     ap.add_argument("--port-file")
     ap.add_argument("--count-only", action="store_true")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
     args = ap.parse_args()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM acts as Ctrl-C
     signal.signal(signal.SIGINT, signal.default_int_handler)
     server = Server(("127.0.0.1", args.port), Handler)
     server.state = State(args.count_only)
+    if args.tls_cert:
+        server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.tls.load_cert_chain(args.tls_cert, args.tls_key)
     port = server.server_address[1]
     if args.port_file:
         tmp = "%s.%d.tmp" % (args.port_file, os.getpid())
@@ -627,7 +648,7 @@ def main():
             f.write("%d\n" % port)
         os.replace(tmp, args.port_file)
     if not args.quiet:
-        print("listening on 127.0.0.1:%d" % port, flush=True)
+        print("listening on %s127.0.0.1:%d" % ("https://" if args.tls_cert else "", port), flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -4,7 +4,7 @@
 Starts the mock on port 0 in a temp dir, drives it with http.client, checks each rule the
 mock must enforce, and exits non-zero if any check failed.
 """
-import hashlib, http.client, json, os, signal, socket, subprocess, sys, tempfile, threading
+import hashlib, http.client, json, os, signal, socket, ssl, subprocess, sys, tempfile, threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -587,6 +587,69 @@ def cli_flags(tmp):
           (p.returncode, out, err))
 
 
+# The HTTPS mock on port, whose certificate is cert: refused untrusted, served trusted, not plain.
+def tls_requests(port, cert):
+    # a client that does not trust the certificate is refused in the handshake...
+    refused = None
+    try:
+        c = http.client.HTTPSConnection("127.0.0.1", port, timeout=5,
+                                        context=ssl.create_default_context())
+        c.request("GET", "/_mock/stats")
+    except ssl.SSLCertVerificationError as e:
+        refused = e.verify_message
+    check(refused is not None, "--tls-cert: an untrusting client fails verification", refused)
+    # ...and one that trusts it is served, the track path and the control endpoints alike
+    m = Mock(port)
+    m.conn = lambda timeout=5: http.client.HTTPSConnection(
+        "127.0.0.1", port, timeout=timeout, context=ssl.create_default_context(cafile=cert))
+    r = m.track(batch([event(1)]))
+    st = m.stats()
+    check(code(r) == 0 and st.get("events_accepted") == 1,
+          "--tls-cert: a track request over https is accepted, stats over https", (r, st))
+    # plain http on the TLS port gets no HTTP answer
+    try:
+        s2 = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s2.sendall(b"GET /_mock/stats HTTP/1.0\r\n\r\n")
+        plain = s2.recv(100)
+        s2.close()
+    except OSError:
+        plain = b""
+    check(not plain.startswith(b"HTTP/"), "--tls-cert: plain http gets no HTTP answer", plain)
+
+
+# --tls-cert/--tls-key: HTTPS with a certificate for 127.0.0.1 made here (openssl), on a third mock.
+def tls_flags(tmp):
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                           "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                           "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, text=True)
+    pf = os.path.join(tmp, "port3")
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "events_api.py"), "--port-file", pf,
+                          "--tls-cert", cert, "--tls-key", key],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 5
+        while not os.path.exists(pf) and time.time() < deadline and p.poll() is None:
+            time.sleep(0.02)
+        port = int(open(pf).read()) if made.returncode == 0 and os.path.exists(pf) else 0
+        line = p.stdout.readline().strip() if port else ""
+        check(port > 0 and line == "listening on https://127.0.0.1:%d" % port,
+              "--tls-cert/--tls-key: the line says https", (made.returncode, line))
+        if port:
+            tls_requests(port, cert)
+        else:
+            for desc in ("an untrusting client", "a track request over https", "plain http"):
+                check(False, "--tls-cert: %s (not run: no mock)" % desc)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=5)
+    check(p.returncode == 0 and err == "", "--tls-cert: no traceback for refused handshakes; exit 0",
+          (p.returncode, err))
+    for f in (cert, key):
+        if os.path.exists(f):
+            os.unlink(f)
+
+
 def main():
     t_start = time.time()
     tmp = tempfile.mkdtemp(prefix="events_api_mock.")
@@ -601,7 +664,7 @@ def main():
             time.sleep(0.02)
         port = int(open(port_file).read()) if os.path.exists(port_file) else 0
         line = proc.stdout.readline().strip() if port else ""
-        print("1..102")
+        print("1..107")
         check(port > 0 and line == "listening on 127.0.0.1:%d" % port,
               "mock starts, writes --port-file and prints the port", line)
         if port:
@@ -611,6 +674,7 @@ def main():
         rc = proc.wait(timeout=5)
         check(rc == 0, "SIGTERM -> clean exit 0", rc)
         cli_flags(tmp)
+        tls_flags(tmp)
     finally:
         if proc.poll() is None:
             proc.kill()

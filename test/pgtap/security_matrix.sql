@@ -4,7 +4,7 @@
 -- configure pixels, queue, requeue, purge, wake the worker, reset the
 -- delivery counters, attach the trigger, backfill, change the worker's settings).
 BEGIN;
-SELECT plan(86);
+SELECT plan(93);
 
 CREATE ROLE tt_sec_app NOLOGIN;          -- inserts orders, nothing else
 CREATE ROLE tt_sec_reader NOLOGIN;       -- monitoring
@@ -110,9 +110,15 @@ SELECT lives_ok($$SELECT tiktok_capi.tt_stats_reset()$$, 'the owner resets the d
 SELECT throws_ok(format('SET tiktok_capi.%s = %L', name, value), '55P02', NULL,
                  'no session can SET tiktok_capi.' || name)
   FROM (VALUES ('api_url', 'https://example.com/'), ('database', 'other'), ('enabled', 'off'),
-               ('batch_size', '10'), ('retention', '0')) AS s(name, value);
+               ('batch_size', '10'), ('retention', '0'), ('proxy', 'http://proxy.example:3128'),
+               ('no_proxy', '*'), ('ca_file', '/tmp/ca.pem')) AS s(name, value);
 SELECT is(context, 'sighup', 'tiktok_capi.' || name || ' is changed only with the server configuration')
-  FROM pg_settings WHERE name IN ('tiktok_capi.api_url', 'tiktok_capi.database') ORDER BY name;
+  FROM pg_settings WHERE name IN ('tiktok_capi.api_url', 'tiktok_capi.database', 'tiktok_capi.proxy',
+                                  'tiktok_capi.no_proxy', 'tiktok_capi.ca_file') ORDER BY name;
+-- the proxy URL may hold a password: superusers only may read it
+SET ROLE tt_sec_reader;
+SELECT throws_ok($$SHOW tiktok_capi.proxy$$, '42501', NULL, 'a monitoring role cannot read tiktok_capi.proxy');
+RESET ROLE;
 SELECT is((SELECT context FROM pg_settings WHERE name = 'tiktok_capi.default_country'), 'user',
           'default_country, which steers no data, is a session setting');
 

@@ -326,14 +326,16 @@ reason_has(const char *part)
 }
 
 /*
- * One check of tt_url_allowed: the result must be expected, and when it
- * is false, why must be set to a non-empty string.
+ * One check of a URL rule (tt_url_allowed, tt_proxy_allowed): the result
+ * must be expected, and when it is false, why must be set to a non-empty
+ * string.
  */
 static void
-check_url(const char *desc, const char *url, bool expected)
+check_rule(bool (*rule) (const char *, const char **), const char *desc,
+		   const char *url, bool expected)
 {
 	const char *why = NULL;
-	bool		got = tt_url_allowed(url, &why);
+	bool		got = rule(url, &why);
 	char		gbuf[300];
 
 	if (got)
@@ -344,6 +346,34 @@ check_url(const char *desc, const char *url, bool expected)
 	report(desc,
 		   got == expected && (got || (why != NULL && why[0] != '\0')),
 		   gbuf, expected ? "allowed" : "refused, with a reason");
+}
+
+/* One check of tt_url_allowed */
+static void
+check_url(const char *desc, const char *url, bool expected)
+{
+	check_rule(tt_url_allowed, desc, url, expected);
+}
+
+/* One check of tt_proxy_allowed */
+static void
+check_proxy(const char *desc, const char *url, bool expected)
+{
+	check_rule(tt_proxy_allowed, desc, url, expected);
+}
+
+/* One check of tt_hide_passwords: text in, expected out, and whether hidden */
+static void
+check_hidden(const char *desc, const char *text, const char *expected,
+			 bool expected_hidden)
+{
+	char		out[256];
+	bool		hidden = tt_hide_passwords(text, out, 2 * strlen(text) + 8);
+	char		gbuf[300];
+	char		ebuf[300];
+
+	report(desc, strcmp(out, expected) == 0 && hidden == expected_hidden,
+		   show(out, gbuf, sizeof(gbuf)), show(expected, ebuf, sizeof(ebuf)));
 }
 
 int
@@ -897,6 +927,48 @@ main(void)
 	check_url("url: HTTPS:// TikTok URL (upper-case scheme refused)",
 			  "HTTPS://business-api.tiktok.com/open_api/v1.3/event/track/",
 			  false);
+
+
+	/* tt_proxy_allowed: none, or an http(s) proxy with a host */
+	check_proxy("proxy: empty (none)", "", true);
+	check_proxy("proxy: http://127.0.0.1:3128", "http://127.0.0.1:3128", true);
+	check_proxy("proxy: https://proxy.example:443/", "https://proxy.example:443/", true);
+	check_proxy("proxy: http://user:secret@proxy:8080", "http://user:secret@proxy:8080", true);
+	check_proxy("proxy: socks5://proxy:1080 (refused)", "socks5://proxy:1080", false);
+	check_proxy("proxy: proxy:3128 (no scheme)", "proxy:3128", false);
+	check_proxy("proxy: http:// (no host)", "http://", false);
+	check_proxy("proxy: http://user:pw@ (no host)", "http://user:pw@", false);
+	check_proxy("proxy: http://user:pw@:3128 (no host)", "http://user:pw@:3128", false);
+	check_proxy("proxy: white space", "http://proxy :3128", false);
+	check_proxy("proxy: http://proxy (no port)", "http://proxy", false);
+	check_proxy("proxy: http://proxy:/ (empty port)", "http://proxy:/", false);
+	check_proxy("proxy: http://proxy:31x8 (not a port)", "http://proxy:31x8", false);
+	check_proxy("proxy: http://[::1]:3128", "http://[::1]:3128", true);
+	check_proxy("proxy: http://[::1] (no port)", "http://[::1]", false);
+	check_proxy("proxy: http://u:p@[::1]:8080/", "http://u:p@[::1]:8080/", true);
+
+	/* tt_hide_passwords: every URL's password becomes *** */
+	check_hidden("hide: a proxy URL's password", "http://user:secret@127.0.0.1:3128",
+				 "http://user:***@127.0.0.1:3128", true);
+	check_hidden("hide: a URL without a password is kept", "http://user@proxy:3128/x",
+				 "http://user@proxy:3128/x", false);
+	check_hidden("hide: a URL without a user is kept", "https://proxy:3128/a@b",
+				 "https://proxy:3128/a@b", false);
+	check_hidden("hide: an @ in the password hides up to the last @",
+				 "http://u:p@ss@host:1", "http://u:***@host:1", true);
+	check_hidden("hide: an empty password", "http://u:@host", "http://u:***@host", true);
+	check_hidden("hide: inside a log line, twice",
+				 "parameter \"tiktok_capi.proxy\" changed to \"https://a:b@h\" from \"http://c:d@i:1\"",
+				 "parameter \"tiktok_capi.proxy\" changed to \"https://a:***@h\" from \"http://c:***@i:1\"",
+				 true);
+	check_hidden("hide: text without a URL", "no proxy here", "no proxy here", false);
+	{
+		char		small[12];
+
+		tt_hide_passwords("http://u:secret@host", small, sizeof(small));
+		report("hide: a short buffer is cut and terminated, no password in it",
+			   strlen(small) == 11 && strstr(small, "secret") == NULL, small, "http://u:**");
+	}
 
 	return tap_end();
 }
