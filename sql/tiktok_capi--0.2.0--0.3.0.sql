@@ -747,6 +747,8 @@ SELECT b.id, b.source AS "table", b.started_by, b.started_at,
 COMMENT ON VIEW tiktok_capi.backfill_progress IS
 'Each backfill: running (its session still at it), finished or interrupted (an error, a cancel, a lost session), its counts so far, how far through the table and how fast';
 REVOKE ALL ON tiktok_capi.backfill_progress FROM PUBLIC;
+
+/*
  * Several databases: tiktok_capi.database lists the databases delivered,
  * one worker each.  tt_listed_databases() reads the list as the launcher
  * does; tt_worker_shortage() says why this database has no worker when no
