@@ -10,7 +10,9 @@
  * Vocabulary:
  *	- mapping: the trigger's arguments after the event name: field=column
  *	  pairs (field= alone turns a default off), pixel=CODE, and
- *	  contents_from=table(column) for order items kept in a child table.
+ *	  contents_from=table(column) for order items kept in a child table;
+ *	  lead_event_source= and shop_id= also take a constant, 'HubSpot';
+ *	  pixel_from=column names the row's own pixel (a merchant's).
  *	- config: a mapping resolved against the table (column numbers, types,
  *	  output functions, the items query), cached per trigger.
  *
@@ -52,6 +54,11 @@ typedef enum CaptureField
 	CF_LIMITED_DATA_USE,
 	CF_COUNTRY,
 	CF_CONSENT,
+	/* event sources and a pixel per row */
+	CF_LEAD_ID,
+	CF_LEAD_EVENT_SOURCE,
+	CF_SHOP_ID,
+	CF_PIXEL_FROM,
 	N_CAPTURE_FIELDS
 } CaptureField;
 
@@ -87,6 +94,7 @@ typedef struct CaptureConfig
 	char	   *trigger_name;
 	char	   *broken;			/* a mapping that cannot work: events fail */
 	MappedColumn	cols[N_CAPTURE_FIELDS];
+	char	   *literals[N_CAPTURE_FIELDS];	/* field='text': a constant, or NULL */
 	char	   *items_sql;		/* contents_from: the items query */
 	char	   *items_spec;		/* contents_from, schema-qualified */
 	SPIPlanPtr	items_plan;
@@ -104,7 +112,7 @@ typedef enum RowConsent
 } RowConsent;
 
 /* A mapping's hint, for every mapping problem */
-#define MAPPING_HINT "Mappings are field=column, pixel=CODE, event_id_prefix=TEXT or contents_from=table(column)."
+#define MAPPING_HINT "Mappings are field=column, pixel=CODE, pixel_from=column, event_id_prefix=TEXT or contents_from=table(column)."
 
 /*
  * A mapping problem: an ERROR when attaching (strict), a note for every
@@ -126,6 +134,7 @@ extern void tt_capture_config_init(void);
 extern CaptureConfig *tt_capture_config(Relation rel, Trigger *tg);
 extern const char *tt_field_name(CaptureField f);
 extern char *tt_field_source(const CaptureConfig *cfg, Relation rel, CaptureField f);
+extern char *tt_source_mapping_problem(const CaptureConfig *cfg, const char *pixel);
 extern void tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs,
 							   char **args, bool strict, MemoryContext cxt);
 extern void tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg,

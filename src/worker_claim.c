@@ -160,7 +160,7 @@ tt_load_pixels(Claim *claim)
 {
 	SPIPlanPtr	plan = tt_prepare_once(&pixels_plan,
 									   "SELECT pixel_code, access_token, test_event_code, enabled,"
-									   "       coalesce(paused_until > now(), false)"
+									   "       coalesce(paused_until > now(), false), event_source"
 									   "  FROM tiktok_capi.pixels",
 									   0, NULL, CURSOR_OPT_GENERIC_PLAN);
 	MemoryContext cxt = claim->cxt;
@@ -180,6 +180,7 @@ tt_load_pixels(Claim *claim)
 		p->code = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 1));
 		p->access_token = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 2));
 		p->test_event_code = test_code ? MemoryContextStrdup(cxt, test_code) : NULL;
+		p->event_source = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 6));
 		p->deferred = !DatumGetBool(SPI_getbinval(t, d, 4, &isnull)) ||
 			DatumGetBool(SPI_getbinval(t, d, 5, &isnull));
 	}
