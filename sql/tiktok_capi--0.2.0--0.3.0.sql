@@ -149,42 +149,9 @@ REVOKE ALL ON tiktok_capi.recent_warnings FROM PUBLIC;
 
 /*
  * tt_update_pixel of a pixel that is not configured is an error, not a
- * quiet false: a typo in a pixel code must not look like a fix.
+ * quiet false: a typo in a pixel code must not look like a fix.  It is
+ * defined once, with event_source, in the event sources block below.
  */
-CREATE OR REPLACE FUNCTION tiktok_capi.tt_update_pixel(
-    pixel_code text, access_token text DEFAULT NULL,
-    test_event_code text DEFAULT NULL, enabled boolean DEFAULT NULL)
-RETURNS boolean LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF access_token = '' THEN
-        RAISE EXCEPTION 'access_token must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    UPDATE tiktok_capi.pixels p
-       SET access_token = coalesce(tt_update_pixel.access_token, p.access_token),
-           test_event_code = CASE WHEN tt_update_pixel.test_event_code IS NULL THEN p.test_event_code
-                                  ELSE nullif(tt_update_pixel.test_event_code, '') END,
-           enabled = coalesce(tt_update_pixel.enabled, p.enabled),
-           paused_until = NULL,
-           updated_at = now()
-     WHERE p.pixel_code = tt_update_pixel.pixel_code;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'pixel "%" is not configured', tt_update_pixel.pixel_code
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'Add it with tiktok_capi.tt_add_pixel(); tiktok_capi.outbox_pixel_status lists the configured ones.';
-    END IF;
-    -- A fixed pixel resumes at once: its events that waited for it are due now.
-    UPDATE tiktok_capi.outbox o
-       SET next_attempt_at = now()
-     WHERE o.pixel_code = tt_update_pixel.pixel_code
-       AND o.status = 'pending' AND o.next_attempt_at > now();
-    PERFORM tiktok_capi.tt_wake_worker();
-    RETURN true;
-END
-$$;
-COMMENT ON FUNCTION tiktok_capi.tt_update_pixel IS
-'Change a pixel''s token, test_event_code (an empty string clears it) or enabled flag (NULL keeps the value) and resume its delivery; an error when no such pixel';
 
 /*
  * An api_url whose answer is not the Events API's (HTTP 404, an HTML page,
