@@ -430,6 +430,7 @@ void
 tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg, MemoryContext cxt)
 {
 	MemoryContext old;
+	char	   *problem;
 	char	  **args = palloc(sizeof(char *) * Max(tg->tgnargs, 1));
 	int			nargs;
 
@@ -441,8 +442,10 @@ tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg, MemoryContext 
 	old = MemoryContextSwitchTo(cxt);
 	cfg->trigger_name = pstrdup(tg->tgname);
 	cfg->source = trigger_source(rel, tg);
-	cfg->broken = config_problem(cfg);
 	MemoryContextSwitchTo(old);
+	/* an SPI call returns in SPI's memory, gone at SPI_finish: copy it */
+	problem = config_problem(cfg);
+	cfg->broken = problem != NULL ? MemoryContextStrdup(cxt, problem) : NULL;
 }
 
 /*
