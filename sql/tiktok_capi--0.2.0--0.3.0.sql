@@ -513,6 +513,12 @@ REVOKE ALL ON FUNCTION tiktok_capi.tt_add_pixel FROM PUBLIC;
  * event_source may change (an id added with the wrong one): the events
  * still pending go with the new one, built as they were queued.
  */
+-- Every backend resolves its triggers again after the commit: a trigger's
+-- config keeps its fixed pixel's event source.
+CREATE FUNCTION tiktok_capi.tt_reload_trigger_configs() RETURNS void
+AS 'MODULE_PATHNAME', 'tt_reload_trigger_configs_sql' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION tiktok_capi.tt_reload_trigger_configs() FROM PUBLIC;
+
 DROP FUNCTION tiktok_capi.tt_update_pixel(text, text, text, boolean);
 CREATE FUNCTION tiktok_capi.tt_update_pixel(
     pixel_code text, access_token text DEFAULT NULL,
@@ -528,6 +534,10 @@ BEGIN
     IF event_source NOT IN ('web', 'app', 'offline', 'crm') THEN
         RAISE EXCEPTION 'event_source must be web, app, offline or crm'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT FROM tiktok_capi.pixels p WHERE p.pixel_code = tt_update_pixel.pixel_code
+                  AND p.event_source <> tt_update_pixel.event_source) THEN
+        PERFORM tiktok_capi.tt_reload_trigger_configs();
     END IF;
     UPDATE tiktok_capi.pixels p
        SET access_token = coalesce(tt_update_pixel.access_token, p.access_token),

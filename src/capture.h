@@ -89,6 +89,7 @@ typedef struct CaptureConfig
 	char	   *event;
 	char	   *event_problem;	/* a misspelled name: events queue as failed */
 	char	   *pixel;			/* NULL: the only configured pixel */
+	TTEventSource pixel_source;	/* pixel's event source, read when resolved */
 	char	   *prefix;			/* event_id_prefix=, or "" */
 	char	   *source;			/* the trigger's table, schema-qualified */
 	char	   *trigger_name;

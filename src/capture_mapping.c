@@ -48,6 +48,8 @@
 
 #include "capture.h"
 
+PG_FUNCTION_INFO_V1(tt_reload_trigger_configs_sql);
+
 
 /*
  * A field's name in a mapping, and the column names it takes by default:
@@ -446,6 +448,27 @@ tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg, MemoryContext 
 	/* an SPI call returns in SPI's memory, gone at SPI_finish: copy it */
 	problem = config_problem(cfg);
 	cfg->broken = problem != NULL ? MemoryContextStrdup(cxt, problem) : NULL;
+	/* a fixed pixel's source, read once: tt_update_pixel resolves again */
+	cfg->pixel_source = TT_SOURCE_WEB;
+	if (cfg->pixel != NULL)
+	{
+		bool		enabled;
+
+		(void) tt_pixel_source(cfg->pixel, &cfg->pixel_source, &enabled);
+	}
+}
+
+/*
+ * tt_reload_trigger_configs(): every backend resolves its triggers again
+ * after this transaction commits (a relcache invalidation of every table).
+ * tt_update_pixel calls it when a pixel's event source changes, since a
+ * trigger's config keeps its fixed pixel's source.
+ */
+Datum
+tt_reload_trigger_configs_sql(PG_FUNCTION_ARGS)
+{
+	CacheInvalidateRelcacheAll();
+	PG_RETURN_VOID();
 }
 
 /*

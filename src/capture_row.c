@@ -260,9 +260,15 @@ row_pixel(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
 	bool		enabled;
 
 	*source = TT_SOURCE_WEB;
+	/* a fixed pixel's source was read with the trigger's config */
+	if (from->attnum == InvalidAttrNumber && cfg->pixel != NULL)
+	{
+		*source = cfg->pixel_source;
+		return cfg->pixel;
+	}
 	if (from->attnum == InvalidAttrNumber)
 	{
-		pixel = cfg->pixel != NULL ? cfg->pixel : tt_default_pixel(&why);
+		pixel = tt_default_pixel(&why);
 		if (pixel == NULL)
 			*failed = why;
 		else

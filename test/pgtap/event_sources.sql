@@ -4,7 +4,7 @@
 -- routes each row to its own id, and an unusable id is a failed row, never
 -- a dropped event.  tt_flush() builds where a commit would.
 BEGIN;
-SELECT plan(45);
+SELECT plan(46);
 
 -- ids of each source
 SELECT tiktok_capi.tt_add_pixel('CSRCWEB', 'token');
@@ -126,6 +126,19 @@ SELECT is((SELECT array_agg(pixel_code ORDER BY pixel_code) FROM tiktok_capi.out
 UPDATE public.src_orders SET total = 11 WHERE id = 1;
 SELECT tiktok_capi.tt_flush();
 SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox WHERE event_id = '1'), 2, 'and a later change adds nothing');
+
+-- a fixed pixel's source is read with the trigger; changing it resolves the triggers again
+SELECT tiktok_capi.tt_add_pixel('CSRCFIX', 'token');
+CREATE TABLE public.src_fixed (id bigint PRIMARY KEY, email text, ip text);
+SELECT tiktok_capi.tt_attach('src_fixed', 'Purchase', pixel => 'CSRCFIX');
+INSERT INTO public.src_fixed VALUES (1, 'f@example.com', '203.0.113.7');
+SELECT tiktok_capi.tt_flush();
+SELECT tiktok_capi.tt_update_pixel('CSRCFIX', event_source => 'offline');
+INSERT INTO public.src_fixed VALUES (2, 'g@example.com', '203.0.113.7');
+SELECT tiktok_capi.tt_flush();
+SELECT is((SELECT array_agg(event_id || ':' || (payload -> 'user' ? 'ip')::text ORDER BY event_id)
+             FROM tiktok_capi.outbox WHERE pixel_code = 'CSRCFIX'),
+          ARRAY['1:true', '2:false'], 'a fixed pixel made offline: its next events are built as offline');
 
 -- the browser pixel pairs with web events only
 SELECT ok(tiktok_capi.tt_pixel_call('CSRCWEB', 'Purchase', '1') LIKE 'ttq.track(%', 'tt_pixel_call: the row''s web pixel');

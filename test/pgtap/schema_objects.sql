@@ -1,7 +1,7 @@
 -- The extension's SQL surface: every function exists with the declared
 -- volatility and strictness, and a role with no grants can call the pure ones.
 BEGIN;
-SELECT plan(75);
+SELECT plan(76);
 
 SELECT has_schema('tiktok_capi');
 SELECT has_extension('tiktok_capi');

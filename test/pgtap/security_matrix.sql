@@ -4,7 +4,7 @@
 -- configure pixels, queue, requeue, purge, wake the worker, attach the
 -- trigger, change the worker's settings).
 BEGIN;
-SELECT plan(59);
+SELECT plan(61);
 
 CREATE ROLE tt_sec_app NOLOGIN;          -- inserts orders, nothing else
 CREATE ROLE tt_sec_reader NOLOGIN;       -- monitoring
@@ -47,6 +47,7 @@ SELECT ok(NOT has_function_privilege(role, f, 'EXECUTE'),
        (VALUES ('tiktok_capi.tt_add_pixel(text, text, text, text)'),
                ('tiktok_capi.tt_update_pixel(text, text, text, boolean, text)'),
                ('tiktok_capi.tt_require_web_pixel(text, text)'),
+               ('tiktok_capi.tt_reload_trigger_configs()'),
                ('tiktok_capi.tt_enqueue(text, jsonb)'),
                ('tiktok_capi.tt_requeue_failed(text, text, text, boolean)'),
                ('tiktok_capi.tt_purge_sent(interval)'),
