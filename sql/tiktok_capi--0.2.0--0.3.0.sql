@@ -167,42 +167,9 @@ REVOKE ALL ON tiktok_capi.recent_warnings FROM PUBLIC;
 
 /*
  * tt_update_pixel of a pixel that is not configured is an error, not a
- * quiet false: a typo in a pixel code must not look like a fix.
+ * quiet false: a typo in a pixel code must not look like a fix.  It is
+ * defined once, with event_source, in the event sources block below.
  */
-CREATE OR REPLACE FUNCTION tiktok_capi.tt_update_pixel(
-    pixel_code text, access_token text DEFAULT NULL,
-    test_event_code text DEFAULT NULL, enabled boolean DEFAULT NULL)
-RETURNS boolean LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF access_token = '' THEN
-        RAISE EXCEPTION 'access_token must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    UPDATE tiktok_capi.pixels p
-       SET access_token = coalesce(tt_update_pixel.access_token, p.access_token),
-           test_event_code = CASE WHEN tt_update_pixel.test_event_code IS NULL THEN p.test_event_code
-                                  ELSE nullif(tt_update_pixel.test_event_code, '') END,
-           enabled = coalesce(tt_update_pixel.enabled, p.enabled),
-           paused_until = NULL,
-           updated_at = now()
-     WHERE p.pixel_code = tt_update_pixel.pixel_code;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'pixel "%" is not configured', tt_update_pixel.pixel_code
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'Add it with tiktok_capi.tt_add_pixel(); tiktok_capi.outbox_pixel_status lists the configured ones.';
-    END IF;
-    -- A fixed pixel resumes at once: its events that waited for it are due now.
-    UPDATE tiktok_capi.outbox o
-       SET next_attempt_at = now()
-     WHERE o.pixel_code = tt_update_pixel.pixel_code
-       AND o.status = 'pending' AND o.next_attempt_at > now();
-    PERFORM tiktok_capi.tt_wake_worker();
-    RETURN true;
-END
-$$;
-COMMENT ON FUNCTION tiktok_capi.tt_update_pixel IS
-'Change a pixel''s token, test_event_code (an empty string clears it) or enabled flag (NULL keeps the value) and resume its delivery; an error when no such pixel';
 
 /*
  * An api_url whose answer is not the Events API's (HTTP 404, an HTML page,
@@ -539,6 +506,114 @@ LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 COMMENT ON FUNCTION tiktok_capi.tt_hash_name(text) IS
 'SHA-256 hex of the normalized first name, last name or zip code; NULL when unusable; a 64-hex input passes through lowercased';
 
+/*
+ * ---------------------------------------------------------------------
+ * Event sources and a pixel per row (issue 17).
+ *
+ * A configured id knows what it is: a web pixel, an app, an offline event
+ * set (store and phone orders) or a CRM event set.  The worker sends each
+ * request with its id's source; the builder applies each source's rules.
+ * Every pixel configured before 0.3.0 is a web pixel.
+ * ---------------------------------------------------------------------
+ */
+ALTER TABLE tiktok_capi.pixels
+    ADD COLUMN event_source text NOT NULL DEFAULT 'web'
+        CONSTRAINT pixels_event_source_check CHECK (event_source IN ('web', 'app', 'offline', 'crm'));
+COMMENT ON COLUMN tiktok_capi.pixels.event_source IS
+'What pixel_code is: web (a pixel), app (an app id), offline (an offline event set: store, phone orders) or crm (a CRM event set); sent as the request''s event_source';
+
+DROP FUNCTION tiktok_capi.tt_add_pixel(text, text, text);
+-- Checked before writing, so no constraint error can print the row (and its token).
+CREATE FUNCTION tiktok_capi.tt_add_pixel(
+    pixel_code text, access_token text, test_event_code text DEFAULT NULL,
+    event_source text DEFAULT 'web')
+RETURNS void LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pixel_code IS NULL OR pixel_code !~ '^[A-Za-z0-9_-]{1,64}$' THEN
+        RAISE EXCEPTION 'pixel_code must be 1 to 64 letters, digits, underscores or dashes'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(access_token, '') = '' THEN
+        RAISE EXCEPTION 'access_token must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF event_source IS NULL OR event_source NOT IN ('web', 'app', 'offline', 'crm') THEN
+        RAISE EXCEPTION 'event_source must be web, app, offline or crm'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'web: a pixel code; offline: an offline event set (store, phone orders); crm: a CRM event set; app: an app id.';
+    END IF;
+    INSERT INTO tiktok_capi.pixels (pixel_code, access_token, test_event_code, event_source)
+    VALUES (tt_add_pixel.pixel_code, tt_add_pixel.access_token, tt_add_pixel.test_event_code,
+            tt_add_pixel.event_source);
+END
+$$;
+COMMENT ON FUNCTION tiktok_capi.tt_add_pixel IS
+'Add a pixel (or an app, offline or CRM event set: event_source) and its Events API access token';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_add_pixel FROM PUBLIC;
+
+/*
+ * event_source may change (an id added with the wrong one): the events
+ * still pending go with the new one, built as they were queued.
+ */
+-- Every backend resolves its triggers again after the commit: a trigger's
+-- config keeps its fixed pixel's event source.
+CREATE FUNCTION tiktok_capi.tt_reload_trigger_configs() RETURNS void
+AS 'MODULE_PATHNAME', 'tt_reload_trigger_configs_sql' LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION tiktok_capi.tt_reload_trigger_configs() FROM PUBLIC;
+
+DROP FUNCTION tiktok_capi.tt_update_pixel(text, text, text, boolean);
+CREATE FUNCTION tiktok_capi.tt_update_pixel(
+    pixel_code text, access_token text DEFAULT NULL,
+    test_event_code text DEFAULT NULL, enabled boolean DEFAULT NULL,
+    event_source text DEFAULT NULL)
+RETURNS boolean LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF access_token = '' THEN
+        RAISE EXCEPTION 'access_token must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF event_source NOT IN ('web', 'app', 'offline', 'crm') THEN
+        RAISE EXCEPTION 'event_source must be web, app, offline or crm'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT FROM tiktok_capi.pixels p WHERE p.pixel_code = tt_update_pixel.pixel_code
+                  AND p.event_source <> tt_update_pixel.event_source) THEN
+        PERFORM tiktok_capi.tt_reload_trigger_configs();
+    END IF;
+    UPDATE tiktok_capi.pixels p
+       SET access_token = coalesce(tt_update_pixel.access_token, p.access_token),
+           test_event_code = CASE WHEN tt_update_pixel.test_event_code IS NULL THEN p.test_event_code
+                                  ELSE nullif(tt_update_pixel.test_event_code, '') END,
+           enabled = coalesce(tt_update_pixel.enabled, p.enabled),
+           event_source = coalesce(tt_update_pixel.event_source, p.event_source),
+           paused_until = NULL,
+           updated_at = now()
+     WHERE p.pixel_code = tt_update_pixel.pixel_code;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pixel "%" is not configured', tt_update_pixel.pixel_code
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Add it with tiktok_capi.tt_add_pixel(); tiktok_capi.outbox_pixel_status lists the configured ones.';
+    END IF;
+    -- A fixed pixel resumes at once: its events that waited for it are due now.
+    UPDATE tiktok_capi.outbox o
+       SET next_attempt_at = now()
+     WHERE o.pixel_code = tt_update_pixel.pixel_code
+       AND o.status = 'pending' AND o.next_attempt_at > now();
+    PERFORM tiktok_capi.tt_wake_worker();
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION tiktok_capi.tt_update_pixel IS
+'Change a pixel''s token, test_event_code (an empty string clears it), enabled flag or event_source (NULL keeps the value) and resume its delivery; an error when no such pixel';
+REVOKE ALL ON FUNCTION tiktok_capi.tt_update_pixel FROM PUBLIC;
+
+/*
+ * tt_event takes what only some sources carry (a CRM lead, an offline
+ * store's shop_id) and the source whose rules to apply.  New arguments go
+ * at the end, so calls by position keep working.
+ */
 DROP FUNCTION tiktok_capi.tt_event(text, text, timestamptz, text, text, text, text, text, text,
     text, text, numeric, text, jsonb, text, text, text, text, text, text, boolean, jsonb, text);
 CREATE FUNCTION tiktok_capi.tt_event(
@@ -571,12 +646,17 @@ CREATE FUNCTION tiktok_capi.tt_event(
     zip_code text DEFAULT NULL,
     city text DEFAULT NULL,
     state text DEFAULT NULL,
-    country text DEFAULT NULL)
+    country text DEFAULT NULL,
+    -- event sources
+    lead_id text DEFAULT NULL,
+    lead_event_source text DEFAULT NULL,
+    shop_id text DEFAULT NULL,
+    event_source text DEFAULT NULL)
 RETURNS jsonb
 AS 'MODULE_PATHNAME', 'tt_event_sql'
 LANGUAGE C STABLE CALLED ON NULL INPUT PARALLEL SAFE;
 COMMENT ON FUNCTION tiktok_capi.tt_event IS
-'One Events API event (an element of data[]): identifiers hashed, NULLs left out, misuse an error';
+'One Events API event (an element of data[]): identifiers hashed, NULLs left out, misuse an error; event_source (web, app, offline, crm; NULL: web) applies that source''s rules';
 /* ---- end of more match keys ---- */
 /* ------------------------------------------------------------------------
  * Backfill: the events the tt_capture triggers would have queued for rows
@@ -806,3 +886,92 @@ COMMENT ON FUNCTION tiktok_capi.tt_stats_reset IS
 
 REVOKE ALL ON FUNCTION tiktok_capi.tt_delivery_stats, tiktok_capi.tt_stats_reset FROM PUBLIC;
 REVOKE ALL ON tiktok_capi.delivery_stats FROM PUBLIC;
+
+
+/*
+ * The browser pixel pairs with web events only: an offline or CRM event
+ * set has no pixel on a page.  A helper so that the pairing functions
+ * refuse such an event with a clear message rather than print a call that
+ * pairs with nothing.  Executed by the SECURITY DEFINER functions only.
+ */
+CREATE FUNCTION tiktok_capi.tt_require_web_pixel(pixel_code text, caller text)
+RETURNS boolean LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    source text;
+BEGIN
+    SELECT p.event_source INTO source FROM tiktok_capi.pixels p
+     WHERE p.pixel_code = tt_require_web_pixel.pixel_code;
+    IF source IS NOT NULL AND source <> 'web' THEN
+        RAISE EXCEPTION '% is for web events: "%" is an % event set, which no browser pixel pairs with',
+                        caller, tt_require_web_pixel.pixel_code, source
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Only events sent to a web pixel (event_source web) have a pixel call or a dataLayer object.';
+    END IF;
+    RETURN true;
+END
+$$;
+REVOKE ALL ON FUNCTION tiktok_capi.tt_require_web_pixel(text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION tiktok_capi.tt_pixel_call(outbox_id bigint, advanced_matching boolean DEFAULT false)
+RETURNS text LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT regexp_replace(regexp_replace(replace(replace(replace(
+               CASE WHEN coalesce(tt_pixel_call.advanced_matching, false) AND idn.ident::text <> '{}'
+                    THEN 'ttq.identify(' || idn.ident::text || E');\n' ELSE '' END
+               || 'ttq.track(' || to_json(o.event)::text || ', '
+               || json_strip_nulls(json_build_object(
+                      'value', props.p -> 'value',
+                      'currency', props.p -> 'currency',
+                      'contents', props.p -> 'contents',
+                      'content_type', props.p -> 'content_type',
+                      'description', props.p -> 'description',
+                      'query', coalesce(props.p -> 'search_string', props.p -> 'query')))::text
+               || ', ' || json_strip_nulls(json_build_object('event_id', o.event_id))::text || ');',
+               '&', '\u0026'), '<', '\u003c'), '>', '\u003e'),
+               '\u2028', '\\u2028', 'g'), '\u2029', '\\u2029', 'g')
+      FROM tiktok_capi.outbox o
+     CROSS JOIN LATERAL (SELECT o.payload -> 'properties', o.payload -> 'user') AS props(p, u)
+     CROSS JOIN LATERAL (
+           SELECT json_strip_nulls(json_build_object(
+                      'email', (array_agg(h.v ORDER BY h.n) FILTER (WHERE f.k = 'email'))[1],
+                      'phone_number', (array_agg(h.v ORDER BY h.n) FILTER (WHERE f.k = 'phone'))[1],
+                      'external_id', (array_agg(h.v ORDER BY h.n) FILTER (WHERE f.k = 'external_id'))[1]))
+             FROM (VALUES ('email'), ('phone'), ('external_id')) AS f(k)
+             -- a string or an array of strings; only SHA-256 hex ever reaches the page
+             CROSS JOIN LATERAL jsonb_array_elements_text(
+                   CASE jsonb_typeof(props.u -> f.k) WHEN 'array' THEN props.u -> f.k
+                        WHEN 'string' THEN jsonb_build_array(props.u -> f.k) ELSE '[]' END) WITH ORDINALITY AS h(v, n)
+            WHERE h.v ~ '^[0-9a-f]{64}$') AS idn(ident)
+     WHERE o.id = tt_pixel_call.outbox_id
+       AND tiktok_capi.tt_require_web_pixel(o.pixel_code, 'tt_pixel_call');
+END;
+
+CREATE OR REPLACE FUNCTION tiktok_capi.tt_datalayer(outbox_id bigint) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+               'event', o.event,
+               'event_id', o.event_id,
+               'ecommerce', nullif(jsonb_strip_nulls(jsonb_build_object(
+                   'value', props.p -> 'value',
+                   'currency', props.p -> 'currency',
+                   'items', (SELECT jsonb_agg(jsonb_build_object(
+                                                  'item_id', i.c -> 'content_id',
+                                                  'item_name', i.c -> 'content_name',
+                                                  'price', i.c -> 'price',
+                                                  'quantity', i.c -> 'quantity') ORDER BY i.n)
+                               FROM jsonb_array_elements(
+                                      CASE jsonb_typeof(props.p -> 'contents')
+                                           WHEN 'array' THEN props.p -> 'contents' ELSE '[]' END)
+                                    WITH ORDINALITY AS i(c, n)))),
+                   '{}')))
+      FROM tiktok_capi.outbox o
+     CROSS JOIN LATERAL (SELECT o.payload -> 'properties') AS props(p)
+     WHERE o.id = tt_datalayer.outbox_id
+       AND tiktok_capi.tt_require_web_pixel(o.pixel_code, 'tt_datalayer');
+END;
+-- end of event sources and a pixel per row

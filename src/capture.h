@@ -11,7 +11,9 @@
  * Vocabulary:
  *	- mapping: the trigger's arguments after the event name: field=column
  *	  pairs (field= alone turns a default off), pixel=CODE, and
- *	  contents_from=table(column) for order items kept in a child table.
+ *	  contents_from=table(column) for order items kept in a child table;
+ *	  lead_event_source= and shop_id= also take a constant, 'HubSpot';
+ *	  pixel_from=column names the row's own pixel (a merchant's).
  *	- config: a mapping resolved against the table (column numbers, types,
  *	  output functions, the items query), cached per trigger.
  *
@@ -59,6 +61,11 @@ typedef enum CaptureField
 	CF_ZIP_CODE,
 	CF_CITY,
 	CF_STATE,
+	/* event sources and a pixel per row */
+	CF_LEAD_ID,
+	CF_LEAD_EVENT_SOURCE,
+	CF_SHOP_ID,
+	CF_PIXEL_FROM,
 	N_CAPTURE_FIELDS
 } CaptureField;
 
@@ -89,11 +96,13 @@ typedef struct CaptureConfig
 	char	   *event;
 	char	   *event_problem;	/* a misspelled name: events queue as failed */
 	char	   *pixel;			/* NULL: the only configured pixel */
+	TTEventSource pixel_source;	/* pixel's event source, read when resolved */
 	char	   *prefix;			/* event_id_prefix=, or "" */
 	char	   *source;			/* the trigger's table, schema-qualified */
 	char	   *trigger_name;
 	char	   *broken;			/* a mapping that cannot work: events fail */
 	MappedColumn	cols[N_CAPTURE_FIELDS];
+	char	   *literals[N_CAPTURE_FIELDS];	/* field='text': a constant, or NULL */
 	char	   *items_sql;		/* contents_from: the items query */
 	char	   *items_spec;		/* contents_from, schema-qualified */
 	SPIPlanPtr	items_plan;
@@ -136,7 +145,7 @@ typedef struct BuilderState
 } BuilderState;
 
 /* A mapping's hint, for every mapping problem */
-#define MAPPING_HINT "Mappings are field=column, pixel=CODE, event_id_prefix=TEXT or contents_from=table(column)."
+#define MAPPING_HINT "Mappings are field=column, pixel=CODE, pixel_from=column, event_id_prefix=TEXT or contents_from=table(column)."
 
 /*
  * A mapping problem: an ERROR when attaching (strict), a note for every
@@ -158,6 +167,7 @@ extern void tt_capture_config_init(void);
 extern CaptureConfig *tt_capture_config(Relation rel, Trigger *tg);
 extern const char *tt_field_name(CaptureField f);
 extern char *tt_field_source(const CaptureConfig *cfg, Relation rel, CaptureField f);
+extern char *tt_source_mapping_problem(const CaptureConfig *cfg, const char *pixel);
 extern void tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs,
 							   char **args, bool strict, MemoryContext cxt);
 extern void tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg,

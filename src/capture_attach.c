@@ -66,7 +66,9 @@ tt_attach_sql(PG_FUNCTION_ARGS)
 	int			nmap = 0;
 	char	  **args;
 	int			nargs;
-	char	   *pixel;
+	char	   *pixel = NULL;
+	bool		pixel_from = false;
+	char	   *source_problem;
 	Relation	rel;
 	CaptureConfig cfg;
 	StringInfoData sql;
@@ -105,12 +107,24 @@ tt_attach_sql(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("name the pixel with the pixel argument, not in the mapping"),
 					 errhint("tiktok_capi.tt_attach('orders', 'Purchase', pixel => '%s')", args[nargs] + 6)));
+		if (strncmp(args[nargs], "pixel_from=", 11) == 0 && args[nargs][11] != '\0')
+			pixel_from = true;
 		nargs++;
 	}
 	nargs = tt_join_mapping(args, nargs);
+	if (pixel_from && !PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("pixel and pixel_from both name the pixel"),
+				 errdetail("pixel_from=column takes each row's pixel from the row; pixel names one for every row."),
+				 errhint("Keep one of them.")));
 	SPI_connect();
-	pixel = tt_pixel_for_call(PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)));
-	args[nargs++] = psprintf("pixel=%s", pixel);
+	/* with pixel_from, each row names its pixel: the trigger names none */
+	if (!pixel_from)
+	{
+		pixel = tt_pixel_for_call(PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)));
+		args[nargs++] = psprintf("pixel=%s", pixel);
+	}
 
 	rel = table_open(relid, AccessShareLock);
 	if (rel->rd_rel->relkind != RELKIND_RELATION &&
@@ -120,7 +134,13 @@ tt_attach_sql(PG_FUNCTION_ARGS)
 				 errmsg("\"%s\" is not a table", RelationGetRelationName(rel))));
 	memset(&cfg, 0, sizeof(cfg));
 	tt_resolve_mapping(&cfg, rel, nargs, args, true, CurrentMemoryContext);
-	refuse_shared_key(relid, event, pixel, cfg.prefix);
+	if ((source_problem = tt_source_mapping_problem(&cfg, pixel)) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg_internal("%s", source_problem),
+				 errhint("tiktok_capi.tt_event_names() lists the standard names; tt_add_pixel's event_source says what a pixel is.")));
+	if (pixel != NULL)
+		refuse_shared_key(relid, event, pixel, cfg.prefix);
 	qualify = cfg.items_sql != NULL;
 	/* the trigger runs with a pinned search_path: qualify the child table */
 	for (int i = 1; i < nargs && qualify; i++)
@@ -304,6 +324,9 @@ shared_key_owner(Oid relid, const char *event, const char *pixel,
 
 		if (other == relid || nargs < 1 || strcmp(args[0], event) != 0)
 			continue;
+		/* a row's own pixel is known at the row: a collision fails that row */
+		if (trigger_arg(args, nargs, "pixel_from") != NULL)
+			continue;
 		if (other_pixel == NULL || other_pixel[0] == '\0')
 			other_pixel = only;
 		if (pixel == NULL || other_pixel == NULL || strcmp(pixel, other_pixel) != 0)
@@ -443,7 +466,9 @@ tt_capture_triggers_sql(PG_FUNCTION_ARGS)
 
 		if (!resolve_listed(tt, i, &rel, &cfg))
 			continue;
-		pixel = cfg.pixel ? cfg.pixel : tt_default_pixel(&why);
+		/* pixel_from: each row names its pixel */
+		pixel = cfg.cols[CF_PIXEL_FROM].attnum != InvalidAttrNumber ? NULL :
+			cfg.pixel ? cfg.pixel : tt_default_pixel(&why);
 		for (int f = 0; f < N_CAPTURE_FIELDS; f++)
 		{
 			char	   *source = tt_field_source(&cfg, rel, f);

@@ -48,6 +48,8 @@
 
 #include "capture.h"
 
+PG_FUNCTION_INFO_V1(tt_reload_trigger_configs_sql);
+
 
 /*
  * A field's name in a mapping, and the column names it takes by default:
@@ -108,6 +110,11 @@ static const FieldDef field_defs[N_CAPTURE_FIELDS] = {
 	[CF_CITY] = {"city", {"city", "billing_city"}},
 	[CF_STATE] = {"state", {"province", "region", "state_code", "billing_state",
 	"billing_province", "billing_region"}},
+	/* event sources and a pixel per row */
+	[CF_LEAD_ID] = {"lead_id", {"lead_id"}},
+	[CF_LEAD_EVENT_SOURCE] = {"lead_event_source", {"lead_event_source"}},
+	[CF_SHOP_ID] = {"shop_id", {"store_id", "location_id", "shop_id"}},
+	[CF_PIXEL_FROM] = {"pixel_from", {NULL}},
 };
 
 static HTAB *config_cache = NULL;
@@ -135,6 +142,8 @@ tt_field_source(const CaptureConfig *cfg, Relation rel, CaptureField f)
 {
 	if (f == CF_CONTENTS && cfg->items_spec != NULL)
 		return psprintf("contents_from=%s", cfg->items_spec);
+	if (cfg->literals[f] != NULL)
+		return quote_literal_cstr(cfg->literals[f]);
 	if (cfg->cols[f].attnum == InvalidAttrNumber)
 		return NULL;
 	return pstrdup(NameStr(TupleDescAttr(RelationGetDescr(rel),
@@ -276,6 +285,14 @@ tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 			continue;
 		}
 		explicit[f] = true;
+		/* a constant: 'HubSpot' (a CRM's name), a single store's id */
+		if ((f == CF_LEAD_EVENT_SOURCE || f == CF_SHOP_ID) && val[0] == '\'' &&
+			strlen(val) >= 2 && val[strlen(val) - 1] == '\'')
+		{
+			cfg->literals[f] = MemoryContextStrdup(cxt, pnstrdup(val + 1, strlen(val) - 2));
+			cfg->cols[f].origin = ORIGIN_MAPPING;
+			continue;
+		}
 		if (val[0] != '\0')
 			map_column(cfg, desc, f, val, strict, cxt);
 		cfg->cols[f].origin = val[0] != '\0' ? ORIGIN_MAPPING : ORIGIN_OFF;
@@ -318,6 +335,9 @@ tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 		if (OidIsValid(fn))
 			fmgr_info_cxt(fn, &cfg->ttclid_fn, cxt);
 	}
+	if (cfg->pixel != NULL && cfg->cols[CF_PIXEL_FROM].attnum != InvalidAttrNumber)
+		mapping_problem(strict, &cfg->notes, "pixel=%s and pixel_from= both name the pixel: keep one",
+						cfg->pixel);
 	if (cfg->cols[CF_EVENT_ID].attnum == InvalidAttrNumber)
 		mapping_problem(strict, &cfg->notes, "no event_id column: the table has no order_id or id column; map one with event_id=column");
 	if (cfg->prefix == NULL)
@@ -353,6 +373,30 @@ tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs, char **args,
 		cfg->notes = kept;
 		MemoryContextSwitchTo(old);
 	}
+}
+
+/*
+ * Why a mapping cannot feed the source of its fixed pixel, or NULL: an
+ * offline event set takes standard event names only, a CRM one needs a
+ * lead_id.  tt_attach() refuses it; a row's own pixel (pixel_from=) is
+ * known at the row only, and there the same rules make a failed row.  The
+ * caller is connected to SPI.
+ */
+char *
+tt_source_mapping_problem(const CaptureConfig *cfg, const char *pixel)
+{
+	TTEventSource source;
+	bool		enabled;
+
+	if (pixel == NULL || !tt_pixel_source(pixel, &source, &enabled))
+		return NULL;
+	if (source == TT_SOURCE_OFFLINE && !tt_is_standard_event_name(cfg->event))
+		return psprintf("pixel \"%s\" is an offline event set, which takes standard event names only, not \"%s\"",
+						pixel, cfg->event);
+	if (source == TT_SOURCE_CRM && cfg->cols[CF_LEAD_ID].attnum == InvalidAttrNumber)
+		return psprintf("pixel \"%s\" is a CRM event set: its events need lead_id; the table has no lead_id column, map one with lead_id=column",
+						pixel);
+	return NULL;
 }
 
 /*
@@ -404,6 +448,7 @@ void
 tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg, MemoryContext cxt)
 {
 	MemoryContext old;
+	char	   *problem;
 	char	  **args = palloc(sizeof(char *) * Max(tg->tgnargs, 1));
 	int			nargs;
 
@@ -415,8 +460,31 @@ tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg, MemoryContext 
 	old = MemoryContextSwitchTo(cxt);
 	cfg->trigger_name = pstrdup(tg->tgname);
 	cfg->source = trigger_source(rel, tg);
-	cfg->broken = config_problem(cfg);
 	MemoryContextSwitchTo(old);
+	/* an SPI call returns in SPI's memory, gone at SPI_finish: copy it */
+	problem = config_problem(cfg);
+	cfg->broken = problem != NULL ? MemoryContextStrdup(cxt, problem) : NULL;
+	/* a fixed pixel's source, read once: tt_update_pixel resolves again */
+	cfg->pixel_source = TT_SOURCE_WEB;
+	if (cfg->pixel != NULL)
+	{
+		bool		enabled;
+
+		(void) tt_pixel_source(cfg->pixel, &cfg->pixel_source, &enabled);
+	}
+}
+
+/*
+ * tt_reload_trigger_configs(): every backend resolves its triggers again
+ * after this transaction commits (a relcache invalidation of every table).
+ * tt_update_pixel calls it when a pixel's event source changes, since a
+ * trigger's config keeps its fixed pixel's source.
+ */
+Datum
+tt_reload_trigger_configs_sql(PG_FUNCTION_ARGS)
+{
+	CacheInvalidateRelcacheAll();
+	PG_RETURN_VOID();
 }
 
 /*

@@ -46,6 +46,11 @@ static Jsonb *json_to_jsonb(const char *json, List **notes);
 static char *shortened_event_id(const char *event_id);
 static TimestampTz naive_time(Timestamp t, int *overflow);
 static char *column_ttclid(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc);
+static char *field_cstring(const CaptureConfig *cfg, CaptureField f,
+						   HeapTuple tup, TupleDesc desc);
+static const char *row_pixel(const CaptureConfig *cfg, HeapTuple tup,
+							 TupleDesc desc, TTEventSource *source,
+							 const char **failed);
 static void read_event_input(const CaptureConfig *cfg, HeapTuple tup,
 							 TupleDesc desc, TTEventInput *in, List **notes);
 static Jsonb *items_contents(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc);
@@ -260,6 +265,67 @@ tt_row_event_time(const MappedColumn *c, HeapTuple tup, TupleDesc desc,
 	return overflow == 0;
 }
 
+/* A field's constant ('HubSpot'), else its column's value as text, or NULL */
+static char *
+field_cstring(const CaptureConfig *cfg, CaptureField f, HeapTuple tup,
+			  TupleDesc desc)
+{
+	if (cfg->literals[f] != NULL)
+		return cfg->literals[f];
+	return column_cstring(&cfg->cols[f], tup, desc);
+}
+
+/*
+ * The pixel a row's event goes to, and its source: the row's own
+ * (pixel_from=column), else the trigger's, else the only one.  A row
+ * naming no pixel, an unknown one or a disabled one sets *failed with the
+ * reason: its event is queued failed, never dropped.  The result is the
+ * key's pixel_code (a failed row keeps the code it named when it fits).
+ */
+static const char *
+row_pixel(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
+		  TTEventSource *source, const char **failed)
+{
+	const MappedColumn *from = &cfg->cols[CF_PIXEL_FROM];
+	const char *why = NULL;
+	char	   *pixel;
+	char	   *column;
+	bool		enabled;
+
+	*source = TT_SOURCE_WEB;
+	/* a fixed pixel's source was read with the trigger's config */
+	if (from->attnum == InvalidAttrNumber && cfg->pixel != NULL)
+	{
+		*source = cfg->pixel_source;
+		return cfg->pixel;
+	}
+	if (from->attnum == InvalidAttrNumber)
+	{
+		pixel = tt_default_pixel(&why);
+		if (pixel == NULL)
+			*failed = why;
+		else
+			(void) tt_pixel_source(pixel, source, &enabled);
+		return pixel;
+	}
+	column = NameStr(TupleDescAttr(desc, from->attnum - 1)->attname);
+	pixel = column_cstring(from, tup, desc);
+	if (tt_is_blank(pixel))
+	{
+		*failed = psprintf("the row names no pixel: its pixel_from column \"%s\" is NULL or blank",
+						   column);
+		return NULL;
+	}
+	if (!tt_pixel_source(pixel, source, &enabled))
+		*failed = psprintf("the row's pixel \"%.*s\" (pixel_from column \"%s\") is not configured: add it with tiktok_capi.tt_add_pixel(), then update the order to queue it again",
+						   pg_mbcliplen(pixel, strlen(pixel), 64), pixel, column);
+	else if (!enabled)
+		*failed = psprintf("the row's pixel \"%s\" (pixel_from column \"%s\") is disabled: enable it with tiktok_capi.tt_update_pixel(), then update the order to queue it again",
+						   pixel, column);
+	/* the outbox's key holds a configured pixel's code, or what fits one */
+	return strlen(pixel) <= 64 ? pixel : NULL;
+}
+
 /* Fill the builder's input from an order row */
 static void
 read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
@@ -325,6 +391,13 @@ read_event_input(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
 	in->zip_code = column_cstring(&cols[CF_ZIP_CODE], tup, desc);
 	in->city = column_cstring(&cols[CF_CITY], tup, desc);
 	in->state = column_cstring(&cols[CF_STATE], tup, desc);
+	/* a lead is for CRM events: other sources never read the column */
+	if (in->source == TT_SOURCE_CRM)
+	{
+		in->lead_id = field_cstring(cfg, CF_LEAD_ID, tup, desc);
+		in->lead_event_source = field_cstring(cfg, CF_LEAD_EVENT_SOURCE, tup, desc);
+	}
+	in->shop_id = field_cstring(cfg, CF_SHOP_ID, tup, desc);
 }
 
 /* contents[] from the child table's rows for this order, or NULL */
@@ -399,17 +472,21 @@ tt_capture_row(CaptureConfig *cfg, HeapTuple tup, TupleDesc desc, CaptureMode mo
 	const char *failed = cfg->broken;
 	const char *why = NULL;
 	int			sqlstate;
-	char	   *pixel;
+	const char *pixel;
+	const char *pixel_failed = NULL;
 	RowConsent	consent = ROW_CONSENT_GRANTED;
 	bool		granted = true;
 	TTQueued	queued;
 
 	if (failed != NULL)
 		warn_once(cfg);
-	pixel = cfg->pixel != NULL ? cfg->pixel : tt_default_pixel(&why);
-	if (failed == NULL && pixel == NULL)
-		failed = why;
+	pixel = row_pixel(cfg, tup, desc, &in.source, &pixel_failed);
+	if (failed == NULL)
+		failed = pixel_failed;
 	read_event_input(cfg, tup, desc, &in, &notes);
+	/* an event its source refuses (offline custom name, CRM without lead) */
+	if (failed == NULL)
+		failed = tt_event_source_problem(&in);
 
 	/* the key: the order's id, or one of the row's own */
 	item.event_id = in.event_id;

@@ -57,6 +57,8 @@ static void build_user(FieldList *user, const TTEventInput *in, List **notes);
 static void build_properties(FieldList *props, const TTEventInput *in,
 							 List **notes);
 static void build_page(FieldList *page, const TTEventInput *in, List **notes);
+static void drop_for_source(TTEventInput *in, List **notes);
+static void build_lead(FieldList *lead, const TTEventInput *in, List **notes);
 static char *arg_cstring(FunctionCallInfo fcinfo, int argno);
 
 /* Add a field to an object under construction */
@@ -331,6 +333,7 @@ build_properties(FieldList *props, const TTEventInput *in, List **notes)
 					   "content_type must be \"product\" or \"product_group\"");
 	}
 	add_plain(props, "order_id", in->order_id, notes);
+	add_plain(props, "shop_id", in->shop_id, notes);
 	add_plain(props, "description", in->description, notes);
 	add_plain(props, "search_string", in->search_string, notes);
 }
@@ -343,17 +346,77 @@ build_page(FieldList *page, const TTEventInput *in, List **notes)
 	add_plain(page, "referrer", in->referrer, notes);
 }
 
+/* The lead object: CRM events only (drop_for_source clears it elsewhere) */
+static void
+build_lead(FieldList *lead, const TTEventInput *in, List **notes)
+{
+	add_plain(lead, "lead_id", in->lead_id, notes);
+	add_plain(lead, "lead_event_source", in->lead_event_source, notes);
+}
+
+/*
+ * Clear what the event's source does not take: offline and CRM events
+ * carry none of the browser's fields (ttclid, ttp, ip, user_agent, page,
+ * limited_data_use), and only CRM events a lead.  They are never sent;
+ * a lenient build notes them, tt_event() warns, since the caller may
+ * pass one row's fields to events of every source.
+ */
+static void
+drop_for_source(TTEventInput *in, List **notes)
+{
+	StringInfoData dropped;
+	bool		browserless = in->source == TT_SOURCE_OFFLINE ||
+		in->source == TT_SOURCE_CRM;
+
+	initStringInfo(&dropped);
+#define DROP_FIELD(cond, name, clear) \
+	do { \
+		if (cond) \
+		{ \
+			appendStringInfo(&dropped, "%s%s", dropped.len > 0 ? ", " : "", name); \
+			clear; \
+		} \
+	} while (0)
+	DROP_FIELD(browserless && !tt_is_blank(in->ttclid), "ttclid", in->ttclid = NULL);
+	DROP_FIELD(browserless && !tt_is_blank(in->ttp), "ttp", in->ttp = NULL);
+	DROP_FIELD(browserless && !tt_is_blank(in->ip), "ip", in->ip = NULL);
+	DROP_FIELD(browserless && !tt_is_blank(in->user_agent), "user_agent", in->user_agent = NULL);
+	DROP_FIELD(browserless && !tt_is_blank(in->page_url), "page_url", in->page_url = NULL);
+	DROP_FIELD(browserless && !tt_is_blank(in->referrer), "referrer", in->referrer = NULL);
+	DROP_FIELD(browserless && in->has_limited_data_use, "limited_data_use",
+			   in->has_limited_data_use = false);
+	DROP_FIELD(in->source != TT_SOURCE_CRM && !tt_is_blank(in->lead_id), "lead_id",
+			   in->lead_id = NULL);
+	DROP_FIELD(in->source != TT_SOURCE_CRM && !tt_is_blank(in->lead_event_source),
+			   "lead_event_source", in->lead_event_source = NULL);
+#undef DROP_FIELD
+	if (dropped.len == 0)
+		return;
+	if (notes != NULL)
+		*notes = lappend(*notes, psprintf("%s dropped: %s events do not take them",
+										  dropped.data, tt_event_source_name(in->source)));
+	else
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s left out: %s events do not take them",
+						dropped.data, tt_event_source_name(in->source)),
+				 errhint("Offline and CRM events carry no browser fields (ttclid, ttp, ip, user_agent, page, limited_data_use); only CRM events carry a lead.")));
+}
+
 /*
  * Build one event.  The event name and event_id are always checked
  * strictly: without them there is nothing to deduplicate on.
  */
 Jsonb *
-tt_build_event(const TTEventInput *in, List **notes)
+tt_build_event(const TTEventInput *given, List **notes)
 {
 	JsonbParseState *st = NULL;
 	FieldList	user = {.name = "user"};
 	FieldList	props = {.name = "properties"};
 	FieldList	page = {.name = "page"};
+	FieldList	lead = {.name = "lead"};
+	TTEventInput source_input = *given;
+	const TTEventInput *in = &source_input;
 	JsonbValue	v;
 	Jsonb	   *properties = in->properties;
 	TimestampTz event_time;
@@ -366,6 +429,13 @@ tt_build_event(const TTEventInput *in, List **notes)
 				 errmsg("event name must not be NULL"),
 				 errhint("Use a standard name such as \"Purchase\"; tiktok_capi.tt_event_names() lists them.")));
 	(void) tt_check_event_name(in->event, NULL);
+	if ((problem = tt_event_source_problem(in)) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg_internal("%s", problem),
+				 errhint("%s", in->source == TT_SOURCE_CRM ?
+						 "Pass the CRM's id of the lead as lead_id." :
+						 "tiktok_capi.tt_event_names() lists the standard names; custom names go to web events only.")));
 	if (tt_is_blank(in->event_id))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -398,9 +468,11 @@ tt_build_event(const TTEventInput *in, List **notes)
 	}
 	event_time = in->has_event_time ? in->event_time : GetCurrentTransactionStartTimestamp();
 
+	drop_for_source(&source_input, notes);
 	build_user(&user, in, notes);
 	build_properties(&props, in, notes);
 	build_page(&page, in, notes);
+	build_lead(&lead, in, notes);
 
 	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
 	push_key(&st, "event");
@@ -419,6 +491,7 @@ tt_build_event(const TTEventInput *in, List **notes)
 	push_object(&st, "user", &user, NULL);
 	push_object(&st, "properties", &props, properties);
 	push_object(&st, "page", &page, NULL);
+	push_object(&st, "lead", &lead, NULL);
 	if (in->has_limited_data_use)
 	{
 		push_key(&st, "limited_data_use");
@@ -447,7 +520,8 @@ arg_cstring(FunctionCallInfo fcinfo, int argno)
  *			ttp, ip, user_agent, locale, value, currency, contents,
  *			content_type, order_id, description, search_string, page_url,
  *			referrer, limited_data_use, properties, default_country,
- *			first_name, last_name, zip_code, city, state, country)
+ *			first_name, last_name, zip_code, city, state, country,
+ *			lead_id, lead_event_source, shop_id, event_source)
  *
  * country is the person's; a national phone number takes default_country,
  * else country, else the tiktok_capi.default_country setting, as a
@@ -496,6 +570,16 @@ tt_event_sql(PG_FUNCTION_ARGS)
 		in.country = tt_country_lookup(in.user_country, strlen(in.user_country));
 	else
 		in.country = tt_country_or_default(arg_cstring(fcinfo, 22));
+	/* event sources */
+	in.lead_id = arg_cstring(fcinfo, 29);
+	in.lead_event_source = arg_cstring(fcinfo, 30);
+	in.shop_id = arg_cstring(fcinfo, 31);
+	if (arg_cstring(fcinfo, 32) != NULL &&
+		!tt_event_source_from_name(arg_cstring(fcinfo, 32), &in.source))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event_source must be web, app, offline or crm"),
+				 errhint("It is the source of the pixel or event set the event goes to, as tt_add_pixel() was told.")));
 
 	PG_RETURN_JSONB_P(tt_build_event(&in, NULL));
 }

@@ -263,6 +263,67 @@ tt_check_event_name(const char *name, List **notes)
 	return true;
 }
 
+/* The event sources, by TTEventSource */
+static const char *const event_source_names[] = {
+	[TT_SOURCE_WEB] = "web",
+	[TT_SOURCE_APP] = "app",
+	[TT_SOURCE_OFFLINE] = "offline",
+	[TT_SOURCE_CRM] = "crm",
+};
+
+/* A source's name as the API spells it */
+const char *
+tt_event_source_name(TTEventSource source)
+{
+	return event_source_names[source];
+}
+
+/*
+ * The source a name spells (web, app, offline, crm); false when none.
+ * The pixels table's CHECK keeps the worker's and capture's names valid.
+ */
+bool
+tt_event_source_from_name(const char *name, TTEventSource *source)
+{
+	for (int i = 0; i < lengthof(event_source_names); i++)
+		if (strcmp(name, event_source_names[i]) == 0)
+		{
+			*source = (TTEventSource) i;
+			return true;
+		}
+	return false;
+}
+
+/*
+ * Is the name one TikTok defines (standard or legacy)?  Offline events
+ * take no other.
+ */
+bool
+tt_is_standard_event_name(const char *name)
+{
+	for (size_t i = 0; i < N_EVENT_NAMES; i++)
+		if (strcmp(name, event_names[i].name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Why an event cannot go to its source at all, or NULL: an offline event
+ * with a custom name, a CRM event without lead_id.  tt_event() makes it
+ * an ERROR, the order trigger a failed row.
+ */
+const char *
+tt_event_source_problem(const TTEventInput *in)
+{
+	if (in->source == TT_SOURCE_OFFLINE && in->event != NULL &&
+		!tt_is_standard_event_name(in->event))
+		return psprintf("event name \"%s\" is not a standard one: offline events take standard names only",
+						in->event);
+	if (in->source == TT_SOURCE_CRM && tt_is_blank(in->lead_id))
+		return "a CRM event needs lead_id (the lead's id in the CRM)";
+	return NULL;
+}
+
 /* bsearch comparator over the currency table */
 static int
 currency_cmp(const void *key, const void *elem)

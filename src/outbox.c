@@ -42,6 +42,8 @@ static SPIPlanPtr settled_plan = NULL;
 static SPIPlanPtr known_plan = NULL;
 static SPIPlanPtr existing_plan = NULL;
 static SPIPlanPtr default_pixel_plan = NULL;
+static SPIPlanPtr pixel_source_plan = NULL;
+static SPIPlanPtr legacy_pixel_source_plan = NULL;
 
 static bool write_and_wake(SPIPlanPtr plan, Datum *values, const char *nulls,
 						   int expected, const char *what);
@@ -334,6 +336,42 @@ tt_pixel_exists(const char *pixel_code)
 							  1, &argtype, &code, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "pixel lookup failed");
 	return SPI_processed == 1;
+}
+
+/*
+ * A configured pixel's event source and whether it is enabled; false when
+ * no such pixel.  Before ALTER EXTENSION UPDATE every pixel is web, as
+ * 0.2.0 sent them.  The caller is connected to SPI.
+ */
+bool
+tt_pixel_source(const char *pixel_code, TTEventSource *source, bool *enabled)
+{
+	Oid			argtype = TEXTOID;
+	Datum		code = CStringGetTextDatum(pixel_code);
+	SPIPlanPtr	plan;
+	bool		isnull;
+
+	if (tt_outbox_is_current())
+		plan = tt_prepare_once(&pixel_source_plan,
+							   "SELECT event_source, enabled FROM tiktok_capi.pixels"
+							   " WHERE pixel_code = $1",
+							   1, &argtype, 0);
+	else
+		plan = tt_prepare_once(&legacy_pixel_source_plan,
+							   "SELECT 'web', enabled FROM tiktok_capi.pixels"
+							   " WHERE pixel_code = $1",
+							   1, &argtype, 0);
+
+	if (SPI_execute_plan(plan, &code, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "pixel lookup failed");
+	if (SPI_processed != 1)
+		return false;
+	if (!tt_event_source_from_name(SPI_getvalue(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 1), source))
+		*source = TT_SOURCE_WEB;
+	*enabled = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										  SPI_tuptable->tupdesc, 2, &isnull));
+	return true;
 }
 
 /*

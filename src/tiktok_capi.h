@@ -103,6 +103,19 @@ extern const TTCountry *tt_country_or_default(const char *iso);
 /* in event_rules.c */
 
 /*
+ * What an event's configured id is (event_source): each source takes its
+ * own fields (web: page, ttclid, ttp; crm: lead), and the offline and CRM
+ * ones none of the browser's.
+ */
+typedef enum TTEventSource
+{
+	TT_SOURCE_WEB = 0,
+	TT_SOURCE_APP,
+	TT_SOURCE_OFFLINE,
+	TT_SOURCE_CRM
+} TTEventSource;
+
+/*
  * The longest event_id sent, in bytes.  TikTok publishes no limit; order
  * ids are short, and the outbox's unique index holds at most about 2,700.
  */
@@ -121,6 +134,9 @@ extern const char *tt_checked_currency(const char *in, List **notes);
 extern Numeric tt_minor_to_major(Numeric minor, const char *currency);
 extern bool tt_checked_value(Numeric value, const char *what, List **notes);
 extern int64 tt_unix_seconds(TimestampTz t, List **notes);
+extern const char *tt_event_source_name(TTEventSource source);
+extern bool tt_event_source_from_name(const char *name, TTEventSource *source);
+extern bool tt_is_standard_event_name(const char *name);
 extern Numeric tt_numeric_from_string(const char *s, int len);
 
 /* in event_contents.c */
@@ -178,9 +194,17 @@ typedef struct TTEventInput
 	const char *city;
 	const char *state;
 	const char *user_country;	/* user.country, an ISO 3166 alpha-2 code */
+	/* the event source's rules, and what only some sources take */
+	TTEventSource source;
+	const char *lead_id;		/* crm: lead.lead_id, required */
+	const char *lead_event_source;	/* crm: lead.lead_event_source */
+	const char *shop_id;		/* properties.shop_id (offline's store) */
 } TTEventInput;
 
 extern Jsonb *tt_build_event(const TTEventInput *in, List **notes);
+
+/* in event_rules.c, over a whole input */
+extern const char *tt_event_source_problem(const TTEventInput *in);
 
 /* in capture.c (the rest of capture shares capture.h) */
 extern void tt_capture_init(void);
@@ -218,6 +242,8 @@ extern bool tt_outbox_known(const char *pixel_code, const char *event,
 							const char *event_id);
 extern char *tt_default_pixel(const char **why);
 extern bool tt_pixel_exists(const char *pixel_code);
+extern bool tt_pixel_source(const char *pixel_code, TTEventSource *source,
+							bool *enabled);
 extern char *tt_pixel_for_call(const char *named);
 
 /* in wake.c */

@@ -67,6 +67,7 @@ typedef struct Pixel
 	char	   *code;
 	char	   *access_token;
 	char	   *test_event_code;	/* NULL: none */
+	char	   *event_source;	/* web, app, offline or crm */
 	bool		deferred;		/* disabled, paused, or paused since */
 } Pixel;
 

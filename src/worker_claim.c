@@ -31,6 +31,7 @@ static TimestampTz cursor_time = DT_NOBEGIN;
 static int64 cursor_id = 0;
 static TimestampTz cursor_started = 0;
 static SPIPlanPtr pixels_plan = NULL;
+static SPIPlanPtr legacy_pixels_plan = NULL;
 static SPIPlanPtr claim_plan = NULL;
 static SPIPlanPtr newest_plan = NULL;
 static SPIPlanPtr due_plan = NULL;
@@ -158,12 +159,22 @@ tt_claim_from_start(void)
 void
 tt_load_pixels(Claim *claim)
 {
-	SPIPlanPtr	plan = tt_worker_prepare(&pixels_plan,
-										 "SELECT pixel_code, access_token, test_event_code, enabled,"
-										 "       coalesce(paused_until > now(), false)"
-										 "  FROM tiktok_capi.pixels",
-										 0, NULL, CURSOR_OPT_GENERIC_PLAN);
+	SPIPlanPtr	plan;
 	MemoryContext cxt = claim->cxt;
+
+	/* before ALTER EXTENSION UPDATE every pixel is web, as 0.2.0 sent them */
+	if (tt_outbox_is_current())
+		plan = tt_worker_prepare(&pixels_plan,
+								 "SELECT pixel_code, access_token, test_event_code, enabled,"
+								 "       coalesce(paused_until > now(), false), event_source"
+								 "  FROM tiktok_capi.pixels",
+								 0, NULL, CURSOR_OPT_GENERIC_PLAN);
+	else
+		plan = tt_worker_prepare(&legacy_pixels_plan,
+								 "SELECT pixel_code, access_token, test_event_code, enabled,"
+								 "       coalesce(paused_until > now(), false), 'web'"
+								 "  FROM tiktok_capi.pixels",
+								 0, NULL, CURSOR_OPT_GENERIC_PLAN);
 
 	if (tt_worker_execute(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "tiktok_capi: could not read the pixels");
@@ -180,6 +191,7 @@ tt_load_pixels(Claim *claim)
 		p->code = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 1));
 		p->access_token = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 2));
 		p->test_event_code = test_code ? MemoryContextStrdup(cxt, test_code) : NULL;
+		p->event_source = MemoryContextStrdup(cxt, SPI_getvalue(t, d, 6));
 		p->deferred = !DatumGetBool(SPI_getbinval(t, d, 4, &isnull)) ||
 			DatumGetBool(SPI_getbinval(t, d, 5, &isnull));
 	}

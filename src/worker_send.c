@@ -215,14 +215,19 @@ tt_pipeline_idle(void)
 	return tt_http_running() == 0 && queued == NIL && settled == NIL;
 }
 
-/* The request body: {"event_source":"web","event_source_id":...,"data":[...]} */
+/*
+ * The request body: {"event_source":...,"event_source_id":...,"data":[...]}.
+ * A request holds one pixel's events, so one source and one test code.
+ */
 static void
 build_body(Request *r)
 {
 	StringInfo	body = &r->body;
 
 	initStringInfo(body);
-	appendStringInfoString(body, "{\"event_source\":\"web\",\"event_source_id\":");
+	appendStringInfoString(body, "{\"event_source\":");
+	escape_json(body, r->pixel->event_source);
+	appendStringInfoString(body, ",\"event_source_id\":");
 	escape_json(body, r->pixel->code);
 	if (r->pixel->test_event_code)
 	{

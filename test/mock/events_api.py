@@ -52,7 +52,10 @@ any other path is answered 404), and drive it through control endpoints (no toke
 A track request is open from the moment its body is read until its answer is written, or
 until its client hangs up while it is held or hung (a plain delay_ms is slept through).
 
-Config keys: tokens {pixel: token}, no_permission [pixel], count_only bool, fault_rate 0..1,
+Config keys: tokens {pixel: token}, sources {id: "web" | "app" | "offline" | "crm"} (what each
+configured id is; an id not listed is a web pixel; a request whose event_source is not its id's
+is rejected 40002 "Invalid value for event_source_id", as TikTok does), no_permission [pixel],
+count_only bool, fault_rate 0..1,
 faults [kinds], hang_seconds, poison [event_id], delay_ms, redirect_to (an http(s) URL, or null
 for off: while set, every track request is counted in requests and redirects and answered
 302 Found with Location: redirect_to and an empty body, before any delay, fault or check),
@@ -78,9 +81,17 @@ GBP GTQ HKD HNL HUF IDR ILS INR ISK JPY KES KHR KRW KWD KZT MAD MOP MXN MYR NGN 
 PEN PHP PKR PLN PYG QAR RON RUB SAR SEK SGD THB TRY TWD UAH USD VES VND ZAR""".split())
 HEX = set("0123456789abcdef")
 LOWER_ASCII = set("abcdefghijklmnopqrstuvwxyz")
+SOURCES = ("web", "app", "offline", "crm")
+# TikTok's event names (standard and legacy): offline events take no other
+STANDARD_EVENTS = set("""AddPaymentInfo AddToCart AddToWishlist ApplicationApproval
+CompleteRegistration Contact CustomizeProduct Download FindLocation InitiateCheckout Lead Purchase
+Schedule Search StartTrial SubmitApplication Subscribe ViewContent CompletePayment SubmitForm
+PlaceAnOrder ClickButton""".split())
+# What offline and CRM events may not carry: the browser's fields
+BROWSER_USER_FIELDS = ("ttclid", "ttp", "ip", "user_agent")
 MAX_BODY = 64 * 1024 * 1024
 REQUEST_LOG = 100_000
-DEFAULTS = {"tokens": {}, "no_permission": [], "count_only": False, "fault_rate": 0.0,
+DEFAULTS = {"tokens": {}, "sources": {}, "no_permission": [], "count_only": False, "fault_rate": 0.0,
             "faults": list(FAULT_KINDS), "hang_seconds": 30.0, "poison": [], "delay_ms": 0,
             "redirect_to": None, "html_status": None, "hold": {"requests": 0, "seconds": 0},
             "throttle_open": None}
@@ -143,6 +154,8 @@ class State:
                     raise ValueError('hold must be {"requests": N >= 0, "seconds": S >= 0}')
             elif k not in DEFAULTS or not (is_num(v) if is_num(d) else type(v) is type(d)):
                 raise ValueError("unknown config key or wrong type: %s" % k)
+        if any(v not in SOURCES for v in (new.get("sources") or {}).values()):
+            raise ValueError("sources must map ids to web, app, offline or crm")
         if any(f not in FAULT_KINDS for f in new.get("faults", [])):
             raise ValueError("unknown fault kind in %s" % new["faults"])
         with self.lock:
@@ -288,17 +301,45 @@ def strings(obj, fields, at):
             need(isinstance(obj[f], str), at + "." + f if at else f, "not a valid string")
 
 
-# The per-field rules of one request body, as documented in tiktok-events-api.md.
-def validate(body):
-    need(body.get("event_source") == "web", "event_source", "must be web")
+# The per-field rules of one request body, as documented in tiktok-events-api.md; sources:
+# the configured ids' sources (an id not listed is a web pixel).
+def validate(body, sources=None):
+    source = body.get("event_source")
+    need(source in SOURCES, "event_source", "must be web, app, offline or crm")
     pixel = body.get("event_source_id")
     need(isinstance(pixel, str) and pixel != "", "event_source_id", "not a valid string")
+    need((sources or {}).get(pixel, "web") == source, "event_source_id",
+         "not a %s id" % ("pixel code" if source == "web" else source + " event set"
+                         if source in ("offline", "crm") else "TikTok app id"))
     strings(body, ("test_event_code",), "")
     data = body.get("data")
     need(isinstance(data, list) and 1 <= len(data) <= 1000, "data",
          "must be an array of 1 to 1000 events")
     for i, ev in enumerate(data):
         validate_event(ev, "data[%d]" % i)
+        validate_source(ev, "data[%d]" % i, source)
+
+
+# What one event may carry for its source: offline and CRM no browser fields, offline
+# standard names only, a lead (with its lead_id) for CRM only.
+def validate_source(ev, at, source):
+    if source in ("offline", "crm"):
+        for f in BROWSER_USER_FIELDS:
+            need(f not in ev.get("user", {}), "%s.user.%s" % (at, f),
+                 "not accepted for %s events" % source)
+        for f in ("page", "limited_data_use"):
+            need(f not in ev, "%s.%s" % (at, f), "not accepted for %s events" % source)
+    if source == "offline":
+        need(ev["event"] in STANDARD_EVENTS, at + ".event",
+             "offline events take standard event names only")
+    if source == "crm":
+        lead = ev.get("lead")
+        need(isinstance(lead, dict), at + ".lead", "required for crm events")
+        need(isinstance(lead.get("lead_id"), str) and lead["lead_id"] != "",
+             at + ".lead.lead_id", "not a valid string")
+        strings(lead, ("lead_event_source",), at + ".lead")
+    else:
+        need("lead" not in ev, at + ".lead", "not accepted for %s events" % source)
 
 
 def validate_event(ev, at):
@@ -343,6 +384,7 @@ def validate_event(ev, at):
     if "value" in props:
         need(is_num(props["value"]) and props["value"] >= 0, at + ".properties.value",
              "not a valid non-negative number")
+    strings(props, ("order_id", "shop_id"), at + ".properties")
     if "content_type" in props:
         need(props["content_type"] in ("product", "product_group"),
              at + ".properties.content_type", "must be product or product_group")
@@ -588,7 +630,7 @@ class Handler(BaseHTTPRequestHandler):
             if cfg["count_only"]:
                 need(isinstance(body.get("data"), list), "data", "not an array")
             else:
-                validate(body)
+                validate(body, cfg.get("sources"))
         except Invalid as e:
             return 40002, str(e)
         poison = set(cfg.get("poison") or [])

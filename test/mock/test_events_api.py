@@ -157,8 +157,11 @@ def run(m):
             "non-bool limited_data_use -> 40002")
     rejects(batch([event(i) for i in range(1001)]), 40002, "data", "1001 events -> 40002")
     rejects(batch([]), 40002, "data", "empty data -> 40002")
-    rejects(dict(batch([event(0)]), event_source="app"), 40002, "event_source",
-            "event_source other than web -> 40002")
+    rejects(dict(batch([event(0)]), event_source="pos"), 40002, "event_source",
+            "event_source not web, app, offline or crm -> 40002")
+    rejects(dict(batch([event(0)]), event_source="offline"), 40002, "event_source_id",
+            "a pixel (an id not configured as another source) sent as offline -> 40002")
+    sources(m, rejects)
     r = m.track(batch([event(i) for i in range(1000)]))
     check(code(r) == 0 and m.stats()["max_batch"] == 1000, "1000 events accepted; max_batch", r)
     rejects(batch([event(0)]), 40105, "Access token", "missing token -> 40105", token=None)
@@ -377,6 +380,53 @@ def run(m):
 
 # Send track requests from threads, each on its own connection; answers
 # {i: (seconds taken, code or the exception's name)} once all are done.
+# Event sources: each configured id has one; each source takes its own fields.
+def sources(m, rejects):
+    m.config(sources={"OFFSET1": "offline", "CRMSET1": "crm", "APP1": "app"})
+    st, shown = m.config()
+    check(st == 200 and shown["sources"]["OFFSET1"] == "offline", "sources config is kept", shown)
+    check(m.config(sources={"X": "store"})[0] == 400, "sources config: an unknown source -> 400")
+    plain = {"email": [sha("s@example.com")], "locale": "en-US"}
+    store = event(0, event_id="store-1", user=plain, properties={"order_id": "store-1", "shop_id": "s-7",
+                                                                "currency": "USD", "value": 20.0})
+    del store["page"], store["limited_data_use"]
+    check(code(m.track(batch([store], pixel="OFFSET1", event_source="offline"))) == 0,
+          "an offline event to its offline set -> 0")
+    rejects(batch([store], pixel="OFFSET1"), 40002, "Invalid value for event_source_id",
+            "an offline set sent as web -> 40002 event_source_id")
+    rejects(batch([store], pixel="CRMSET1", event_source="offline"), 40002, "event_source_id",
+            "a CRM set sent as offline -> 40002")
+    for field in ("ttclid", "ttp", "ip", "user_agent"):
+        rejects(batch([dict(store, user=dict(plain, **{field: "x"}))], pixel="OFFSET1",
+                      event_source="offline"), 40002, "data[0].user." + field,
+                "offline with user.%s -> 40002" % field)
+    rejects(batch([dict(store, page={"url": "https://x.example/"})], pixel="OFFSET1",
+                  event_source="offline"), 40002, "data[0].page", "offline with page -> 40002")
+    rejects(batch([dict(store, limited_data_use=False)], pixel="OFFSET1", event_source="offline"),
+            40002, "data[0].limited_data_use", "offline with limited_data_use -> 40002")
+    rejects(batch([dict(store, event="StoreVisit")], pixel="OFFSET1", event_source="offline"),
+            40002, "data[0].event", "offline with a custom event name -> 40002")
+    rejects(batch([dict(store, properties={"shop_id": 7})], pixel="OFFSET1", event_source="offline"),
+            40002, "properties.shop_id", "a number shop_id -> 40002")
+    lead = dict(store, event="Lead", event_id="lead-1", properties={},
+                lead={"lead_id": "L-1", "lead_event_source": "HubSpot"})
+    check(code(m.track(batch([lead], pixel="CRMSET1", event_source="crm"))) == 0,
+          "a CRM event with its lead to its CRM set -> 0")
+    check(code(m.track(batch([dict(lead, event="QualifiedLead")], pixel="CRMSET1",
+                             event_source="crm"))) == 0, "a CRM event with a custom name -> 0")
+    rejects(batch([dict(lead, lead={"lead_event_source": "HubSpot"})], pixel="CRMSET1",
+                  event_source="crm"), 40002, "data[0].lead.lead_id", "CRM without lead_id -> 40002")
+    rejects(batch([dict(store, event="Lead")], pixel="CRMSET1", event_source="crm"), 40002,
+            "data[0].lead", "CRM without a lead -> 40002")
+    rejects(batch([dict(lead, user=dict(plain, ip="203.0.113.7"))], pixel="CRMSET1",
+                  event_source="crm"), 40002, "data[0].user.ip", "CRM with user.ip -> 40002")
+    rejects(batch([dict(event(0), lead={"lead_id": "L-1"})]), 40002, "data[0].lead",
+            "a web event with a lead -> 40002")
+    check(code(m.track(batch([event(0)], pixel="APP1", event_source="app"))) == 0,
+          "an app id sent as app -> 0")
+    m.config(sources={})
+
+
 def concurrently(m, bodies, timeout=10, barrier=True):
     out, gate = {}, threading.Barrier(len(bodies), timeout=10) if barrier else None
 
@@ -664,7 +714,7 @@ def main():
             time.sleep(0.02)
         port = int(open(port_file).read()) if os.path.exists(port_file) else 0
         line = proc.stdout.readline().strip() if port else ""
-        print("1..107")
+        print("1..128")
         check(port > 0 and line == "listening on 127.0.0.1:%d" % port,
               "mock starts, writes --port-file and prints the port", line)
         if port:

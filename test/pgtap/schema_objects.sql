@@ -1,7 +1,7 @@
 -- The extension's SQL surface: every function exists with the declared
 -- volatility and strictness, and a role with no grants can call the pure ones.
 BEGIN;
-SELECT plan(92);
+SELECT plan(94);
 
 SELECT has_schema('tiktok_capi');
 SELECT has_extension('tiktok_capi');
@@ -20,7 +20,7 @@ INSERT INTO expected_functions VALUES
     ('tt_hash_external_id', '{text}', 'immutable', true),
     ('tt_normalize_name', '{text}', 'immutable', true),
     ('tt_hash_name', '{text}', 'immutable', true),
-    ('tt_event', '{text,text,"timestamp with time zone",text,text,text,text,text,text,text,text,numeric,text,jsonb,text,text,text,text,text,text,boolean,jsonb,text,text,text,text,text,text,text}', 'stable', false);
+    ('tt_event', '{text,text,"timestamp with time zone",text,text,text,text,text,text,text,text,numeric,text,jsonb,text,text,text,text,text,text,boolean,jsonb,text,text,text,text,text,text,text,text,text,text,text}', 'stable', false);
 
 SELECT has_function('tiktok_capi', name, args, name || '(' || array_to_string(args, ', ') || ') exists')
 FROM expected_functions;

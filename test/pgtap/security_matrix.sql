@@ -4,7 +4,7 @@
 -- configure pixels, queue, requeue, purge, wake the worker, reset the
 -- delivery counters, attach the trigger, backfill, change the worker's settings).
 BEGIN;
-SELECT plan(93);
+SELECT plan(97);
 
 CREATE ROLE tt_sec_app NOLOGIN;          -- inserts orders, nothing else
 CREATE ROLE tt_sec_reader NOLOGIN;       -- monitoring
@@ -52,8 +52,10 @@ SELECT ok(NOT EXISTS (SELECT 1 FROM information_schema.role_table_grants
 SELECT ok(NOT has_function_privilege(role, f, 'EXECUTE'),
           role || ' cannot execute ' || f)
   FROM (VALUES ('tt_sec_app'), ('tt_sec_reader')) AS r(role),
-       (VALUES ('tiktok_capi.tt_add_pixel(text, text, text)'),
-               ('tiktok_capi.tt_update_pixel(text, text, text, boolean)'),
+       (VALUES ('tiktok_capi.tt_add_pixel(text, text, text, text)'),
+               ('tiktok_capi.tt_update_pixel(text, text, text, boolean, text)'),
+               ('tiktok_capi.tt_require_web_pixel(text, text)'),
+               ('tiktok_capi.tt_reload_trigger_configs()'),
                ('tiktok_capi.tt_enqueue(text, jsonb)'),
                ('tiktok_capi.tt_requeue_failed(text, text, text, boolean)'),
                ('tiktok_capi.tt_purge_sent(interval)'),
