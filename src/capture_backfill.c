@@ -293,12 +293,17 @@ tt_backfill_slice_sql(PG_FUNCTION_ARGS)
 	(void) capture_function(&owner);
 	SPI_connect();
 	ntriggers = backfill_triggers(rel, estate, &triggers);
-	/* without a pixel every event would be a failed row: say it once */
+	/*
+	 * Without a pixel every event would be a failed row: say it once.  A
+	 * trigger whose rows name their pixel (pixel_from=) needs no default.
+	 */
 	for (int t = 0; t < ntriggers; t++)
 	{
 		const char *why = NULL;
 
-		if (triggers[t].cfg.pixel == NULL && tt_default_pixel(&why) == NULL)
+		if (triggers[t].cfg.pixel == NULL &&
+			triggers[t].cfg.cols[CF_PIXEL_FROM].attnum == InvalidAttrNumber &&
+			tt_default_pixel(&why) == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("cannot backfill %s: %s", RelationGetRelationName(rel), why)));

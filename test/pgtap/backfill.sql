@@ -5,7 +5,7 @@
 -- counted and skipped, the event dated by the row, in slices of blocks.
 -- This file runs in one transaction: the function, which does not commit.
 BEGIN;
-SELECT plan(30);
+SELECT plan(32);
 
 SELECT tiktok_capi.tt_add_pixel('CBF01', 'token');
 -- fillfactor 10: a dozen rows a block, so slices of a few rows are many
@@ -128,6 +128,20 @@ SELECT matches(pg_temp.error_of($$SELECT tiktok_capi.tt_backfill('bf_parted', no
                'a partitioned table is refused: each partition is backfilled');
 SELECT is((SELECT count(*)::int FROM tiktok_capi.outbox WHERE event_id LIKE 'timeless-%'), 0,
           'and nothing is queued by a refused backfill');
+
+-- a marketplace: each row names its merchant's pixel (pixel_from), and with
+-- several pixels there is no default one to need
+SELECT tiktok_capi.tt_add_pixel('CBFM1', 'token');
+SELECT tiktok_capi.tt_add_pixel('CBFM2', 'token');
+CREATE TABLE public.bf_market (id bigint PRIMARY KEY, merchant_pixel text, total numeric,
+    currency text DEFAULT 'USD', created_at timestamptz DEFAULT now() - interval '1 hour');
+INSERT INTO public.bf_market (id, merchant_pixel, total) VALUES (1, 'CBFM1', 5), (2, 'CBFM2', 6), (3, 'CBFM2', 7);
+SELECT tiktok_capi.tt_attach('bf_market', 'Purchase', '{pixel_from=merchant_pixel, event_id_prefix=m-}');
+SELECT is(tiktok_capi.tt_backfill('bf_market', now() - interval '1 day'), 3::bigint,
+          'a table whose rows name their pixel is backfilled, with several pixels configured');
+SELECT is((SELECT array_agg(pixel_code || ':' || event_id ORDER BY event_id) FROM tiktok_capi.outbox
+            WHERE event_id LIKE 'm-%'), ARRAY['CBFM1:m-1', 'CBFM2:m-2', 'CBFM2:m-3'],
+          'each order under the pixel its row names');
 
 SELECT * FROM finish();
 ROLLBACK;
