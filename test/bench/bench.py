@@ -582,7 +582,7 @@ def bench_backfill():
     for o in ("bf_old", "bf_live"):
         psql(f"""CREATE TABLE {o} (id bigint PRIMARY KEY, email text, total numeric(12,2), currency text,
                    status text, created_at timestamptz)""")
-    psql("SELECT tiktok_capi.tt_attach('bf_live', 'Purchase', '{event_id_prefix=live-}')")
+    psql(f"SELECT tiktok_capi.tt_attach('bf_live', 'Purchase', '{{event_id_prefix=live-}}', pixel => '{PIXEL}')")
     rows = """SELECT g, 'buyer' || g || '@example.com', g % 500, 'USD', 'paid',
                      now() - (g % 4000) * interval '1 minute'
                 FROM generate_series({lo}, {hi}) g"""
@@ -591,7 +591,7 @@ def bench_backfill():
         hi = min(lo + 99_999, n)
         psql(f"INSERT INTO bf_old {rows.format(lo=lo, hi=hi)}")
         t_live += timed(f"INSERT INTO bf_live {rows.format(lo=lo, hi=hi)}")
-    psql("SELECT tiktok_capi.tt_attach('bf_old', 'Purchase', '{event_id_prefix=old-}')")
+    psql(f"SELECT tiktok_capi.tt_attach('bf_old', 'Purchase', '{{event_id_prefix=old-}}', pixel => '{PIXEL}')")
     psql("VACUUM ANALYZE bf_old")
     psql("CHECKPOINT")
     call = f"CALL tiktok_capi.tt_backfill_in_slices('bf_old', now() - interval '7 days', slice_rows => {slice_rows})"
