@@ -69,6 +69,19 @@ class Mock:
             h["Access-Token"] = token
         return self.call("POST", TRACK, body, h, **kw)
 
+    # Two events posted one after the other on one kept-alive connection; for each
+    # answer: (status, the named headers..., raw body).
+    def track_twice_kept_alive(self, *header_names):
+        c = self.conn()
+        answers = []
+        for i in range(2):
+            c.request("POST", TRACK, body=json.dumps(batch([event(i)])).encode(),
+                      headers={"Content-Type": "application/json", "Access-Token": TOKEN})
+            r = c.getresponse()
+            answers.append((r.status, *(r.getheader(h) for h in header_names), r.read()))
+        c.close()
+        return answers
+
     def stats(self):
         return self.call("GET", "/_mock/stats")[1]
 
@@ -233,14 +246,7 @@ def run(m):
     elsewhere = "http://127.0.0.1:9/open_api/v1.3/event/track/"
     st, shown = m.config(redirect_to=elsewhere, tokens={PIXEL: TOKEN})
     check(st == 200 and shown.get("redirect_to") == elsewhere, "redirect_to is set", shown)
-    c = m.conn()
-    answers = []
-    for i in range(2):  # twice on one kept-alive connection
-        c.request("POST", TRACK, body=json.dumps(batch([event(i)])).encode(),
-                  headers={"Content-Type": "application/json", "Access-Token": TOKEN})
-        r = c.getresponse()
-        answers.append((r.status, r.getheader("Location"), r.getheader("Content-Length"), r.read()))
-    c.close()
+    answers = m.track_twice_kept_alive("Location", "Content-Length")
     check(answers == [(302, elsewhere, "0", b"")] * 2,
           "redirect_to: 302 Found, Location, empty body, connection kept", answers)
     s = m.stats()
@@ -267,14 +273,7 @@ def run(m):
     m.reset()
     st, shown = m.config(html_status=200, tokens={PIXEL: TOKEN})
     check(st == 200 and shown.get("html_status") == 200, "html_status is set", shown)
-    c = m.conn()
-    answers = []
-    for i in range(2):  # twice on one kept-alive connection
-        c.request("POST", TRACK, body=json.dumps(batch([event(i)])).encode(),
-                  headers={"Content-Type": "application/json", "Access-Token": TOKEN})
-        r = c.getresponse()
-        answers.append((r.status, r.getheader("Content-Type"), r.read()))
-    c.close()
+    answers = m.track_twice_kept_alive("Content-Type")
     check(all(a[0] == 200 and a[1].startswith("text/html") and a[2].startswith(b"<!DOCTYPE html>")
               for a in answers) and len(answers) == 2,
           "html_status 200: an HTML page with HTTP 200, connection kept", answers)
