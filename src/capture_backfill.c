@@ -140,6 +140,21 @@ backfill_triggers(Relation rel, Oid fn, EState *estate, BackfillTrigger **out)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table %s has no enabled tt_capture trigger", RelationGetRelationName(rel)),
 				 errhint("Attach one first with tiktok_capi.tt_attach(): the backfill queues what it would have queued.")));
+	/*
+	 * Without a pixel every event would be a failed row: say it once.  A
+	 * trigger whose rows name their pixel (pixel_from=) needs no default.
+	 */
+	for (int t = 0; t < n; t++)
+	{
+		const char *why = NULL;
+
+		if (triggers[t].cfg.pixel == NULL &&
+			triggers[t].cfg.cols[CF_PIXEL_FROM].attnum == InvalidAttrNumber &&
+			tt_default_pixel(&why) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot backfill %s: %s", RelationGetRelationName(rel), why)));
+	}
 	*out = triggers;
 	return n;
 }
@@ -293,21 +308,6 @@ tt_backfill_slice_sql(PG_FUNCTION_ARGS)
 	fn = capture_function(&owner);
 	SPI_connect();
 	ntriggers = backfill_triggers(rel, fn, estate, &triggers);
-	/*
-	 * Without a pixel every event would be a failed row: say it once.  A
-	 * trigger whose rows name their pixel (pixel_from=) needs no default.
-	 */
-	for (int t = 0; t < ntriggers; t++)
-	{
-		const char *why = NULL;
-
-		if (triggers[t].cfg.pixel == NULL &&
-			triggers[t].cfg.cols[CF_PIXEL_FROM].attnum == InvalidAttrNumber &&
-			tt_default_pixel(&why) == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot backfill %s: %s", RelationGetRelationName(rel), why)));
-	}
 	SPI_finish();
 
 	maxrows = Max(64, Min(slice_rows, 1000000)) * ntriggers;
