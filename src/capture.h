@@ -168,6 +168,9 @@ extern CaptureConfig *tt_capture_config(Relation rel, Trigger *tg);
 extern const char *tt_field_name(CaptureField f);
 extern char *tt_field_source(const CaptureConfig *cfg, Relation rel, CaptureField f);
 extern char *tt_source_mapping_problem(const CaptureConfig *cfg, const char *pixel);
+
+/* outbox.c: the only enabled pixel and its event source, in one lookup */
+extern char *tt_default_pixel_source(const char **why, TTEventSource *source);
 extern void tt_resolve_mapping(CaptureConfig *cfg, Relation rel, int nargs,
 							   char **args, bool strict, MemoryContext cxt);
 extern void tt_resolve_trigger(CaptureConfig *cfg, Relation rel, Trigger *tg,

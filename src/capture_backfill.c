@@ -77,7 +77,8 @@ typedef struct BackfillCounts
 } BackfillCounts;
 
 static Oid	capture_function(Oid *owner);
-static int	backfill_triggers(Relation rel, EState *estate, BackfillTrigger **out);
+static int	backfill_triggers(Relation rel, Oid fn, EState *estate,
+							  BackfillTrigger **out);
 static void use_row_time(BackfillTrigger *bt, Relation rel, Trigger *tg);
 static ExprState *prepare_when(Trigger *tg, EState *estate);
 static void build_as_owner(Oid owner, TupleDesc desc, BackfillTrigger *triggers,
@@ -102,14 +103,12 @@ capture_function(Oid *owner)
  * The table's enabled tt_capture triggers, each resolved as the trigger
  * resolves it; a trigger that could only queue failed events (a broken
  * mapping, no pixel) or a table without a time column is refused here,
- * before any row is read.  Returns how many.  The caller is connected
- * to SPI (resolving a mapping looks its pixel up).
+ * before any row is read; fn is tt_capture()'s oid.  Returns how many.
+ * The caller is connected to SPI (resolving a mapping looks its pixel up).
  */
 static int
-backfill_triggers(Relation rel, EState *estate, BackfillTrigger **out)
+backfill_triggers(Relation rel, Oid fn, EState *estate, BackfillTrigger **out)
 {
-	Oid			owner;
-	Oid			fn = capture_function(&owner);
 	TriggerDesc *td = rel->trigdesc;
 	BackfillTrigger *triggers;
 	int			n = 0;
@@ -141,6 +140,21 @@ backfill_triggers(Relation rel, EState *estate, BackfillTrigger **out)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table %s has no enabled tt_capture trigger", RelationGetRelationName(rel)),
 				 errhint("Attach one first with tiktok_capi.tt_attach(): the backfill queues what it would have queued.")));
+	/*
+	 * Without a pixel every event would be a failed row: say it once.  A
+	 * trigger whose rows name their pixel (pixel_from=) needs no default.
+	 */
+	for (int t = 0; t < n; t++)
+	{
+		const char *why = NULL;
+
+		if (triggers[t].cfg.pixel == NULL &&
+			triggers[t].cfg.cols[CF_PIXEL_FROM].attnum == InvalidAttrNumber &&
+			tt_default_pixel(&why) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot backfill %s: %s", RelationGetRelationName(rel), why)));
+	}
 	*out = triggers;
 	return n;
 }
@@ -262,6 +276,7 @@ tt_backfill_slice_sql(PG_FUNCTION_ARGS)
 	BackfillRow *rows;
 	int			nrows = 0;
 	int			maxrows;
+	Oid			fn;
 	Oid			owner;
 	AclResult	aclresult;
 	TupleDesc	resultdesc;
@@ -290,24 +305,9 @@ tt_backfill_slice_sql(PG_FUNCTION_ARGS)
 
 	estate = CreateExecutorState();
 	econtext = GetPerTupleExprContext(estate);
-	(void) capture_function(&owner);
+	fn = capture_function(&owner);
 	SPI_connect();
-	ntriggers = backfill_triggers(rel, estate, &triggers);
-	/*
-	 * Without a pixel every event would be a failed row: say it once.  A
-	 * trigger whose rows name their pixel (pixel_from=) needs no default.
-	 */
-	for (int t = 0; t < ntriggers; t++)
-	{
-		const char *why = NULL;
-
-		if (triggers[t].cfg.pixel == NULL &&
-			triggers[t].cfg.cols[CF_PIXEL_FROM].attnum == InvalidAttrNumber &&
-			tt_default_pixel(&why) == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("cannot backfill %s: %s", RelationGetRelationName(rel), why)));
-	}
+	ntriggers = backfill_triggers(rel, fn, estate, &triggers);
 	SPI_finish();
 
 	maxrows = Max(64, Min(slice_rows, 1000000)) * ntriggers;

@@ -301,11 +301,9 @@ row_pixel(const CaptureConfig *cfg, HeapTuple tup, TupleDesc desc,
 	}
 	if (from->attnum == InvalidAttrNumber)
 	{
-		pixel = tt_default_pixel(&why);
+		pixel = tt_default_pixel_source(&why, source);
 		if (pixel == NULL)
 			*failed = why;
-		else
-			(void) tt_pixel_source(pixel, source, &enabled);
 		return pixel;
 	}
 	column = NameStr(TupleDescAttr(desc, from->attnum - 1)->attname);

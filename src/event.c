@@ -531,6 +531,8 @@ Datum
 tt_event_sql(PG_FUNCTION_ARGS)
 {
 	TTEventInput in = {0};
+	char	   *default_country;
+	char	   *event_source;
 
 	in.event = arg_cstring(fcinfo, 0);
 	in.event_id = arg_cstring(fcinfo, 1);
@@ -565,17 +567,17 @@ tt_event_sql(PG_FUNCTION_ARGS)
 	in.city = arg_cstring(fcinfo, 26);
 	in.state = arg_cstring(fcinfo, 27);
 	in.user_country = arg_cstring(fcinfo, 28);
-	if (PG_ARGISNULL(22) && in.user_country != NULL &&
-		tt_country_lookup(in.user_country, strlen(in.user_country)) != NULL)
+	default_country = arg_cstring(fcinfo, 22);
+	if (default_country == NULL && in.user_country != NULL)
 		in.country = tt_country_lookup(in.user_country, strlen(in.user_country));
-	else
-		in.country = tt_country_or_default(arg_cstring(fcinfo, 22));
+	if (in.country == NULL)
+		in.country = tt_country_or_default(default_country);
 	/* event sources */
 	in.lead_id = arg_cstring(fcinfo, 29);
 	in.lead_event_source = arg_cstring(fcinfo, 30);
 	in.shop_id = arg_cstring(fcinfo, 31);
-	if (arg_cstring(fcinfo, 32) != NULL &&
-		!tt_event_source_from_name(arg_cstring(fcinfo, 32), &in.source))
+	event_source = arg_cstring(fcinfo, 32);
+	if (event_source != NULL && !tt_event_source_from_name(event_source, &in.source))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("event_source must be web, app, offline or crm"),

@@ -28,6 +28,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "capture.h"
 #include "tiktok_capi.h"
 
 PG_FUNCTION_INFO_V1(tt_enqueue_sql);
@@ -42,6 +43,7 @@ static SPIPlanPtr settled_plan = NULL;
 static SPIPlanPtr known_plan = NULL;
 static SPIPlanPtr existing_plan = NULL;
 static SPIPlanPtr default_pixel_plan = NULL;
+static SPIPlanPtr legacy_default_pixel_plan = NULL;
 static SPIPlanPtr pixel_source_plan = NULL;
 static SPIPlanPtr legacy_pixel_source_plan = NULL;
 
@@ -307,18 +309,42 @@ tt_outbox_known(const char *pixel_code, const char *event, const char *event_id)
 char *
 tt_default_pixel(const char **why)
 {
+	TTEventSource source;
+
+	return tt_default_pixel_source(why, &source);
+}
+
+/*
+ * tt_default_pixel() with the pixel's event source, read in the same
+ * lookup: a trigger without pixel= asks this for each row.  Before ALTER
+ * EXTENSION UPDATE every pixel is web, as in tt_pixel_source().
+ */
+char *
+tt_default_pixel_source(const char **why, TTEventSource *source)
+{
 	SPIPlanPtr	plan;
 	int			rc;
 
-	plan = tt_prepare_once(&default_pixel_plan,
-						"SELECT pixel_code FROM tiktok_capi.pixels"
-						" WHERE enabled ORDER BY pixel_code LIMIT 2",
-						0, NULL, 0);
+	if (tt_outbox_is_current())
+		plan = tt_prepare_once(&default_pixel_plan,
+							   "SELECT pixel_code, event_source FROM tiktok_capi.pixels"
+							   " WHERE enabled ORDER BY pixel_code LIMIT 2",
+							   0, NULL, 0);
+	else
+		plan = tt_prepare_once(&legacy_default_pixel_plan,
+							   "SELECT pixel_code, 'web' FROM tiktok_capi.pixels"
+							   " WHERE enabled ORDER BY pixel_code LIMIT 2",
+							   0, NULL, 0);
 	rc = SPI_execute_plan(plan, NULL, NULL, true, 2);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "pixel lookup failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 1)
+	{
+		if (!tt_event_source_from_name(SPI_getvalue(SPI_tuptable->vals[0],
+													SPI_tuptable->tupdesc, 2), source))
+			*source = TT_SOURCE_WEB;
 		return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	}
 	*why = SPI_processed == 0 ?
 		"no pixel is configured: add one with tiktok_capi.tt_add_pixel()" :
 		"several pixels are configured: name one with pixel=CODE";
