@@ -67,7 +67,7 @@ static void settle(Claimed *ev, Fate fate, const char *error,
 static Fate retry_or_fail(Claimed *ev, const char *reason, double random01);
 static void count_request(Request *r, TTVerdict verdict, const TTAnswer *answer,
 						  int retried, int failed);
-static void count_failed_alone(Claimed *ev);
+static void count_failed_alone(const char *pixel_code, int nevents);
 static PixelNews *news_of(const char *code);
 static bool is_paused(List *paused, const char *code);
 static void pipeline_init(void);
@@ -103,12 +103,15 @@ void
 tt_pipeline_add(Claim *claim, List *paused, bool first)
 {
 	int		   *items = MemoryContextAlloc(claim->cxt, sizeof(int) * Max(1, claim->nevents));
+	const char *unknown_code = NULL;
+	int			unknown = 0;
 
 	pipeline_init();
 	for (int p = 0; p < claim->npixels; p++)
 	{
 		Pixel	   *pixel = &claim->pixels[p];
 		int			n = 0;
+		int			too_old = 0;
 
 		if (is_paused(paused, pixel->code))
 			pixel->deferred = true;
@@ -125,13 +128,16 @@ tt_pipeline_add(Claim *claim, List *paused, bool first)
 				settle(ev, FATE_FAILED,
 					   "not sent again: its first attempt was more than 47 hours ago, and past TikTok's 48-hour deduplication window a resend could be counted twice",
 					   NULL);
-				count_failed_alone(ev);
+				too_old++;
 			}
 			else
 				items[n++] = i;
 		}
+		if (too_old > 0)
+			count_failed_alone(pixel->code, too_old);
 		cut_batches(claim, pixel, items, n, first, first);
 	}
+	/* counted once for each run of events of the same unknown pixel */
 	for (int i = 0; i < claim->nevents; i++)
 	{
 		Claimed    *ev = &claim->events[i];
@@ -141,9 +147,17 @@ tt_pipeline_add(Claim *claim, List *paused, bool first)
 			settle(ev, FATE_FAILED,
 				   "its pixel is not configured in tiktok_capi.pixels (add it with tt_add_pixel, then tt_requeue_failed)",
 				   NULL);
-			count_failed_alone(ev);
+			if (unknown > 0 && strcmp(unknown_code, ev->pixel_code) != 0)
+			{
+				count_failed_alone(unknown_code, unknown);
+				unknown = 0;
+			}
+			unknown_code = ev->pixel_code;
+			unknown++;
 		}
 	}
+	if (unknown > 0)
+		count_failed_alone(unknown_code, unknown);
 }
 
 /*
@@ -445,15 +459,19 @@ count_request(Request *r, TTVerdict verdict, const TTAnswer *answer,
 	tt_stats_count(r->pixel->code, &outcome);
 }
 
-/* Count an event failed without a request (no pixel, too old) */
+/*
+ * Count events of one pixel failed without a request (no pixel, too old):
+ * all at once, as count_request() does, so that a claim full of them does
+ * not take the counters' lock once per event
+ */
 static void
-count_failed_alone(Claimed *ev)
+count_failed_alone(const char *pixel_code, int nevents)
 {
 	TTRequestOutcome outcome;
 
 	memset(&outcome, 0, sizeof(outcome));
-	outcome.events_failed = 1;
-	tt_stats_count(ev->pixel_code, &outcome);
+	outcome.events_failed = nevents;
+	tt_stats_count(pixel_code, &outcome);
 }
 
 /*
