@@ -64,6 +64,7 @@ static void judge(Request *r);
 static void say_unreachable(const char *why);
 static void settle(Claimed *ev, Fate fate, const char *error,
 				   const char *request_id);
+static void settle_request(Request *r, Fate fate, const char *request_id);
 static Fate retry_or_fail(Claimed *ev, const char *reason, double random01);
 static void count_request(Request *r, TTVerdict verdict, const TTAnswer *answer,
 						  int retried, int failed);
@@ -285,8 +286,7 @@ tt_pipeline_start(List *paused)
 		{
 			if (r->express)
 				express_out--;
-			for (int i = 0; i < r->nitems; i++)
-				settle(&r->claim->events[r->items[i]], FATE_DEFERRED, NULL, NULL);
+			settle_request(r, FATE_DEFERRED, NULL);
 			continue;
 		}
 		old = MemoryContextSwitchTo(r->claim->cxt);
@@ -382,8 +382,7 @@ judge(Request *r)
 	switch (verdict)
 	{
 		case TT_SENT:
-			for (int i = 0; i < r->nitems; i++)
-				settle(&r->claim->events[r->items[i]], FATE_SENT, NULL, request_id);
+			settle_request(r, FATE_SENT, request_id);
 			break;
 		case TT_RETRY:
 		case TT_THROTTLE:
@@ -407,15 +406,13 @@ judge(Request *r)
 		case TT_PAUSE_PIXEL:
 			pn->pause_now = true;
 			r->pixel->deferred = true;
-			for (int i = 0; i < r->nitems; i++)
-				settle(&r->claim->events[r->items[i]], FATE_DEFERRED, NULL, NULL);
+			settle_request(r, FATE_DEFERRED, NULL);
 			break;
 		case TT_PAUSE_URL:
 			/* the URL is wrong, not the events: they wait, as they are */
 			if (url_problem == NULL)
 				url_problem = MemoryContextStrdup(pipeline_cxt, reason);
-			for (int i = 0; i < r->nitems; i++)
-				settle(&r->claim->events[r->items[i]], FATE_HELD, NULL, NULL);
+			settle_request(r, FATE_HELD, NULL);
 			break;
 		case TT_SPLIT:
 			{
@@ -519,6 +516,17 @@ settle(Claimed *ev, Fate fate, const char *error, const char *request_id)
 	MemoryContextSwitchTo(old);
 	if (fate == FATE_RETRY && (min_retry_ms < 0 || ev->delay_ms < min_retry_ms))
 		min_retry_ms = ev->delay_ms;
+}
+
+/*
+ * Settle every event of a request alike: the verdicts that concern the
+ * request as a whole (sent, its pixel paused, the URL paused)
+ */
+static void
+settle_request(Request *r, Fate fate, const char *request_id)
+{
+	for (int i = 0; i < r->nitems; i++)
+		settle(&r->claim->events[r->items[i]], fate, NULL, request_id);
 }
 
 /*
