@@ -64,8 +64,10 @@ static void judge(Request *r);
 static void say_unreachable(const char *why);
 static void settle(Claimed *ev, Fate fate, const char *error,
 				   const char *request_id);
+static void settle_shared(Claimed *ev, Fate fate, char *error,
+						  char *request_id);
 static void settle_request(Request *r, Fate fate, const char *request_id);
-static Fate retry_or_fail(Claimed *ev, const char *reason, double random01);
+static Fate retry_or_fail(Claimed *ev, char *reason, double random01);
 static void count_request(Request *r, TTVerdict verdict, const TTAnswer *answer,
 						  int retried, int failed);
 static void count_failed_alone(const char *pixel_code, int nevents);
@@ -389,10 +391,11 @@ judge(Request *r)
 			{
 				/* one draw per request: its events are retried together */
 				double		random01 = pg_prng_double(&pg_global_prng_state);
+				char	   *shared_reason = MemoryContextStrdup(r->claim->cxt, reason);
 
 				for (int i = 0; i < r->nitems; i++)
 				{
-					if (retry_or_fail(&r->claim->events[r->items[i]], reason, random01) == FATE_RETRY)
+					if (retry_or_fail(&r->claim->events[r->items[i]], shared_reason, random01) == FATE_RETRY)
 						retried++;
 					else
 						failed++;
@@ -506,12 +509,26 @@ say_unreachable(const char *why)
 static void
 settle(Claimed *ev, Fate fate, const char *error, const char *request_id)
 {
-	MemoryContext old = MemoryContextSwitchTo(ev->claim->cxt);
+	MemoryContext cxt = ev->claim->cxt;
+
+	settle_shared(ev, fate, error ? MemoryContextStrdup(cxt, error) : NULL,
+				  request_id ? MemoryContextStrdup(cxt, request_id) : NULL);
+}
+
+/*
+ * Settle one event with strings already in its claim's memory, which the
+ * events of one request share: a request's thousand events need not copy
+ * its reason or request_id a thousand times, and the record groups them
+ * by comparing pointers before text.
+ */
+static void
+settle_shared(Claimed *ev, Fate fate, char *error, char *request_id)
+{
+	MemoryContext old = MemoryContextSwitchTo(pipeline_cxt);
 
 	ev->fate = fate;
-	ev->error = error ? pstrdup(error) : NULL;
-	ev->request_id = request_id ? pstrdup(request_id) : NULL;
-	MemoryContextSwitchTo(pipeline_cxt);
+	ev->error = error;
+	ev->request_id = request_id;
 	settled = lappend(settled, ev);
 	MemoryContextSwitchTo(old);
 	if (fate == FATE_RETRY && (min_retry_ms < 0 || ev->delay_ms < min_retry_ms))
@@ -525,17 +542,20 @@ settle(Claimed *ev, Fate fate, const char *error, const char *request_id)
 static void
 settle_request(Request *r, Fate fate, const char *request_id)
 {
+	char	   *shared_id = request_id ? MemoryContextStrdup(r->claim->cxt, request_id) : NULL;
+
 	for (int i = 0; i < r->nitems; i++)
-		settle(&r->claim->events[r->items[i]], fate, NULL, request_id);
+		settle_shared(&r->claim->events[r->items[i]], fate, NULL, shared_id);
 }
 
 /*
  * A failed attempt: try again after a backoff, unless the attempts are
  * spent or the next try would come too late for TikTok's deduplication.
- * Returns the fate given: FATE_RETRY or FATE_FAILED.
+ * reason is in the claim's memory, shared by the request's retried
+ * events.  Returns the fate given: FATE_RETRY or FATE_FAILED.
  */
 static Fate
-retry_or_fail(Claimed *ev, const char *reason, double random01)
+retry_or_fail(Claimed *ev, char *reason, double random01)
 {
 	double		delay = tt_backoff_ms(ev->attempts, tt_retry_delay_ms,
 									  tt_retry_delay_max_ms, random01);
@@ -551,7 +571,7 @@ retry_or_fail(Claimed *ev, const char *reason, double random01)
 	else
 	{
 		ev->delay_ms = delay;
-		settle(ev, FATE_RETRY, reason, NULL);
+		settle_shared(ev, FATE_RETRY, reason, NULL);
 	}
 	return ev->fate;
 }
