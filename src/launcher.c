@@ -73,6 +73,7 @@ static List *follow_database_list(List *databases);
 static void watch_worker(ListedDatabase *db, TimestampTz now);
 static Oid *database_oids(List *databases);
 static void end_shortage(ListedDatabase *db);
+static bool start_due(const ListedDatabase *db, TimestampTz now);
 static void start_due_workers(List *databases, TimestampTz now);
 static BackgroundWorkerHandle *start_worker(const char *name);
 static void report_shortage(List *databases);
@@ -238,6 +239,16 @@ end_shortage(ListedDatabase *db)
 }
 
 /*
+ * Whether a database's worker is to be started now: it is wanted, has
+ * none, and its pause is over
+ */
+static bool
+start_due(const ListedDatabase *db, TimestampTz now)
+{
+	return db->listed && tt_enabled && db->handle == NULL && now >= db->next_start;
+}
+
+/*
  * Start the worker of each listed database that has none and whose pause
  * is over.  A database that does not exist is said once and looked for
  * again later; one for which no background worker slot is free is a
@@ -260,7 +271,7 @@ start_due_workers(List *databases, TimestampTz now)
 			/* no worker is wanted, so none is missing */
 			end_shortage(db);
 		}
-		else if (db->handle == NULL && now >= db->next_start)
+		else if (start_due(db, now))
 			any_due = true;
 	}
 	if (!any_due)
@@ -272,7 +283,7 @@ start_due_workers(List *databases, TimestampTz now)
 		ListedDatabase *db = lfirst(lc);
 		Oid			oid = oids[foreach_current_index(lc)];
 
-		if (!db->listed || !tt_enabled || db->handle != NULL || now < db->next_start)
+		if (!start_due(db, now))
 			continue;
 		if (!OidIsValid(oid))
 		{
