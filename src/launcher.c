@@ -72,6 +72,8 @@ PGDLLEXPORT void tt_launcher_main(Datum arg);
 static List *follow_database_list(List *databases);
 static void watch_worker(ListedDatabase *db, TimestampTz now);
 static Oid *database_oids(List *databases);
+static void end_shortage(ListedDatabase *db);
+static bool start_due(const ListedDatabase *db, TimestampTz now);
 static void start_due_workers(List *databases, TimestampTz now);
 static BackgroundWorkerHandle *start_worker(const char *name);
 static void report_shortage(List *databases);
@@ -225,6 +227,28 @@ database_oids(List *databases)
 }
 
 /*
+ * A database is no longer short of a worker (it has one, wants none, or
+ * does not exist): tt_health() stops saying so
+ */
+static void
+end_shortage(ListedDatabase *db)
+{
+	if (OidIsValid(db->shortage_oid))
+		tt_publish_worker_shortage(db->shortage_oid, false, 0, 0);
+	db->shortage_oid = InvalidOid;
+}
+
+/*
+ * Whether a database's worker is to be started now: it is wanted, has
+ * none, and its pause is over
+ */
+static bool
+start_due(const ListedDatabase *db, TimestampTz now)
+{
+	return db->listed && tt_enabled && db->handle == NULL && now >= db->next_start;
+}
+
+/*
  * Start the worker of each listed database that has none and whose pause
  * is over.  A database that does not exist is said once and looked for
  * again later; one for which no background worker slot is free is a
@@ -245,11 +269,9 @@ start_due_workers(List *databases, TimestampTz now)
 		if (!db->listed || !tt_enabled)
 		{
 			/* no worker is wanted, so none is missing */
-			if (OidIsValid(db->shortage_oid))
-				tt_publish_worker_shortage(db->shortage_oid, false, 0, 0);
-			db->shortage_oid = InvalidOid;
+			end_shortage(db);
 		}
-		else if (db->handle == NULL && now >= db->next_start)
+		else if (start_due(db, now))
 			any_due = true;
 	}
 	if (!any_due)
@@ -261,7 +283,7 @@ start_due_workers(List *databases, TimestampTz now)
 		ListedDatabase *db = lfirst(lc);
 		Oid			oid = oids[foreach_current_index(lc)];
 
-		if (!db->listed || !tt_enabled || db->handle != NULL || now < db->next_start)
+		if (!start_due(db, now))
 			continue;
 		if (!OidIsValid(oid))
 		{
@@ -272,9 +294,7 @@ start_due_workers(List *databases, TimestampTz now)
 						 errhint("List in tiktok_capi.database the databases where CREATE EXTENSION tiktok_capi was run.")));
 			db->said_missing = true;
 			db->next_start = later;
-			if (OidIsValid(db->shortage_oid))
-				tt_publish_worker_shortage(db->shortage_oid, false, 0, 0);
-			db->shortage_oid = InvalidOid;
+			end_shortage(db);
 			continue;
 		}
 		db->said_missing = false;
@@ -287,9 +307,7 @@ start_due_workers(List *databases, TimestampTz now)
 		}
 		db->started_at = now;
 		db->stopping = false;
-		if (OidIsValid(db->shortage_oid))
-			tt_publish_worker_shortage(db->shortage_oid, false, 0, 0);
-		db->shortage_oid = InvalidOid;
+		end_shortage(db);
 	}
 	pfree(oids);
 }

@@ -224,7 +224,6 @@ record_settled(void)
 		tt_record(recorded);
 		tt_record_pixels(news);
 		end_transaction();
-		MemoryContextSwitchTo(TopMemoryContext);
 	}
 	foreach(lc, settled)
 	{
@@ -358,7 +357,6 @@ claim_some(int limit, bool newest)
 																  (double) tt_poll_interval_ms));
 	}
 	end_transaction();
-	MemoryContextSwitchTo(TopMemoryContext);
 	if (claim->nevents == 0)
 	{
 		MemoryContextDelete(cxt);
@@ -384,7 +382,6 @@ retention_slice(void)
 	{
 		retention_behind = tt_delete_old_sent() == TT_RETENTION_ROWS;
 		end_transaction();
-		MemoryContextSwitchTo(TopMemoryContext);
 	}
 	last_retention = GetCurrentTimestamp();
 }
@@ -603,8 +600,8 @@ tt_worker_execute(SPIPlanPtr plan, Datum *values, const char *nulls,
 }
 
 /*
- * Commit, and report table statistics so autovacuum sees our churn.  A
- * commit leaves us in TopMemoryContext.
+ * Commit, and report table statistics so autovacuum sees our churn.  The
+ * caller goes on in TopMemoryContext, where the worker's own state lives.
  */
 static void
 end_transaction(void)
@@ -612,5 +609,6 @@ end_transaction(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(TopMemoryContext);
 	pgstat_report_stat(false);
 }

@@ -64,10 +64,13 @@ static void judge(Request *r);
 static void say_unreachable(const char *why);
 static void settle(Claimed *ev, Fate fate, const char *error,
 				   const char *request_id);
-static Fate retry_or_fail(Claimed *ev, const char *reason, double random01);
+static void settle_shared(Claimed *ev, Fate fate, char *error,
+						  char *request_id);
+static void settle_request(Request *r, Fate fate, const char *request_id);
+static Fate retry_or_fail(Claimed *ev, char *reason, double random01);
 static void count_request(Request *r, TTVerdict verdict, const TTAnswer *answer,
 						  int retried, int failed);
-static void count_failed_alone(Claimed *ev);
+static void count_failed_alone(const char *pixel_code, int nevents);
 static PixelNews *news_of(const char *code);
 static bool is_paused(List *paused, const char *code);
 static void pipeline_init(void);
@@ -103,12 +106,15 @@ void
 tt_pipeline_add(Claim *claim, List *paused, bool first)
 {
 	int		   *items = MemoryContextAlloc(claim->cxt, sizeof(int) * Max(1, claim->nevents));
+	const char *unknown_code = NULL;
+	int			unknown = 0;
 
 	pipeline_init();
 	for (int p = 0; p < claim->npixels; p++)
 	{
 		Pixel	   *pixel = &claim->pixels[p];
 		int			n = 0;
+		int			too_old = 0;
 
 		if (is_paused(paused, pixel->code))
 			pixel->deferred = true;
@@ -125,13 +131,16 @@ tt_pipeline_add(Claim *claim, List *paused, bool first)
 				settle(ev, FATE_FAILED,
 					   "not sent again: its first attempt was more than 47 hours ago, and past TikTok's 48-hour deduplication window a resend could be counted twice",
 					   NULL);
-				count_failed_alone(ev);
+				too_old++;
 			}
 			else
 				items[n++] = i;
 		}
+		if (too_old > 0)
+			count_failed_alone(pixel->code, too_old);
 		cut_batches(claim, pixel, items, n, first, first);
 	}
+	/* counted once for each run of events of the same unknown pixel */
 	for (int i = 0; i < claim->nevents; i++)
 	{
 		Claimed    *ev = &claim->events[i];
@@ -141,9 +150,17 @@ tt_pipeline_add(Claim *claim, List *paused, bool first)
 			settle(ev, FATE_FAILED,
 				   "its pixel is not configured in tiktok_capi.pixels (add it with tt_add_pixel, then tt_requeue_failed)",
 				   NULL);
-			count_failed_alone(ev);
+			if (unknown > 0 && strcmp(unknown_code, ev->pixel_code) != 0)
+			{
+				count_failed_alone(unknown_code, unknown);
+				unknown = 0;
+			}
+			unknown_code = ev->pixel_code;
+			unknown++;
 		}
 	}
+	if (unknown > 0)
+		count_failed_alone(unknown_code, unknown);
 }
 
 /*
@@ -271,8 +288,7 @@ tt_pipeline_start(List *paused)
 		{
 			if (r->express)
 				express_out--;
-			for (int i = 0; i < r->nitems; i++)
-				settle(&r->claim->events[r->items[i]], FATE_DEFERRED, NULL, NULL);
+			settle_request(r, FATE_DEFERRED, NULL);
 			continue;
 		}
 		old = MemoryContextSwitchTo(r->claim->cxt);
@@ -368,18 +384,18 @@ judge(Request *r)
 	switch (verdict)
 	{
 		case TT_SENT:
-			for (int i = 0; i < r->nitems; i++)
-				settle(&r->claim->events[r->items[i]], FATE_SENT, NULL, request_id);
+			settle_request(r, FATE_SENT, request_id);
 			break;
 		case TT_RETRY:
 		case TT_THROTTLE:
 			{
 				/* one draw per request: its events are retried together */
 				double		random01 = pg_prng_double(&pg_global_prng_state);
+				char	   *shared_reason = MemoryContextStrdup(r->claim->cxt, reason);
 
 				for (int i = 0; i < r->nitems; i++)
 				{
-					if (retry_or_fail(&r->claim->events[r->items[i]], reason, random01) == FATE_RETRY)
+					if (retry_or_fail(&r->claim->events[r->items[i]], shared_reason, random01) == FATE_RETRY)
 						retried++;
 					else
 						failed++;
@@ -393,15 +409,13 @@ judge(Request *r)
 		case TT_PAUSE_PIXEL:
 			pn->pause_now = true;
 			r->pixel->deferred = true;
-			for (int i = 0; i < r->nitems; i++)
-				settle(&r->claim->events[r->items[i]], FATE_DEFERRED, NULL, NULL);
+			settle_request(r, FATE_DEFERRED, NULL);
 			break;
 		case TT_PAUSE_URL:
 			/* the URL is wrong, not the events: they wait, as they are */
 			if (url_problem == NULL)
 				url_problem = MemoryContextStrdup(pipeline_cxt, reason);
-			for (int i = 0; i < r->nitems; i++)
-				settle(&r->claim->events[r->items[i]], FATE_HELD, NULL, NULL);
+			settle_request(r, FATE_HELD, NULL);
 			break;
 		case TT_SPLIT:
 			{
@@ -445,15 +459,19 @@ count_request(Request *r, TTVerdict verdict, const TTAnswer *answer,
 	tt_stats_count(r->pixel->code, &outcome);
 }
 
-/* Count an event failed without a request (no pixel, too old) */
+/*
+ * Count events of one pixel failed without a request (no pixel, too old):
+ * all at once, as count_request() does, so that a claim full of them does
+ * not take the counters' lock once per event
+ */
 static void
-count_failed_alone(Claimed *ev)
+count_failed_alone(const char *pixel_code, int nevents)
 {
 	TTRequestOutcome outcome;
 
 	memset(&outcome, 0, sizeof(outcome));
-	outcome.events_failed = 1;
-	tt_stats_count(ev->pixel_code, &outcome);
+	outcome.events_failed = nevents;
+	tt_stats_count(pixel_code, &outcome);
 }
 
 /*
@@ -491,12 +509,26 @@ say_unreachable(const char *why)
 static void
 settle(Claimed *ev, Fate fate, const char *error, const char *request_id)
 {
-	MemoryContext old = MemoryContextSwitchTo(ev->claim->cxt);
+	MemoryContext cxt = ev->claim->cxt;
+
+	settle_shared(ev, fate, error ? MemoryContextStrdup(cxt, error) : NULL,
+				  request_id ? MemoryContextStrdup(cxt, request_id) : NULL);
+}
+
+/*
+ * Settle one event with strings already in its claim's memory, which the
+ * events of one request share: a request's thousand events need not copy
+ * its reason or request_id a thousand times, and the record groups them
+ * by comparing pointers before text.
+ */
+static void
+settle_shared(Claimed *ev, Fate fate, char *error, char *request_id)
+{
+	MemoryContext old = MemoryContextSwitchTo(pipeline_cxt);
 
 	ev->fate = fate;
-	ev->error = error ? pstrdup(error) : NULL;
-	ev->request_id = request_id ? pstrdup(request_id) : NULL;
-	MemoryContextSwitchTo(pipeline_cxt);
+	ev->error = error;
+	ev->request_id = request_id;
 	settled = lappend(settled, ev);
 	MemoryContextSwitchTo(old);
 	if (fate == FATE_RETRY && (min_retry_ms < 0 || ev->delay_ms < min_retry_ms))
@@ -504,12 +536,26 @@ settle(Claimed *ev, Fate fate, const char *error, const char *request_id)
 }
 
 /*
+ * Settle every event of a request alike: the verdicts that concern the
+ * request as a whole (sent, its pixel paused, the URL paused)
+ */
+static void
+settle_request(Request *r, Fate fate, const char *request_id)
+{
+	char	   *shared_id = request_id ? MemoryContextStrdup(r->claim->cxt, request_id) : NULL;
+
+	for (int i = 0; i < r->nitems; i++)
+		settle_shared(&r->claim->events[r->items[i]], fate, NULL, shared_id);
+}
+
+/*
  * A failed attempt: try again after a backoff, unless the attempts are
  * spent or the next try would come too late for TikTok's deduplication.
- * Returns the fate given: FATE_RETRY or FATE_FAILED.
+ * reason is in the claim's memory, shared by the request's retried
+ * events.  Returns the fate given: FATE_RETRY or FATE_FAILED.
  */
 static Fate
-retry_or_fail(Claimed *ev, const char *reason, double random01)
+retry_or_fail(Claimed *ev, char *reason, double random01)
 {
 	double		delay = tt_backoff_ms(ev->attempts, tt_retry_delay_ms,
 									  tt_retry_delay_max_ms, random01);
@@ -525,7 +571,7 @@ retry_or_fail(Claimed *ev, const char *reason, double random01)
 	else
 	{
 		ev->delay_ms = delay;
-		settle(ev, FATE_RETRY, reason, NULL);
+		settle_shared(ev, FATE_RETRY, reason, NULL);
 	}
 	return ev->fate;
 }
